@@ -1,0 +1,190 @@
+"""The analysis config: one JSON schema for the CLI's ``--config`` file and the API's ``config`` field.
+
+Every key is optional; unknown keys are an error. Example::
+
+    {"breakpoints": {"relu": [0.0], "layers.3": [-1.0, 1.0]},
+     "pairs": {"count": 1000, "seed": 0},
+     "transition_density": {"pairs": {"count": 50, "seed": 0}, "points": 512}}
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Canonical activation op types, shared by the ONNX and the TorchScript front ends.
+OpType = Literal[
+    "relu",
+    "leaky_relu",
+    "prelu",
+    "elu",
+    "selu",
+    "celu",
+    "gelu",
+    "silu",
+    "mish",
+    "softplus",
+    "relu6",
+    "hardtanh",
+    "clip",
+    "hardswish",
+    "sigmoid",
+    "hard_sigmoid",
+    "tanh",
+]
+
+#: Default breakpoints Γ per canonical op type (the paper's Section VI-B choices, extended to the
+#: kinks of the piecewise activations). ``clip`` layers with other bounds than (0, 6) or (-1, 1)
+#: default to their own ``[min, max]``.
+DEFAULT_BREAKPOINTS: dict[str, list[float]] = {
+    "relu": [0.0],
+    "leaky_relu": [0.0],
+    "prelu": [0.0],
+    "elu": [0.0],
+    "selu": [0.0],
+    "celu": [0.0],
+    "gelu": [0.0],
+    "silu": [0.0],
+    "mish": [0.0],
+    "softplus": [0.0],
+    "relu6": [0.0, 6.0],
+    "hardtanh": [-1.0, 1.0],
+    "hardswish": [-3.0, 3.0],
+    "sigmoid": [-0.5, 0.0, 0.5],
+    "hard_sigmoid": [-0.5, 0.0, 0.5],
+    "tanh": [-0.5, 0.0, 0.5],
+}
+
+MAX_BREAKPOINTS = 255
+MAX_EXPLICIT_PAIRS = 1_000_000
+
+
+def default_lambdas() -> list[float]:
+    """The λ grid of PS_D(λ): 0.00, 0.01, …, 1.00."""
+    return [round(i / 100, 2) for i in range(101)]
+
+
+class PairSample(BaseModel):
+    """A random sample of ``count`` index pairs, reproducible by ``seed``.
+
+    For pattern similarity, ``count`` pairs are drawn for each pair kind (random, same label,
+    different label); for transition density, ``count`` random pairs are drawn in total.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    count: Annotated[int, Field(gt=0, le=10_000_000)]
+    seed: int = 0
+
+
+#: ``"all"`` distinct unordered pairs, a random ``PairSample``, or an explicit list of ``[i, j]``.
+PairSpec = Literal["all"] | PairSample | list[tuple[int, int]]
+
+
+def _check_explicit_pairs(pairs: PairSpec) -> PairSpec:
+    if isinstance(pairs, list):
+        if not pairs:
+            raise ValueError("expected at least one [i, j] pair, got an empty list")
+        if len(pairs) > MAX_EXPLICIT_PAIRS:
+            raise ValueError(f"expected at most {MAX_EXPLICIT_PAIRS} explicit pairs, got {len(pairs)}")
+        for i, j in pairs:
+            if i < 0 or j < 0:
+                raise ValueError(f"expected non-negative sample indices, got pair [{i}, {j}]")
+    return pairs
+
+
+class TransitionDensityConfig(BaseModel):
+    """Transition density along straight lines between pairs of inputs (Novak et al. 2018).
+
+    ``points`` is the number of equidistant points on each segment, both endpoints included
+    (the paper's k + 1; the paper uses 512).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pairs: PairSpec = PairSample(count=100, seed=0)
+    points: Annotated[int, Field(ge=2, le=100_000)] = 512
+
+    _check_pairs = field_validator("pairs")(_check_explicit_pairs)
+
+
+class AnalysisConfig(BaseModel):
+    """Everything an analysis can be told. Defaults are the paper's settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    breakpoints: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="Breakpoints Γ keyed by canonical op type (e.g. 'relu', 'sigmoid') or by layer "
+        "name; a layer name wins over its op type, which wins over DEFAULT_BREAKPOINTS.",
+    )
+    space: Literal["pre", "post"] = Field(
+        "pre", description="Apply Γ to pre-activation values z(x; θ) (the paper) or to post-activation values."
+    )
+    layers: list[str] | None = Field(
+        None, description="Analyse only these activation layers (by name); null means every one found."
+    )
+    pairs: PairSpec = "all"
+    transition_density: TransitionDensityConfig | None = Field(
+        default_factory=TransitionDensityConfig, description="null skips transition density."
+    )
+    lambdas: list[float] = Field(default_factory=default_lambdas, description="The λ grid of PS_D(λ).")
+    dying_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.9,
+        description="A neuron is dying when its dominant region holds at least this share of samples; "
+        "dead when it holds all of them.",
+    )
+    labels: Literal["dataset", "predicted"] = Field(
+        "dataset", description="Use the dataset's y, or the model's predicted class (also used when y is absent)."
+    )
+    batch_size: Annotated[int, Field(gt=0, le=65_536)] = 256
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, description="Seed for every random choice the config does not seed itself.")
+    max_neuron_indices: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        100, description="At most this many dead / dying neuron indices listed per layer."
+    )
+
+    @field_validator("breakpoints")
+    @classmethod
+    def _breakpoints_sorted(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for key, points in value.items():
+            if not points:
+                raise ValueError(f"breakpoints for {key!r}: expected at least one value, got []")
+            if len(points) > MAX_BREAKPOINTS:
+                raise ValueError(f"breakpoints for {key!r}: expected at most {MAX_BREAKPOINTS}, got {len(points)}")
+            if any(b <= a for a, b in zip(points, points[1:], strict=False)):
+                raise ValueError(f"breakpoints for {key!r}: expected strictly increasing values, got {points}")
+            if any(p != p or p in (float("inf"), float("-inf")) for p in points):
+                raise ValueError(f"breakpoints for {key!r}: expected finite values, got {points}")
+        return value
+
+    @field_validator("lambdas")
+    @classmethod
+    def _lambdas_in_range(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("lambdas: expected at least one value, got []")
+        if any(not 0.0 <= v <= 1.0 for v in value):
+            raise ValueError(f"lambdas: expected values in [0, 1], got {value}")
+        return sorted(value)
+
+    _check_pairs = field_validator("pairs")(_check_explicit_pairs)
+
+    @model_validator(mode="after")
+    def _layers_unique(self) -> AnalysisConfig:
+        if self.layers is not None:
+            if not self.layers:
+                raise ValueError("layers: expected null or at least one layer name, got []")
+            if len(set(self.layers)) != len(self.layers):
+                raise ValueError(f"layers: expected unique names, got {self.layers}")
+        return self
+
+    def breakpoints_for(self, layer_name: str, op_type: str, fallback: list[float] | None = None) -> list[float]:
+        """Γ for one layer: by layer name, else by op type, else ``fallback``, else the default."""
+        if layer_name in self.breakpoints:
+            return list(self.breakpoints[layer_name])
+        if op_type in self.breakpoints:
+            return list(self.breakpoints[op_type])
+        if fallback is not None:
+            return list(fallback)
+        return list(DEFAULT_BREAKPOINTS.get(op_type, [0.0]))

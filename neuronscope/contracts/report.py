@@ -1,0 +1,194 @@
+"""The analysis report: the JSON that pipelines read. Paths here are a versioned contract.
+
+Undefined statistics (no pairs of a kind, no labels) are ``null``; NaN and ±Inf never reach JSON:
+any non-finite float given to a report field becomes ``null``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from neuronscope.contracts.config import AnalysisConfig
+
+REPORT_SCHEMA_VERSION = "1.0"
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float | int) and not isinstance(value, bool) and not math.isfinite(float(value)):
+        return None
+    return value
+
+
+#: A float that is ``null`` when undefined or non-finite.
+Stat = Annotated[float | None, BeforeValidator(_finite_or_none)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class InputInfo(_Model):
+    name: str
+    shape: list[int | str | None] = Field(description="Per-input shape as the model declares it; strings are symbolic.")
+    dtype: str
+
+
+class LayerInfo(_Model):
+    name: str = Field(description="Unique layer name (ONNX node name, or TorchScript module path and op).")
+    op_type: str = Field(description="Canonical activation op type, e.g. 'relu', 'sigmoid', 'gelu'.")
+    neurons: int = Field(description="Neurons per sample: every element of the activation map.")
+    shape: list[int] = Field(description="Per-sample shape of the activation map.")
+    breakpoints: list[float] = Field(description="The breakpoints Γ used for this layer.")
+
+
+class ModelSection(_Model):
+    format: Literal["onnx", "torchscript"]
+    sha256: str | None = None
+    inputs: list[InputInfo]
+    layers: list[LayerInfo]
+    neurons: int = Field(description="Total neurons analysed (sum over layers).")
+
+
+class DatasetSection(_Model):
+    samples: int
+    labels_source: Literal["dataset", "predicted"] = Field(
+        description="Where the labels used for same/different-label pairs came from."
+    )
+    classes: int | None = Field(None, description="Number of distinct labels.")
+    accuracy: Stat = Field(None, description="Top-1 accuracy when dataset labels and class outputs exist.")
+    sha256: str | None = None
+
+
+class PsCurve(_Model):
+    lambda_: list[float] = Field(alias="lambda")
+    value: list[Stat] = Field(description="PS_D(λ) = P(PS > λ) over the pairs of this kind.")
+
+
+class PairKindStats(_Model):
+    pairs: int
+    mean: Stat = Field(description="PS_E: the mean pattern similarity.")
+    std: Stat
+    ps_d: PsCurve
+
+
+class PairKindSummary(_Model):
+    pairs: int
+    mean: Stat
+    std: Stat
+
+
+class LayerSimilarity(_Model):
+    name: str
+    random: PairKindSummary
+    same_label: PairKindSummary
+    different_label: PairKindSummary
+
+
+class PatternSimilaritySection(_Model):
+    pair_selection: str = Field(description="'all', 'sample' or 'explicit'.")
+    random: PairKindStats
+    same_label: PairKindStats
+    different_label: PairKindStats
+    per_layer: list[LayerSimilarity]
+
+
+class TdKindStats(_Model):
+    pairs: int
+    mean: Stat
+    median: Stat
+    neuron_changes_mean: Stat = Field(description="Mean count of neuron-region changes along the path.")
+
+
+class PairSampleRow(_Model):
+    """One analysed pair, kept for plots (capped in number)."""
+
+    i: int
+    j: int
+    same_label: bool
+    ps: float
+    prediction_distance: float
+    td: int | None = None
+    neuron_changes: int | None = None
+
+
+class TransitionDensitySection(_Model):
+    pairs: int
+    points: int = Field(description="Points per segment, both endpoints included (k + 1).")
+    mean: Stat
+    median: Stat
+    std: Stat
+    neuron_changes_mean: Stat
+    per_pair_kind: dict[Literal["same_label", "different_label"], TdKindStats]
+    samples: list[PairSampleRow] = Field(description="Per-pair values (capped) for the TD/PS/distance plot.")
+
+
+class LayerHealth(_Model):
+    name: str
+    op_type: str
+    neurons: int
+    dead_fraction: float = Field(description="Share of neurons whose region is the same for every sample.")
+    dying_fraction: float = Field(
+        description="Share of neurons whose dominant region holds >= dying_threshold of samples (dead included)."
+    )
+    dead_count: int
+    dying_count: int
+    dead_neurons: list[int] = Field(description="Flat indices of dead neurons (capped).")
+    dying_neurons: list[int] = Field(description="Flat indices of dying neurons (capped).")
+    region_occupancy: list[float] = Field(description="Share of (sample, neuron) values in each region.")
+    post_activation_mean: Stat
+    post_activation_var: Stat
+    pre_activation_mean: Stat
+    pre_activation_var: Stat
+
+
+class PredictionDistanceKind(_Model):
+    pairs: int
+    mean: Stat
+    std: Stat
+
+
+class PredictionDistanceSection(_Model):
+    random: PredictionDistanceKind
+    same_label: PredictionDistanceKind
+    different_label: PredictionDistanceKind
+    spearman_vs_ps: Stat = Field(description="Rank correlation of prediction distance with PS over the PS pairs.")
+    spearman_vs_td: Stat = Field(description="Rank correlation of prediction distance with TD over the TD pairs.")
+
+
+class Provenance(_Model):
+    neuronscope_version: str
+    python_version: str
+    torch_version: str | None = None
+    onnx_version: str | None = None
+    onnxruntime_version: str | None = None
+    device: str = Field(description="Where the analysis ran, e.g. 'cpu' or 'cuda:0 (NVIDIA H100)'.")
+    runtime: str = Field(description="Execution runtime, e.g. 'onnxruntime CPUExecutionProvider'.")
+    seed: int
+    created_at: str = Field(description="ISO 8601 UTC time the report was made.")
+    config: AnalysisConfig
+
+
+class Timings(_Model):
+    load_s: float
+    capture_s: float
+    pattern_similarity_s: float
+    transition_density_s: float
+    total_s: float
+
+
+class Report(_Model):
+    schema_version: str = REPORT_SCHEMA_VERSION
+    model: ModelSection
+    dataset: DatasetSection
+    pattern_similarity: PatternSimilaritySection
+    transition_density: TransitionDensitySection | None
+    layers: list[LayerHealth]
+    prediction_distance: PredictionDistanceSection
+    provenance: Provenance
+    timings: Timings
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return self.model_dump_json(by_alias=True, indent=indent)

@@ -1,0 +1,70 @@
+"""What every model front end provides to the rest of the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input. ``shape`` includes the batch dimension; ``None`` or a string is dynamic."""
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class ActivationLayer:
+    """One activation layer found in the model.
+
+    ``name`` is unique within the model; ``op_type`` is a canonical op type from
+    ``neuronscope.contracts.config.OpType``; ``shape`` is the per-sample shape of the activation
+    map (batch dimension excluded), so ``neurons == prod(shape)``. ``default_breakpoints`` is set
+    only where the layer's own attributes define Γ (e.g. Clip bounds), else ``None``.
+    """
+
+    name: str
+    op_type: str
+    shape: tuple[int, ...]
+    default_breakpoints: tuple[float, ...] | None = None
+
+    @property
+    def neurons(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+
+@dataclass
+class CaptureResult:
+    """One batch through the model.
+
+    ``outputs``: ``[B, ...]`` the model's first output. ``pre[k]`` / ``post[k]``: ``[B, neurons_k]``
+    float32 values at the input / output of ``layers[k]``, flattened per sample, on the
+    front end's device, detached, never aliased by later in-place ops.
+    """
+
+    outputs: torch.Tensor
+    pre: list[torch.Tensor]
+    post: list[torch.Tensor]
+
+
+class CaptureModel(Protocol):
+    """A loaded model that can run batches with or without capturing activations."""
+
+    format: Literal["onnx", "torchscript"]
+    inputs: list[InputSpec]
+    layers: list[ActivationLayer]
+    device: torch.device
+    runtime: str
+
+    def capture(self, batch: dict[str, np.ndarray]) -> CaptureResult:
+        """Run one batch (arrays keyed by input name, ``[B, ...]``) and capture ``layers``."""
+        ...
+
+    def infer(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
+        """Plain inference of the same batch, nothing captured: the baseline for benchmarks."""
+        ...

@@ -1,0 +1,16 @@
+"""The analysis engine's error type."""
+
+from __future__ import annotations
+
+from neuronscope.errors import NeuronscopeError
+
+
+class AnalysisError(NeuronscopeError):
+    """An analysis that cannot run on these inputs.
+
+    Codes in use: ``model_invalid``, ``model_unsupported``, ``no_activation_layers``,
+    ``unknown_layer``, ``dataset_invalid``, ``dataset_shape_mismatch``, ``labels_invalid``,
+    ``pairs_invalid``, ``device_unavailable``, ``cancelled``.
+    """
+
+    code = "analysis_error"
