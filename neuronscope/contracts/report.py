@@ -156,6 +156,10 @@ class PredictionDistanceSection(_Model):
     different_label: PredictionDistanceKind
     spearman_vs_ps: Stat = Field(description="Rank correlation of prediction distance with PS over the PS pairs.")
     spearman_vs_td: Stat = Field(description="Rank correlation of prediction distance with TD over the TD pairs.")
+    correlation_pairs: int = Field(
+        description="Random pairs behind spearman_vs_ps (every pair up to a cap, else a seeded sample)."
+    )
+    samples: list[PairSampleRow] = Field(description="Per-pair PS and distance (capped) for the PS/distance plot.")
 
 
 class Provenance(_Model):

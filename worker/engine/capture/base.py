@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -11,7 +12,8 @@ import torch
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One model input. ``shape`` includes the batch dimension; ``None`` or a string is dynamic."""
+    """One model input. ``shape`` includes the batch dimension; ``None`` or a string is dynamic;
+    ``()`` means the rank is not known (TorchScript before an example batch was seen)."""
 
     name: str
     shape: tuple[int | str | None, ...]
@@ -61,10 +63,14 @@ class CaptureModel(Protocol):
     device: torch.device
     runtime: str
 
-    def capture(self, batch: dict[str, np.ndarray]) -> CaptureResult:
-        """Run one batch (arrays keyed by input name, ``[B, ...]``) and capture ``layers``."""
+    def capture(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
+        """Run one batch (arrays or tensors keyed by input name, ``[B, ...]``) and capture ``layers``.
+
+        Every batch must have the per-sample input shapes of the example the model was opened
+        with, else ``AnalysisError(code="dataset_shape_mismatch")``.
+        """
         ...
 
-    def infer(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
+    def infer(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
         """Plain inference of the same batch, nothing captured: the baseline for benchmarks."""
         ...

@@ -1,0 +1,337 @@
+"""Job records in Redis: the API creates them, workers move them along, nobody asks Celery.
+
+One hash per job (``{prefix}:job:{id}``) and one index of every job, newest last
+(``{prefix}:jobs``, a sorted set whose members ``{created_µs:016d}:{id}`` all score 0, so
+lexicographic order is creation order and a member is an exact keyset cursor).
+
+Status changes go through :meth:`JobStore._transition`, a WATCH/MULTI transaction that checks the
+current status first, so a cancel racing a finishing worker ends in exactly one terminal state,
+and a redelivered task never re-runs a finished job.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, cast, get_args
+
+import redis
+from pydantic import BaseModel, ConfigDict
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
+
+_UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+_CURSOR = re.compile(r"^\d{16}:[0-9a-f-]{36}$")
+
+
+class JobError(BaseModel):
+    """Why a job failed: a stable ``code`` and a message a person can act on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str
+    message: str
+
+
+class JobProgress(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: str
+    fraction: float
+
+
+class JobRecord(BaseModel):
+    """The service's own truth about one job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str
+    status: JobStatus
+    progress: JobProgress
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: JobError | None
+    model_id: str
+    model_format: str
+    dataset_id: str
+    dataset_format: str
+    config: str
+    attempts: int
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """An artifact a job reads: its content id and its detected format."""
+
+    id: str
+    format: str
+
+
+class InvalidCursor(ValueError):
+    """A ``cursor`` that no listing handed out."""
+
+
+def is_job_id(value: str) -> bool:
+    """Whether ``value`` has the shape of a job id the service mints (a lowercase UUID4)."""
+    return bool(_UUID4.match(value))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value is not None else ""
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class JobStore:
+    """Job records for one key prefix in one Redis database."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "neuronscope", ttl_s: int = 0) -> None:
+        self._r = client
+        self._prefix = prefix
+        self._ttl_s = ttl_s
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    def _key(self, job_id: str) -> str:
+        return f"{self._prefix}:job:{job_id}"
+
+    @property
+    def _index(self) -> str:
+        return f"{self._prefix}:jobs"
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job, or ``None`` for an id that is malformed, unknown or expired."""
+        if not is_job_id(job_id):
+            return None
+        fields = cast(dict[str, str], self._r.hgetall(self._key(job_id)))
+        return self._decode(fields) if fields else None
+
+    def status(self, job_id: str) -> JobStatus | None:
+        value = cast(str | None, self._r.hget(self._key(job_id), "status"))
+        return cast(JobStatus, value) if value in get_args(JobStatus) else None
+
+    def list(self, *, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+        """Up to ``limit`` jobs, newest first, after ``cursor``; and the cursor of the next page."""
+        if cursor is not None and not _CURSOR.match(cursor):
+            raise InvalidCursor(f"expected a cursor from a previous listing's next_cursor, got {cursor!r}")
+        jobs: list[JobRecord] = []
+        upper = f"({cursor}" if cursor is not None else "+"
+        last: str | None = None
+        while len(jobs) < limit:
+            want = limit - len(jobs) + 1
+            members = cast(
+                list[str], self._r.zrange(self._index, upper, "-", desc=True, bylex=True, offset=0, num=want)
+            )
+            if not members:
+                return jobs, None
+            stale: list[str] = []
+            for member in members:
+                if len(jobs) == limit:
+                    return jobs, last
+                record = self.get(member.split(":", 1)[1])
+                if record is None:
+                    stale.append(member)
+                    continue
+                jobs.append(record)
+                last = member
+            if stale:
+                self._r.zrem(self._index, *stale)
+            if len(members) < want:
+                return jobs, None
+            upper = f"({members[-1]}"
+        return jobs, None
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def create(self, *, model: ArtifactRef, dataset: ArtifactRef, config: str) -> JobRecord:
+        """A new ``queued`` job with a fresh random id."""
+        job_id = str(uuid.uuid4())
+        now = _now()
+        member = f"{int(now.timestamp() * 1_000_000):016d}:{job_id}"
+        fields = {
+            "job_id": job_id,
+            "status": "queued",
+            "stage": "queued",
+            "fraction": "0.0",
+            "created_at": _iso(now),
+            "started_at": "",
+            "finished_at": "",
+            "error_code": "",
+            "error_message": "",
+            "model_id": model.id,
+            "model_format": model.format,
+            "dataset_id": dataset.id,
+            "dataset_format": dataset.format,
+            "config": config,
+            "attempts": "0",
+            "index_member": member,
+        }
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(self._key(job_id), mapping=cast(Any, fields))
+        if self._ttl_s:
+            pipe.expire(self._key(job_id), self._ttl_s)
+        pipe.zadd(self._index, {member: 0})
+        pipe.execute()
+        return self._decode(fields)
+
+    def delete(self, job_id: str) -> None:
+        """Forget a job entirely (used when it could not be queued, so no phantom remains)."""
+        member = cast(str | None, self._r.hget(self._key(job_id), "index_member"))
+        pipe = self._r.pipeline(transaction=True)
+        pipe.delete(self._key(job_id))
+        if member:
+            pipe.zrem(self._index, member)
+        pipe.execute()
+
+    def start(self, job_id: str, *, max_attempts: int) -> JobRecord | None:
+        """Claim a job for a run: ``queued``/``running`` → ``running`` with one more attempt.
+
+        A job already finished is returned unchanged (the caller must not run it again); a job
+        past ``max_attempts`` (a redelivery after the worker died each time) becomes ``failed``.
+        ``None`` when the job does not exist.
+        """
+
+        def change(fields: Mapping[str, str]) -> dict[str, str] | None:
+            if fields["status"] in TERMINAL_STATUSES:
+                return None
+            attempts = int(fields.get("attempts") or 0) + 1
+            now = _iso(_now())
+            if attempts > max_attempts:
+                return {
+                    "status": "failed",
+                    "attempts": str(attempts - 1),
+                    "finished_at": now,
+                    "error_code": "too_many_attempts",
+                    "error_message": f"the job was started {max_attempts} times and its worker stopped "
+                    "each time before it finished (crash, out of memory or shutdown); not retrying",
+                }
+            return {
+                "status": "running",
+                "attempts": str(attempts),
+                "started_at": fields.get("started_at") or now,
+                "stage": "starting",
+                "fraction": "0.0",
+            }
+
+        return self._transition(job_id, change)
+
+    def set_progress(self, job_id: str, stage: str, fraction: float) -> bool:
+        """Record progress of a ``running`` job; ``False`` (nothing written) otherwise."""
+        fraction = min(max(float(fraction), 0.0), 1.0)
+
+        def change(fields: Mapping[str, str]) -> dict[str, str] | None:
+            if fields["status"] != "running":
+                return None
+            return {"stage": stage, "fraction": repr(fraction)}
+
+        record = self._transition(job_id, change)
+        return record is not None and record.status == "running" and record.progress.stage == stage
+
+    def finish(self, job_id: str, status: JobStatus, error: JobError | None = None) -> JobRecord | None:
+        """``running`` → ``succeeded``/``failed``. A job cancelled meanwhile stays cancelled."""
+        if status not in ("succeeded", "failed"):
+            raise ValueError(f"expected 'succeeded' or 'failed', got {status!r}")
+
+        def change(fields: Mapping[str, str]) -> dict[str, str] | None:
+            if fields["status"] not in ACTIVE_STATUSES:
+                return None
+            update = {"status": status, "finished_at": _iso(_now())}
+            if status == "succeeded":
+                update |= {"stage": "done", "fraction": "1.0"}
+            if error is not None:
+                update |= {"error_code": error.code, "error_message": error.message}
+            return update
+
+        return self._transition(job_id, change)
+
+    def cancel(self, job_id: str) -> tuple[JobRecord | None, bool]:
+        """``queued``/``running`` → ``cancelled``. Returns the record and whether it changed."""
+        changed = False
+
+        def change(fields: Mapping[str, str]) -> dict[str, str] | None:
+            nonlocal changed
+            if fields["status"] not in ACTIVE_STATUSES:
+                return None
+            changed = True
+            return {
+                "status": "cancelled",
+                "finished_at": _iso(_now()),
+                "error_code": "cancelled",
+                "error_message": "the job was cancelled by a DELETE request",
+            }
+
+        if not is_job_id(job_id):
+            return None, False
+        record = self._transition(job_id, change)
+        return record, changed
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _transition(
+        self, job_id: str, change: Callable[[Mapping[str, str]], dict[str, str] | None]
+    ) -> JobRecord | None:
+        """Read the job under WATCH, apply ``change`` (``None`` = leave as is), write atomically."""
+        key = self._key(job_id)
+
+        def body(pipe: redis.client.Pipeline) -> JobRecord | None:
+            fields = cast(dict[str, str], pipe.hgetall(key))
+            if not fields:
+                return None
+            update = change(fields)
+            if not update:
+                return self._decode(fields)
+            pipe.multi()
+            pipe.hset(key, mapping=cast(Any, update))
+            if self._ttl_s:
+                pipe.expire(key, self._ttl_s)
+            return self._decode({**fields, **update})
+
+        return cast(JobRecord | None, self._r.transaction(cast(Any, body), key, value_from_callable=True))
+
+    @staticmethod
+    def _decode(fields: Mapping[str, str]) -> JobRecord:
+        error = (
+            JobError(code=fields["error_code"], message=fields.get("error_message", ""))
+            if fields.get("error_code")
+            else None
+        )
+        return JobRecord(
+            job_id=fields["job_id"],
+            status=cast(JobStatus, fields["status"]),
+            progress=JobProgress(
+                stage=fields.get("stage", ""), fraction=float(fields.get("fraction") or 0.0)
+            ),
+            created_at=datetime.fromisoformat(fields["created_at"]),
+            started_at=_parse_time(fields.get("started_at")),
+            finished_at=_parse_time(fields.get("finished_at")),
+            error=error,
+            model_id=fields["model_id"],
+            model_format=fields["model_format"],
+            dataset_id=fields["dataset_id"],
+            dataset_format=fields["dataset_format"],
+            config=fields.get("config", "{}"),
+            attempts=int(fields.get("attempts") or 0),
+        )
+
+
+def connect(url: str) -> redis.Redis:
+    """A Redis client whose replies are ``str`` (what :class:`JobStore` expects)."""
+    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)

@@ -1,0 +1,162 @@
+"""Settings shared by the API and the workers: read from the environment once, validated, cached.
+
+Every variable is documented in ``docs/configuration.md``; keep the two in step. Tests build a
+``Settings(...)`` and hand it to the app factory instead of patching the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The Celery task that runs one analysis job. The API queues it by name, never by import.
+ANALYSIS_TASK = "analysis.run"
+
+_MIB = 1024 * 1024
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "neuronscope"
+
+
+class SettingsError(ValueError):
+    """A setting that is missing or unusable for what was asked of it."""
+
+
+class Settings(BaseSettings):
+    """One validated object for every ``NEURONSCOPE_*`` variable (plus ``REDIS_URL``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEURONSCOPE_",
+        env_file=None,
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "redis_url"),
+        description="Redis for the queue and the job records. Unset: `neuronscope serve` starts one.",
+    )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Root of artifact and report storage; must be shared by the API and every worker.",
+    )
+    storage_backend: Literal["filesystem"] = "filesystem"
+    key_prefix: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")] = (
+        "neuronscope"
+    )
+    queue: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = "analysis"
+
+    job_time_limit_s: Annotated[int, Field(gt=0, le=7 * 24 * 3600)] = 3600
+    job_cpu_time_limit_s: Annotated[int, Field(ge=0)] = 4 * 3600
+    job_memory_limit_mb: Annotated[int, Field(ge=0)] = 8192
+    job_threads: Annotated[int, Field(ge=0, le=1024)] = 0
+    job_max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    job_ttl_s: Annotated[int, Field(ge=0)] = 30 * 24 * 3600
+
+    max_upload_mb: Annotated[int, Field(gt=0)] = 2048
+    allow_torchscript: bool = True
+    readyz_timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _limits_consistent(self) -> Settings:
+        if self.job_cpu_time_limit_s and self.job_cpu_time_limit_s < 10:
+            raise ValueError(
+                "job_cpu_time_limit_s: expected 0 (no limit) or at least 10 s, "
+                f"got {self.job_cpu_time_limit_s}"
+            )
+        if self.job_memory_limit_mb and self.job_memory_limit_mb < 256:
+            raise ValueError(
+                "job_memory_limit_mb: expected 0 (no limit) or at least 256 MiB, "
+                f"got {self.job_memory_limit_mb}"
+            )
+        return self
+
+    # -- derived values -----------------------------------------------------------------------
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * _MIB
+
+    @property
+    def soft_time_limit_s(self) -> int:
+        """Celery's soft limit: the job's own wall-clock limit plus room to record the outcome."""
+        return self.job_time_limit_s + 60
+
+    @property
+    def hard_time_limit_s(self) -> int:
+        return self.job_time_limit_s + 120
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        """How long Redis waits for an ack before redelivering; always above the hard limit."""
+        return self.hard_time_limit_s + 600
+
+    def require_redis_url(self) -> str:
+        if self.redis_url is None:
+            raise SettingsError(
+                "REDIS_URL is not set: set it to a Redis server every API and worker process can reach "
+                "(e.g. redis://localhost:6379/0), or run `neuronscope serve`, which starts a private one"
+            )
+        return self.redis_url
+
+    def celery_config(self) -> dict[str, Any]:
+        """Celery settings shared by the API (which only publishes) and the workers.
+
+        At-least-once delivery: a task is acknowledged after it ran, requeued when the process
+        running it dies, one task prefetched at a time, and Redis waits longer than the hard time
+        limit before it redelivers an unacknowledged task. JSON only: payloads are ids.
+        """
+        url = self.require_redis_url()
+        return {
+            "broker_url": url,
+            "broker_connection_retry_on_startup": True,
+            "broker_transport_options": {
+                "visibility_timeout": self.visibility_timeout_s,
+                "global_keyprefix": f"{self.key_prefix}:celery:",
+            },
+            "task_serializer": "json",
+            "accept_content": ["json"],
+            "result_serializer": "json",
+            "result_backend": None,
+            "task_ignore_result": True,
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+            "task_default_queue": self.queue,
+            "task_routes": {ANALYSIS_TASK: {"queue": self.queue}},
+            "task_soft_time_limit": self.soft_time_limit_s,
+            "task_time_limit": self.hard_time_limit_s,
+            "task_publish_retry": True,
+            "task_publish_retry_policy": {
+                "max_retries": 2,
+                "interval_start": 0.0,
+                "interval_step": 0.2,
+                "interval_max": 0.5,
+            },
+            "worker_hijack_root_logger": False,
+            "worker_send_task_events": False,
+            "enable_utc": True,
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,47 @@
+"""Validation of untrusted uploads (datasets, ONNX models, TorchScript archives) before use.
+
+Imports only numpy, onnx and the standard library, so the API process can use it; nothing here
+runs a model. Every failure is an :class:`~neuronscope.errors.InvalidInput` (HTTP 422) with a
+specific ``code``.
+"""
+
+from neuronscope.validation.dataset import (
+    ArrayHeader,
+    DatasetArrays,
+    DatasetHeader,
+    check_dataset_fits_model,
+    inspect_dataset,
+    load_dataset,
+)
+from neuronscope.validation.limits import DEFAULT_LIMITS, Limits
+from neuronscope.validation.model_format import ModelFormat, check_model_file, detect_model_format
+from neuronscope.validation.onnx_model import (
+    ALLOWED_DOMAINS,
+    OnnxModelSummary,
+    check_onnx_model,
+    parse_onnx_file,
+)
+from neuronscope.validation.specs import Dim, ModelInput
+from neuronscope.validation.torchscript import TorchScriptSummary, check_torchscript_archive
+
+__all__ = [
+    "ALLOWED_DOMAINS",
+    "DEFAULT_LIMITS",
+    "ArrayHeader",
+    "DatasetArrays",
+    "DatasetHeader",
+    "Dim",
+    "Limits",
+    "ModelFormat",
+    "ModelInput",
+    "OnnxModelSummary",
+    "TorchScriptSummary",
+    "check_dataset_fits_model",
+    "check_model_file",
+    "check_onnx_model",
+    "check_torchscript_archive",
+    "detect_model_format",
+    "inspect_dataset",
+    "load_dataset",
+    "parse_onnx_file",
+]

@@ -1,0 +1,102 @@
+"""Job status, listing, cancellation and reports: all from the service's own records."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import HTMLResponse
+
+from neuronscope.contracts import Report
+from neuronscope.jobs import InvalidCursor, JobRecord
+from service.api.deps import JobStoreDep, StorageDep
+from service.errors import (
+    FeatureNotAvailable,
+    InvalidRequest,
+    JobAlreadyFinished,
+    JobNotFound,
+    ReportNotReady,
+    error_responses,
+)
+from service.schemas import JobList, JobOut
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_HTML_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {}}, "description": "The report as one self-contained HTML page"},
+    **error_responses(404, 501),
+}
+
+
+def _job(jobs: JobStoreDep, job_id: str) -> JobRecord:
+    record = jobs.get(job_id)
+    if record is None:
+        raise JobNotFound(job_id)
+    return record
+
+
+@router.get("", response_model=JobList, responses=error_responses(422))
+def list_jobs(
+    jobs: JobStoreDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+) -> JobList:
+    """Jobs, newest first, a page at a time."""
+    try:
+        records, next_cursor = jobs.list(limit=limit, cursor=cursor)
+    except InvalidCursor as exc:
+        raise InvalidRequest(str(exc), code="invalid_cursor") from exc
+    return JobList(jobs=[JobOut.of(r) for r in records], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
+def get_job(job_id: str, jobs: JobStoreDep) -> JobOut:
+    """Status, progress, timestamps and, on failure, the error."""
+    return JobOut.of(_job(jobs, job_id))
+
+
+@router.delete("/{job_id}", response_model=JobOut, responses=error_responses(404, 409))
+def cancel_job(job_id: str, jobs: JobStoreDep) -> JobOut:
+    """Cancel a queued or running job (a running analysis is stopped within about a second)."""
+    record, changed = jobs.cancel(job_id)
+    if record is None:
+        raise JobNotFound(job_id)
+    if not changed:
+        raise JobAlreadyFinished(f"job {job_id} has already finished with status {record.status!r}")
+    return JobOut.of(record)
+
+
+def _report_bytes(job_id: str, jobs: JobStoreDep, storage: StorageDep) -> bytes:
+    record = _job(jobs, job_id)
+    data = storage.get_report(job_id) if record.status == "succeeded" else None
+    if data is None:
+        hint = {
+            "queued": "the job is queued",
+            "running": f"the job is running ({record.progress.stage}, {record.progress.fraction:.0%})",
+            "failed": f"the job failed ({record.error.code if record.error else 'unknown'})",
+            "cancelled": "the job was cancelled",
+        }.get(record.status, "the report is missing from storage")
+        raise ReportNotReady(f"no report for job {job_id}: {hint}")
+    return data
+
+
+@router.get("/{job_id}/report", response_model=Report, responses=error_responses(404))
+def get_report(job_id: str, jobs: JobStoreDep, storage: StorageDep) -> Response:
+    """The JSON report of a job that succeeded (404 ``report_not_ready`` until then)."""
+    return Response(content=_report_bytes(job_id, jobs, storage), media_type="application/json")
+
+
+@router.get(
+    "/{job_id}/report.html",
+    response_class=HTMLResponse,
+    responses=_HTML_RESPONSES,
+)
+def get_report_html(job_id: str, jobs: JobStoreDep, storage: StorageDep) -> HTMLResponse:
+    """The report rendered as a self-contained HTML page."""
+    data = _report_bytes(job_id, jobs, storage)
+    try:
+        from neuronscope.report_html import render_html  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise FeatureNotAvailable("HTML reports are not available in this build") from exc
+    report = Report.model_validate_json(data)
+    return HTMLResponse(render_html(report))

@@ -1,0 +1,151 @@
+"""The API's errors: one base with a status code, one handler, one body ``{"error", "detail"}``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from neuronscope.errors import InvalidInput, NeuronscopeError
+from service.schemas import ErrorBody
+
+log = logging.getLogger("neuronscope.api")
+
+
+class ApiError(NeuronscopeError):
+    """An error that ends a request with ``status_code`` and the ``{"error", "detail"}`` body."""
+
+    status_code: int = 500
+    code = "internal_error"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.headers = headers
+
+
+class InvalidRequest(ApiError, InvalidInput):
+    status_code = 422
+    code = "invalid_request"
+
+
+class NotFound(ApiError):
+    status_code = 404
+    code = "not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+
+
+class ArtifactNotFound(NotFound):
+    code = "artifact_not_found"
+
+
+class ReportNotReady(NotFound):
+    code = "report_not_ready"
+
+
+class JobAlreadyFinished(ApiError):
+    status_code = 409
+    code = "job_finished"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    code = "service_unavailable"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after_s: int = 5) -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after_s)})
+
+
+class FeatureNotAvailable(ApiError):
+    status_code = 501
+    code = "not_implemented"
+
+
+#: Descriptions for the error statuses routes declare in ``responses=``.
+_DESCRIPTIONS = {
+    404: "Unknown id, or no report yet",
+    409: "The job has already finished",
+    413: "Upload larger than the configured limit",
+    422: "Invalid request, config, model or dataset",
+    501: "Not available in this build",
+    503: "Redis or the queue is unreachable (see Retry-After), or no worker answers",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries so the OpenAPI document lists each error body."""
+    return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+def _body(code: str, detail: str, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        ErrorBody(error=code, detail=detail).model_dump(), status_code=status, headers=headers
+    )
+
+
+def _status_of(exc: NeuronscopeError) -> int:
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status
+    return 422 if isinstance(exc, InvalidInput) else 400
+
+
+def _format_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "form"))
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_neuronscope_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, NeuronscopeError)
+        return _body(exc.code, exc.message, _status_of(exc), getattr(exc, "headers", None))
+
+    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return _body("invalid_request", _format_validation(exc), 422)
+
+    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _body(code, str(exc.detail), exc.status_code, exc.headers)
+
+    async def on_redis_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("redis unreachable: %s", exc)
+        return _body(
+            "redis_unavailable",
+            "the job store (Redis) is unreachable; retry later",
+            503,
+            {"Retry-After": "5"},
+        )
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return _body("internal_error", "an unexpected error occurred; it has been logged", 500)
+
+    app.add_exception_handler(NeuronscopeError, on_neuronscope_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(redis.ConnectionError, on_redis_down)
+    app.add_exception_handler(redis.TimeoutError, on_redis_down)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,336 @@
+"""The analysis pipeline: dataset and model in, :class:`~neuronscope.contracts.report.Report` out.
+
+One pass over the dataset captures every activation layer batch by batch and keeps only the
+region patterns (at most one byte per neuron-sample), the layer-health counts and the model
+outputs; pattern similarity and prediction distance run on those; transition density streams
+interpolated points through the model pair by pair.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuronscope.contracts.config import DEFAULT_BREAKPOINTS, AnalysisConfig, PairSample
+from neuronscope.contracts.report import Report
+from neuronscope.errors import InvalidInput
+from neuronscope.validation import load_dataset
+from worker.engine.capture.base import ActivationLayer, CaptureModel, CaptureResult
+from worker.engine.capture.loader import model_inputs, open_model
+from worker.engine.errors import AnalysisError
+from worker.engine.inputs import BoundInputs, bind_inputs
+from worker.engine.metrics.correlation import spearman
+from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
+from worker.engine.metrics.pairs import AllPairs, PairSets, select_pairs
+from worker.engine.metrics.patterns import PatternStore, region_indices
+from worker.engine.metrics.similarity import SimilaritySummary, pair_counts, pattern_similarity
+from worker.engine.metrics.transition import TransitionCounter, interpolation_points, path_transitions
+from worker.engine.prediction import DistanceSummary, distance_summary, pair_distances
+from worker.engine.report_builder import Correlation, ReportInputs, TransitionResult, build_report
+
+#: Called with a stage name and the share of that stage done (0..1); it may raise to cancel.
+ProgressCallback = Callable[[str, float], None]
+
+#: Random pairs behind the rank correlation of PS with prediction distance.
+CORRELATION_PAIRS = 200_000
+
+
+@dataclass
+class _Clock:
+    started: float = field(default_factory=time.perf_counter)
+    marks: dict[str, float] = field(default_factory=dict)
+    _last: float = field(default_factory=time.perf_counter)
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.marks[name] = now - self._last
+        self._last = now
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One analysed layer and its breakpoints Γ, as a ``[n]`` float32 tensor on the model's device."""
+
+    layer: ActivationLayer
+    breakpoints: list[float]
+    boundaries: torch.Tensor
+
+
+def analyze(
+    model_path: Path,
+    dataset_path: Path,
+    config: AnalysisConfig,
+    *,
+    progress: ProgressCallback | None = None,
+) -> Report:
+    """Run the whole analysis of ``model_path`` (ONNX or TorchScript) on ``dataset_path`` (.npz/.npy).
+
+    Raises:
+        AnalysisError: the inputs cannot be analysed as given; ``code`` says why.
+    """
+    report_progress: ProgressCallback = progress or (lambda stage, fraction: None)
+    clock = _Clock()
+    report_progress("load", 0.0)
+    bound, dataset_labels = _load_inputs(model_path, dataset_path)
+    model = open_model(
+        model_path, device=config.device, layer_names=config.layers, example=bound.batch(0, min(2, bound.samples))
+    )
+    plans = plan_layers(model, config)
+    report_progress("load", 1.0)
+    clock.lap("load")
+
+    capture = capture_dataset(model, bound, plans, config, report_progress)
+    labels, labels_source = _labels(capture.outputs, dataset_labels, config)
+    clock.lap("capture")
+
+    pairs = select_pairs(config.pairs, bound.samples, labels)
+    similarity = pattern_similarity(
+        capture.store,
+        pairs,
+        config.lambdas,
+        progress=lambda fraction: report_progress("pattern_similarity", fraction),
+    )
+    distances = distance_summary(capture.outputs, _to_device(pairs, capture.outputs.device))
+    correlation = _ps_distance_correlation(capture, pairs, labels, config.seed)
+    clock.lap("pattern_similarity")
+
+    transition = None
+    if config.transition_density is not None:
+        td_pairs = select_pairs(config.transition_density.pairs, bound.samples, labels)
+        chosen = td_pairs.materialize().random if isinstance(td_pairs, AllPairs) else td_pairs.random
+        transition = transition_density(
+            model, bound, plans, chosen, config, capture, labels, report_progress
+        )
+    clock.lap("transition_density")
+
+    return build_report(
+        ReportInputs(
+            config=config,
+            model=model,
+            model_path=model_path,
+            dataset_path=dataset_path,
+            plans=[(p.layer, p.breakpoints) for p in plans],
+            samples=bound.samples,
+            labels_source=labels_source,
+            classes=int(labels.unique().numel()),
+            accuracy=_accuracy(capture.outputs, dataset_labels) if labels_source == "dataset" else None,
+            similarity=similarity,
+            health=capture.health,
+            distances=distances,
+            correlation=correlation,
+            transition=transition,
+            timings={**clock.marks, "total": time.perf_counter() - clock.started},
+        )
+    )
+
+
+def _load_inputs(model_path: Path, dataset_path: Path) -> tuple[BoundInputs, np.ndarray | None]:
+    try:
+        data = load_dataset(dataset_path)
+    except InvalidInput as error:
+        raise AnalysisError(error.message, code=error.code) from None
+    bound = bind_inputs(data.inputs, model_inputs(model_path))
+    return bound, data.labels
+
+
+def plan_layers(model: CaptureModel, config: AnalysisConfig) -> list[LayerPlan]:
+    """Γ for each captured layer; a ``breakpoints`` key that is neither a layer nor an op type is an error."""
+    names = {layer.name for layer in model.layers}
+    unknown = sorted(set(config.breakpoints) - names - set(DEFAULT_BREAKPOINTS) - {"clip"})
+    if unknown:
+        raise AnalysisError(
+            f"breakpoints: expected keys naming an op type ({sorted(DEFAULT_BREAKPOINTS)}) or a layer "
+            f"({sorted(names)}), got unknown {unknown}",
+            code="unknown_layer",
+        )
+    plans = []
+    for layer in model.layers:
+        fallback = list(layer.default_breakpoints) if layer.default_breakpoints is not None else None
+        breakpoints = config.breakpoints_for(layer.name, layer.op_type, fallback)
+        boundaries = torch.tensor(breakpoints, dtype=torch.float32, device=model.device)
+        plans.append(LayerPlan(layer, breakpoints, boundaries))
+    return plans
+
+
+def patterns_of(result: CaptureResult, plans: Sequence[LayerPlan], space: str) -> list[torch.Tensor]:
+    """Per layer ``[B, M_l]`` uint8 region indices of one captured batch."""
+    values = result.pre if space == "pre" else result.post
+    return [region_indices(v, plan.boundaries) for v, plan in zip(values, plans, strict=True)]
+
+
+@dataclass
+class DatasetCapture:
+    """What one pass over the dataset keeps: patterns ``[N, M]``, health, outputs ``[N, D]``."""
+
+    store: PatternStore
+    health: HealthAccumulator
+    outputs: torch.Tensor
+
+
+def capture_dataset(
+    model: CaptureModel,
+    bound: BoundInputs,
+    plans: Sequence[LayerPlan],
+    config: AnalysisConfig,
+    progress: ProgressCallback,
+) -> DatasetCapture:
+    """Push the dataset through the model once, in batches of ``config.batch_size``."""
+    neurons = [plan.layer.neurons for plan in plans]
+    regions = [len(plan.breakpoints) + 1 for plan in plans]
+    store = PatternStore(bound.samples, neurons, regions, device=model.device)
+    health = HealthAccumulator(neurons, regions, device=model.device)
+    outputs: list[torch.Tensor] = []
+    for _, stop, batch in bound.batches(config.batch_size):
+        result = model.capture(batch)
+        patterns = patterns_of(result, plans, config.space)
+        store.append(patterns)
+        health.update(patterns, result.pre, result.post)
+        outputs.append(result.outputs.reshape(result.outputs.shape[0], -1).float())
+        progress("capture", stop / bound.samples)
+    return DatasetCapture(store, health, torch.cat(outputs))
+
+
+def _labels(
+    outputs: torch.Tensor, dataset_labels: np.ndarray | None, config: AnalysisConfig
+) -> tuple[torch.Tensor, str]:
+    if config.labels == "dataset" and dataset_labels is not None:
+        labels = torch.as_tensor(np.asarray(dataset_labels), dtype=torch.int64)
+        if labels.shape != (outputs.shape[0],):
+            raise AnalysisError(
+                f"labels: expected {outputs.shape[0]} integer labels, got shape {tuple(labels.shape)}",
+                code="labels_invalid",
+            )
+        return labels, "dataset"
+    return predicted_labels(outputs).cpu(), "predicted"
+
+
+def predicted_labels(outputs: torch.Tensor) -> torch.Tensor:
+    """``[N]`` int64 predicted classes: argmax of ``[N, D]`` outputs, or ``output > 0`` when D == 1."""
+    if outputs.shape[1] == 1:
+        return (outputs[:, 0] > 0).to(torch.int64)
+    return outputs.argmax(dim=1)
+
+
+def _accuracy(outputs: torch.Tensor, labels: np.ndarray | None) -> float | None:
+    if labels is None or outputs.shape[1] < 2:
+        return None
+    truth = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=outputs.device)
+    if int(truth.min()) < 0 or int(truth.max()) >= outputs.shape[1]:
+        return None
+    return float((outputs.argmax(dim=1) == truth).double().mean())
+
+
+def _to_device(pairs: PairSets, device: torch.device) -> PairSets:
+    if isinstance(pairs, AllPairs):
+        return AllPairs(pairs.labels.to(device))
+    return pairs
+
+
+def _ps_distance_correlation(
+    capture: DatasetCapture, pairs: PairSets, labels: torch.Tensor, seed: int
+) -> Correlation:
+    n = capture.store.n_samples
+    if isinstance(pairs, AllPairs):
+        total = n * (n - 1) // 2
+        if total <= CORRELATION_PAIRS:
+            chosen = pairs.materialize().random
+        else:
+            chosen = select_pairs(PairSample(count=CORRELATION_PAIRS, seed=seed), n, labels).random
+    else:
+        chosen = pairs.random
+    ps = pair_counts(capture.store, chosen).sum(0).double().cpu() / capture.store.total_neurons
+    distance = pair_distances(capture.outputs, chosen.to(capture.outputs.device)).cpu()
+    same = labels[chosen[:, 0]] == labels[chosen[:, 1]]
+    return Correlation(chosen, same, ps, distance, spearman(ps, distance))
+
+
+def transition_density(
+    model: CaptureModel,
+    bound: BoundInputs,
+    plans: Sequence[LayerPlan],
+    pairs: torch.Tensor,
+    config: AnalysisConfig,
+    capture: DatasetCapture,
+    labels: torch.Tensor,
+    progress: ProgressCallback,
+) -> TransitionResult:
+    """TD and neuron changes for each of ``[P, 2]`` pairs, streaming ``points`` points per pair.
+
+    Whole paths share a model batch when ``points <= batch_size``; longer paths go through in
+    chunks with a :class:`TransitionCounter`. Memory never grows with P or with ``points``.
+    """
+    assert config.transition_density is not None
+    points = config.transition_density.points
+    inputs = _float_inputs(bound, model.device)
+    td = torch.zeros(pairs.shape[0], dtype=torch.int64)
+    changes = torch.zeros(pairs.shape[0], dtype=torch.int64)
+    total = max(pairs.shape[0], 1)
+    if points <= config.batch_size:
+        per_batch = config.batch_size // points
+        for first in range(0, pairs.shape[0], per_batch):
+            chunk = pairs[first : first + per_batch]
+            batch = {
+                name: torch.cat([interpolation_points(x[i], x[j], points) for i, j in chunk.tolist()])
+                for name, x in inputs.items()
+            }
+            path_td, path_changes = path_transitions(
+                patterns_of(model.capture(batch), plans, config.space), points
+            )
+            td[first : first + chunk.shape[0]] = path_td.cpu()
+            changes[first : first + chunk.shape[0]] = path_changes.cpu()
+            progress("transition_density", (first + chunk.shape[0]) / total)
+    else:
+        counter = TransitionCounter()
+        for index, (i, j) in enumerate(pairs.tolist()):
+            counter.reset()
+            for start in range(0, points, config.batch_size):
+                stop = min(start + config.batch_size, points)
+                batch = {name: interpolation_points(x[i], x[j], points, start, stop) for name, x in inputs.items()}
+                counter.update(patterns_of(model.capture(batch), plans, config.space))
+            td[index], changes[index] = counter.transitions, counter.neuron_changes
+            progress("transition_density", (index + 1) / total)
+    same = labels[pairs[:, 0]] == labels[pairs[:, 1]]
+    ps = pair_counts(capture.store, pairs).sum(0).double().cpu() / capture.store.total_neurons
+    distance = pair_distances(capture.outputs, pairs.to(capture.outputs.device)).cpu()
+    return TransitionResult(
+        pairs=pairs,
+        points=points,
+        td=td,
+        neuron_changes=changes,
+        same_label=same,
+        ps=ps,
+        distance=distance,
+        spearman_distance=spearman(td.double(), distance),
+    )
+
+
+def _float_inputs(bound: BoundInputs, device: torch.device) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for name, array in bound.arrays.items():
+        if not np.issubdtype(array.dtype, np.floating):
+            raise AnalysisError(
+                f"transition density interpolates inputs: expected floating input {name!r}, got {array.dtype}; "
+                'set "transition_density": null for models with integer inputs',
+                code="dataset_invalid",
+            )
+        tensors[name] = torch.as_tensor(array, device=device)
+    return tensors
+
+
+__all__ = [
+    "DatasetCapture",
+    "DistanceSummary",
+    "LayerHealthStats",
+    "ProgressCallback",
+    "SimilaritySummary",
+    "analyze",
+    "capture_dataset",
+    "plan_layers",
+    "predicted_labels",
+    "transition_density",
+]

@@ -1,0 +1,106 @@
+"""Open a model file as a ``CaptureModel``, whichever format its content is in.
+
+Example (a ReLU MLP exported to ONNX at ``path``, inputs named ``"x"``)::
+
+    model = open_model(path, example={"x": x[:2]})
+    result = model.capture({"x": x[:256]})
+    result.pre[0].shape  # [256, model.layers[0].neurons]
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from worker.engine.capture.base import CaptureModel, InputSpec
+from worker.engine.errors import AnalysisError
+
+ModelFormat = Literal["onnx", "torchscript"]
+
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def detect_format(path: Path) -> ModelFormat:
+    """``"torchscript"`` for a ``torch.jit.save`` zip archive, else ``"onnx"`` (parsed later).
+
+    Raises ``AnalysisError`` with ``model_invalid`` (missing, empty or corrupt file) or
+    ``model_unsupported`` (a zip that is not TorchScript, such as a ``torch.save`` checkpoint).
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        raise AnalysisError(
+            f"expected a readable model file at {path}, got: {exc}", code="model_invalid"
+        ) from exc
+    if not head:
+        raise AnalysisError(f"expected a model file, got an empty file {path.name}", code="model_invalid")
+    if not zipfile.is_zipfile(path):
+        if head == _ZIP_MAGIC:
+            raise AnalysisError(
+                f"expected a complete zip archive (TorchScript) in {path.name}, "
+                "got a truncated or corrupt one",
+                code="model_invalid",
+            )
+        return "onnx"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise AnalysisError(
+            f"expected a readable zip archive in {path.name}, got: {exc}", code="model_invalid"
+        ) from exc
+    if any("/code/" in name or name.endswith("constants.pkl") for name in names):
+        return "torchscript"
+    raise AnalysisError(
+        f"expected a TorchScript archive (torch.jit.save) or an ONNX model in {path.name}, got a zip without "
+        "TorchScript code (a torch.save checkpoint or torch.export archive?); export it with "
+        "torch.jit.script / torch.jit.trace or torch.onnx.export",
+        code="model_unsupported",
+    )
+
+
+def model_inputs(path: Path) -> list[InputSpec]:
+    """The model's inputs without running it.
+
+    ONNX: names, shapes (batch dimension included; ``str`` / ``None`` are dynamic) and dtypes as
+    declared. TorchScript: names from ``forward``'s schema (``self`` and arguments with defaults
+    left out), shape ``()`` (unknown), dtype as traced or ``"float32"``.
+    """
+    if detect_format(path) == "onnx":
+        from worker.engine.capture.onnx_model import load_proto, onnx_inputs
+
+        return onnx_inputs(load_proto(path))
+    import torch
+
+    from worker.engine.capture.torchscript_model import load_script, script_inputs
+
+    return script_inputs(load_script(path, torch.device("cpu")))
+
+
+def open_model(
+    path: Path,
+    *,
+    device: str = "auto",
+    layer_names: Sequence[str] | None = None,
+    example: Mapping[str, np.ndarray],
+) -> CaptureModel:
+    """Load ``path`` (ONNX or TorchScript, told apart by content) on ``device`` and discover its
+    activation layers by running ``example`` (arrays ``[B, ...]``, B of 1 or 2, keyed by input name).
+
+    ``layer_names`` restricts the layers analysed; ``None`` keeps every activation found. Raises
+    ``AnalysisError`` with ``model_invalid``, ``model_unsupported``, ``dataset_shape_mismatch``,
+    ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
+    """
+    names = list(layer_names) if layer_names is not None else None
+    if detect_format(path) == "onnx":
+        from worker.engine.capture.onnx_model import load_onnx
+
+        return load_onnx(path, device=device, layer_names=names, example=example)
+    from worker.engine.capture.torchscript_model import load_torchscript
+
+    return load_torchscript(path, device=device, layer_names=names, example=example)

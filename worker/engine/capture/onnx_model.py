@@ -1,0 +1,359 @@
+"""ONNX front end: onnxruntime runs an in-memory copy of the model whose graph also outputs every
+selected activation's input and output tensors, so one ``run`` captures all layers."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import torch
+
+from worker.engine.capture.base import ActivationLayer, CaptureResult, InputSpec
+from worker.engine.capture.batch import (
+    Batch,
+    as_numpy,
+    batch_size,
+    check_declared_shapes,
+    check_sample_shapes,
+)
+from worker.engine.capture.device import OrtPlacement, ort_placement
+from worker.engine.capture.onnx_graph import Candidate, find_activations
+from worker.engine.errors import AnalysisError
+
+
+def _ort() -> Any:
+    import onnxruntime
+
+    return onnxruntime
+
+
+def load_proto(path: Path) -> onnx.ModelProto:
+    """Parse ``path`` as an ONNX model; ``AnalysisError(code="model_invalid")`` when it is not one."""
+    try:
+        proto = onnx.load_model_from_string(path.read_bytes())
+    except Exception as exc:
+        raise AnalysisError(
+            f"expected an ONNX model (protobuf ModelProto) in {path.name}, could not parse it: {exc}",
+            code="model_invalid",
+        ) from exc
+    if proto.ir_version <= 0 or not proto.graph.node or not proto.graph.output:
+        raise AnalysisError(
+            f"expected an ONNX model with an IR version, nodes and outputs in {path.name}, got "
+            f"ir_version={proto.ir_version}, {len(proto.graph.node)} nodes, "
+            f"{len(proto.graph.output)} outputs",
+            code="model_invalid",
+        )
+    if proto.graph.initializer and any(
+        i.data_location == onnx.TensorProto.EXTERNAL for i in proto.graph.initializer
+    ):
+        try:
+            onnx.load_external_data_for_model(proto, str(path.parent))
+        except Exception as exc:
+            raise AnalysisError(
+                f"expected the external weight files of {path.name} next to it, could not read them: {exc}",
+                code="model_invalid",
+            ) from exc
+    return proto
+
+
+def _dim(dim: Any) -> int | str | None:
+    if dim.HasField("dim_value"):
+        return int(dim.dim_value)
+    if dim.HasField("dim_param"):
+        return str(dim.dim_param)
+    return None
+
+
+def onnx_inputs(proto: onnx.ModelProto) -> list[InputSpec]:
+    """The graph inputs that are fed at run time (initializers listed as inputs excluded)."""
+    initializers = {init.name for init in proto.graph.initializer}
+    specs = []
+    for value in proto.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        elem = tensor.elem_type
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)).name if elem else "float32"
+        shape = tuple(_dim(d) for d in tensor.shape.dim) if tensor.HasField("shape") else ()
+        specs.append(InputSpec(value.name, shape, dtype))
+    return specs
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where a layer's value comes from: output ``index`` of the capture session, or the feed."""
+
+    index: int | None
+    feed: str | None = None
+
+
+class _OrtRunner:
+    """An onnxruntime session fed in chunks of ``fixed_batch`` when the model fixes its batch size."""
+
+    def __init__(self, model: bytes | str, placement: OrtPlacement, inputs: list[InputSpec]) -> None:
+        ort = _ort()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(model, sess_options=options, providers=placement.providers)
+        except Exception as exc:
+            code = "model_unsupported" if type(exc).__name__ == "NotImplemented" else "model_invalid"
+            raise AnalysisError(f"onnxruntime could not load the model: {exc}", code=code) from exc
+        self.inputs = inputs
+        self.dtypes = {spec.name: np.dtype(spec.dtype) for spec in inputs}
+        leading = [spec.shape[0] if spec.shape else None for spec in inputs]
+        fixed = all(isinstance(d, int) and d > 0 for d in leading) and len(set(leading)) == 1
+        self.fixed_batch = int(leading[0] or 0) if leading and fixed else None
+
+    @property
+    def provider(self) -> str:
+        return str(self.session.get_providers()[0])
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray], size: int) -> list[np.ndarray]:
+        """Run ``names`` for ``size`` samples; every returned array is ``[size, ...]``."""
+        chunk = self.fixed_batch
+        if chunk is None or chunk == size:
+            return list(self.session.run(names, feeds))
+        parts: list[list[np.ndarray]] = []
+        for start in range(0, size, chunk):
+            stop = min(start + chunk, size)
+            piece = {name: _pad(array[start:stop], chunk) for name, array in feeds.items()}
+            parts.append([out[: stop - start] for out in self.session.run(names, piece)])
+        return [np.concatenate(column, axis=0) for column in zip(*parts, strict=True)]
+
+    def feeds(self, batch: Batch) -> dict[str, np.ndarray]:
+        return {spec.name: as_numpy(batch[spec.name], self.dtypes[spec.name]) for spec in self.inputs}
+
+
+def _pad(array: np.ndarray, size: int) -> np.ndarray:
+    """``array`` ``[n, ...]`` padded to ``[size, ...]`` by repeating its last sample."""
+    if array.shape[0] == size:
+        return array
+    filler = np.repeat(array[-1:], size - array.shape[0], axis=0)
+    return np.concatenate([array, filler], axis=0)
+
+
+def _with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> bytes:
+    """``proto`` serialized with ``names`` appended to the graph outputs; ``proto`` is left as it was."""
+    original = len(proto.graph.output)
+    proto.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
+    try:
+        return bytes(proto.SerializeToString())
+    finally:
+        del proto.graph.output[original:]
+
+
+def _layer_names(proto: onnx.ModelProto, candidates: Sequence[Candidate]) -> list[str]:
+    """The anchor node's name when non-empty and unique in the graph, else its output's name;
+    a name still shared gets ``#k`` appended (k counting from 0 in graph order)."""
+    node_names = Counter(node.name for node in proto.graph.node)
+    names = [
+        c.anchor.name if c.anchor.name and node_names[c.anchor.name] == 1 else c.post for c in candidates
+    ]
+    counts = Counter(names)
+    seen: Counter[str] = Counter()
+    unique = []
+    for name in names:
+        if counts[name] > 1:
+            unique.append(f"{name}#{seen[name]}")
+            seen[name] += 1
+        else:
+            unique.append(name)
+    return unique
+
+
+class OnnxCaptureModel:
+    """An ONNX model run by onnxruntime; see ``worker.engine.capture.base.CaptureModel``."""
+
+    format: Literal["onnx", "torchscript"] = "onnx"
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        placement: OrtPlacement,
+        inputs: list[InputSpec],
+        layers: list[ActivationLayer],
+        runner: _OrtRunner,
+        output_names: list[str],
+        slots: list[tuple[_Slot, _Slot]],
+        sample_shapes: dict[str, tuple[int, ...]],
+    ) -> None:
+        self.inputs = inputs
+        self.layers = layers
+        self.device = placement.device
+        self._path = path
+        self._placement = placement
+        self._runner = runner
+        self._output_names = output_names
+        self._slots = slots
+        self._sample_shapes = sample_shapes
+        self._plain: _OrtRunner | None = None
+        self.runtime = f"onnxruntime {_ort().__version__} {runner.provider}"
+
+    def capture(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
+        """Run ``batch`` (``[B, ...]`` per input name) and return the first output ``[B, ...]`` and
+        ``pre[k]`` / ``post[k]`` ``[B, neurons_k]`` float32 for every layer."""
+        size = self._check(batch)
+        feeds = self._runner.feeds(batch)
+        arrays = self._runner.run(self._output_names, feeds, size)
+
+        def value(slot: _Slot) -> torch.Tensor:
+            array = feeds[slot.feed] if slot.feed is not None else arrays[slot.index or 0]
+            return self._to_torch(array.reshape(size, -1))
+
+        pre = [value(p) for p, _ in self._slots]
+        post = [value(q) for _, q in self._slots]
+        return CaptureResult(outputs=self._to_torch(arrays[0]), pre=pre, post=post)
+
+    def infer(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
+        """The first output ``[B, ...]`` of the unmodified model, nothing captured."""
+        size = self._check(batch)
+        if self._plain is None:
+            self._plain = _OrtRunner(str(self._path), self._placement, self.inputs)
+        first = self._output_names[0]
+        return self._to_torch(self._plain.run([first], self._plain.feeds(batch), size)[0])
+
+    def _check(self, batch: Batch) -> int:
+        size = batch_size(batch, self.inputs)
+        check_sample_shapes(batch, self._sample_shapes)
+        return size
+
+    def _to_torch(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if tensor.dtype != torch.float32:
+            tensor = tensor.to(torch.float32)
+        return tensor.to(self.device) if self.device.type != "cpu" else tensor
+
+
+def _discover(
+    proto: onnx.ModelProto,
+    candidates: list[Candidate],
+    runner: _OrtRunner,
+    feeds: dict[str, np.ndarray],
+    size: int,
+    names: list[str],
+) -> list[tuple[Candidate, str, tuple[int, ...]]]:
+    """Run the example with every candidate exposed; keep those with float ``[B, ...]`` values of
+    the same shape before and after (drops activations on weights or on shape computations)."""
+    output_names, slots = _plan(proto, candidates, set(feeds))
+    try:
+        arrays = runner.run(output_names, feeds, size)
+    except Exception as exc:
+        shapes = {name: list(array.shape) for name, array in feeds.items()}
+        raise AnalysisError(
+            f"the model could not run the example batch with input shapes {shapes}: {exc}",
+            code="dataset_shape_mismatch",
+        ) from exc
+    kept = []
+    for candidate, name, (pre_slot, post_slot) in zip(candidates, names, slots, strict=True):
+        pre = feeds[pre_slot.feed] if pre_slot.feed is not None else arrays[pre_slot.index or 0]
+        post = feeds[post_slot.feed] if post_slot.feed is not None else arrays[post_slot.index or 0]
+        if (
+            np.issubdtype(pre.dtype, np.floating)
+            and pre.ndim >= 1
+            and pre.shape == post.shape
+            and pre.shape[0] == size
+        ):
+            kept.append((candidate, name, tuple(int(d) for d in pre.shape[1:])))
+    return kept
+
+
+def _plan(
+    proto: onnx.ModelProto, candidates: Sequence[Candidate], feed_names: set[str]
+) -> tuple[list[str], list[tuple[_Slot, _Slot]]]:
+    """Session output names (the model's first output, then every value to expose, deduplicated)
+    and, per candidate, where its pre / post values land."""
+    existing = [out.name for out in proto.graph.output]
+    output_names = [existing[0]]
+    position = {existing[0]: 0}
+
+    def slot(name: str) -> _Slot:
+        if name in feed_names:
+            return _Slot(None, feed=name)
+        if name not in position:
+            position[name] = len(output_names)
+            output_names.append(name)
+        return _Slot(position[name])
+
+    slots = [(slot(c.pre), slot(c.post)) for c in candidates]
+    return output_names, slots
+
+
+def _session_bytes(proto: onnx.ModelProto, output_names: list[str]) -> bytes:
+    declared = {out.name for out in proto.graph.output}
+    return _with_outputs(proto, [name for name in output_names if name not in declared])
+
+
+def load_onnx(
+    path: Path,
+    *,
+    device: str,
+    layer_names: Sequence[str] | None,
+    example: Mapping[str, np.ndarray],
+    proto: onnx.ModelProto | None = None,
+) -> OnnxCaptureModel:
+    """Open an ONNX model and discover its activation layers on ``example`` (``[B, ...]`` per input).
+
+    Raises ``AnalysisError`` with ``model_invalid``, ``dataset_shape_mismatch``,
+    ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
+    """
+    proto = proto if proto is not None else load_proto(path)
+    inputs = onnx_inputs(proto)
+    placement = ort_placement(device, list(_ort().get_available_providers()))
+    size = batch_size(example, inputs)
+    check_declared_shapes(example, inputs)
+    constants = {init.name for init in proto.graph.initializer}
+    candidates = [c for c in find_activations(proto.graph) if c.pre not in constants]
+    if not candidates:
+        ops = sorted({node.op_type for node in proto.graph.node})
+        raise AnalysisError(
+            f"expected at least one activation node (Relu, Sigmoid, Gelu, ...) in {path.name}, found none "
+            f"among its op types {ops}",
+            code="no_activation_layers",
+        )
+    names = _layer_names(proto, candidates)
+    discovery_outputs, _ = _plan(proto, candidates, {spec.name for spec in inputs})
+    runner = _OrtRunner(_session_bytes(proto, discovery_outputs), placement, inputs)
+    feeds = runner.feeds(example)
+    kept = _discover(proto, candidates, runner, feeds, size, names)
+    if not kept:
+        raise AnalysisError(
+            f"expected at least one activation with per-sample float values in {path.name}; "
+            f"the {len(candidates)} activation nodes found act on weights or shapes only",
+            code="no_activation_layers",
+        )
+    available = [name for _, name, _ in kept]
+    if layer_names is not None:
+        unknown = [name for name in layer_names if name not in available]
+        if unknown:
+            raise AnalysisError(
+                f"unknown layer names {unknown}; expected names among the activation layers {available}",
+                code="unknown_layer",
+            )
+        wanted = set(layer_names)
+        kept = [entry for entry in kept if entry[1] in wanted]
+    selected = [candidate for candidate, _, _ in kept]
+    output_names, slots = _plan(proto, selected, {spec.name for spec in inputs})
+    if output_names != discovery_outputs:
+        runner = _OrtRunner(_session_bytes(proto, output_names), placement, inputs)
+    layers = [
+        ActivationLayer(name, candidate.op_type, shape, candidate.default_breakpoints)
+        for candidate, name, shape in kept
+    ]
+    sample_shapes = {name: tuple(int(d) for d in array.shape[1:]) for name, array in feeds.items()}
+    return OnnxCaptureModel(
+        path=path,
+        placement=placement,
+        inputs=inputs,
+        layers=layers,
+        runner=runner,
+        output_names=output_names,
+        slots=slots,
+        sample_shapes=sample_shapes,
+    )

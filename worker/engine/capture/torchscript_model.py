@@ -1,0 +1,305 @@
+"""TorchScript front end: the module's inlined forward graph, rewritten so every selected
+activation records its input and output, runs as one TorchScript function per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from worker.engine.capture.base import ActivationLayer, CaptureResult, InputSpec
+from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes
+from worker.engine.capture.device import torch_device
+from worker.engine.capture.record import Recorder
+from worker.engine.capture.torchscript_graph import (
+    copy_flags,
+    find_activations,
+    inlined_graph,
+    insert_records,
+    layer_names,
+)
+from worker.engine.errors import AnalysisError
+
+_DTYPES = {
+    "Float": "float32",
+    "Double": "float64",
+    "Half": "float16",
+    "Long": "int64",
+    "Int": "int32",
+    "Bool": "bool",
+}
+
+
+def load_script(path: Path, device: torch.device) -> torch.jit.ScriptModule:
+    """``torch.jit.load`` in eval mode; ``AnalysisError(code="model_invalid")`` when it fails."""
+    jit_load: Any = torch.jit.load
+    try:
+        module: torch.jit.ScriptModule = jit_load(str(path), map_location=device)
+    except Exception as exc:
+        raise AnalysisError(
+            f"expected a TorchScript archive (torch.jit.save of a scripted or traced module) in {path.name}, "
+            f"torch.jit.load failed: {exc}",
+            code="model_invalid",
+        ) from exc
+    module.eval()
+    return module
+
+
+def _arguments(module: torch.jit.ScriptModule) -> list[Any]:
+    """``forward``'s schema arguments after ``self`` (whatever the module calls it)."""
+    forward: Any = module.forward
+    return list(forward.schema.arguments)[1:]
+
+
+def script_inputs(module: torch.jit.ScriptModule) -> list[InputSpec]:
+    """Inputs from ``forward``'s schema: the arguments after ``self`` that have no default.
+
+    Shapes are unknown (``()``); the dtype is the traced one when the graph records it, else
+    ``"float32"``.
+    """
+    forward: Any = module.forward
+    graph_inputs = list(forward.graph.inputs())[1:]
+    specs = []
+    for argument, value in zip(_arguments(module), graph_inputs, strict=False):
+        if argument.has_default_value():
+            continue
+        scalar = value.type().scalarType() if isinstance(value.type(), torch._C.TensorType) else None
+        specs.append(InputSpec(argument.name, (), _DTYPES.get(scalar or "Float", "float32")))
+    return specs
+
+
+def _first_tensor(value: object) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else ()
+    for item in items:
+        try:
+            return _first_tensor(item)
+        except AnalysisError:
+            continue
+    raise AnalysisError(
+        "expected the model to return a tensor (or a tuple / list / dict holding one), "
+        f"got {type(value).__name__}",
+        code="model_unsupported",
+    )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The rewritten forward: ``function(module, *args)``, recording layer k into slots 2k, 2k + 1."""
+
+    function: Any
+    recorder: Recorder
+
+
+def _build(module: torch.jit.ScriptModule, indices: Sequence[int]) -> _Plan:
+    """Compile ``forward`` with records around the candidates at ``indices`` (in graph order)."""
+    flags = copy_flags(inlined_graph(module))
+    graph = inlined_graph(module)
+    candidates = find_activations(graph)
+    recorder = Recorder(2 * len(indices))
+    insert_records(graph, [candidates[i] for i in indices], recorder.id, [flags[i] for i in indices])
+    function = torch._C._create_function_from_graph(f"neuronscope_capture_{recorder.id}", graph)
+    return _Plan(function, recorder)
+
+
+@dataclass(frozen=True)
+class _Runner:
+    """Turns batches into ``forward``'s arguments and runs the module or a recording plan."""
+
+    module: torch.jit.ScriptModule
+    inputs: list[InputSpec]
+    defaults: list[Any]
+    device: torch.device
+    float_dtype: torch.dtype
+
+    def arguments(self, batch: Batch) -> list[Any]:
+        tensors = [as_tensor(batch[spec.name], self.device, self.float_dtype) for spec in self.inputs]
+        return [*tensors, *self.defaults]
+
+    def plain(self, batch: Batch) -> object:
+        with torch.inference_mode():
+            return self.module(*self.arguments(batch))
+
+    def recorded(self, plan: _Plan, batch: Batch) -> tuple[object, list[list[torch.Tensor]]]:
+        """The module's raw output and, per slot, the tensors recorded into it."""
+        plan.recorder.clear()
+        try:
+            with torch.inference_mode():
+                raw = plan.function(self.module._c, *self.arguments(batch))
+            return raw, [list(bucket) for bucket in plan.recorder.values]
+        finally:
+            plan.recorder.clear()
+
+
+class TorchScriptCaptureModel:
+    """A TorchScript module; see ``worker.engine.capture.base.CaptureModel``."""
+
+    format: Literal["onnx", "torchscript"] = "torchscript"
+
+    def __init__(
+        self,
+        *,
+        runner: _Runner,
+        plan: _Plan,
+        layers: list[ActivationLayer],
+        fires: list[int],
+        sample_shapes: dict[str, tuple[int, ...]],
+    ) -> None:
+        self.inputs = runner.inputs
+        self.layers = layers
+        self.device = runner.device
+        self.runtime = f"torch.jit {torch.__version__} {runner.device}"
+        self._runner = runner
+        self._plan = plan
+        self._fires = fires
+        self._sample_shapes = sample_shapes
+
+    def capture(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
+        """Run ``batch`` (``[B, ...]`` per input name) and return the first output ``[B, ...]`` and
+        ``pre[k]`` / ``post[k]`` ``[B, neurons_k]`` float32 for every layer."""
+        size = self._check(batch)
+        raw, values = self._runner.recorded(self._plan, batch)
+        pre: list[torch.Tensor] = []
+        post: list[torch.Tensor] = []
+        for k, layer in enumerate(self.layers):
+            for slot, into in ((2 * k, pre), (2 * k + 1, post)):
+                if len(values[slot]) != self._fires[k]:
+                    raise AnalysisError(
+                        f"layer {layer.name!r} ran {len(values[slot])} times for this batch but "
+                        f"{self._fires[k]} times for the example batch; data-dependent control flow "
+                        "is not supported",
+                        code="model_unsupported",
+                    )
+                into.append(_flatten(values[slot], size))
+        return CaptureResult(outputs=_first_tensor(raw).to(torch.float32), pre=pre, post=post)
+
+    def infer(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
+        """The first output ``[B, ...]`` of the unmodified module, nothing captured."""
+        self._check(batch)
+        return _first_tensor(self._runner.plain(batch)).to(torch.float32)
+
+    def _check(self, batch: Batch) -> int:
+        size = batch_size(batch, self.inputs)
+        check_sample_shapes(batch, self._sample_shapes)
+        return size
+
+
+def _flatten(recorded: list[torch.Tensor], size: int) -> torch.Tensor:
+    """One layer's recorded tensors ``[B, ...]`` (one per time it ran) as ``[B, neurons]`` float32."""
+    parts = [t.reshape(size, -1) for t in recorded]
+    flat = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return flat.to(torch.float32)
+
+
+def _discover(
+    runner: _Runner, example: Batch, size: int
+) -> tuple[list[int], list[ActivationLayer], list[int]]:
+    """Run the example with every candidate recorded; keep the activations that ran, on float
+    ``[B, ...]`` tensors with the same shape before and after. Returns the kept candidates' graph
+    indices, their layers and how many times each ran per call (more than once inside a loop)."""
+    candidates = find_activations(inlined_graph(runner.module))
+    names = layer_names(candidates)
+    plan = _build(runner.module, range(len(candidates)))
+    try:
+        _, values = runner.recorded(plan, example)
+    except Exception as exc:
+        shapes = {spec.name: list(example[spec.name].shape) for spec in runner.inputs}
+        raise AnalysisError(
+            f"the model could not run the example batch with input shapes {shapes}: {exc}",
+            code="dataset_shape_mismatch",
+        ) from exc
+    indices: list[int] = []
+    layers: list[ActivationLayer] = []
+    fires: list[int] = []
+    for k, (candidate, name) in enumerate(zip(candidates, names, strict=True)):
+        pre, post = values[2 * k], values[2 * k + 1]
+        seen = {tuple(t.shape) for t in [*pre, *post]}
+        if not pre or len(pre) != len(post) or len(seen) != 1:
+            continue
+        shape = next(iter(seen))
+        if not all(t.is_floating_point() for t in pre) or not shape or shape[0] != size:
+            continue
+        per_sample = tuple(int(d) for d in shape[1:])
+        indices.append(k)
+        layers.append(
+            ActivationLayer(
+                name,
+                candidate.op_type,
+                per_sample if len(pre) == 1 else (len(pre), *per_sample),
+                candidate.default_breakpoints,
+            )
+        )
+        fires.append(len(pre))
+    return indices, layers, fires
+
+
+def load_torchscript(
+    path: Path,
+    *,
+    device: str,
+    layer_names: Sequence[str] | None,
+    example: Mapping[str, np.ndarray],
+) -> TorchScriptCaptureModel:
+    """Open a TorchScript archive and discover its activation layers on ``example`` (``[B, ...]``
+    per input name).
+
+    Raises ``AnalysisError`` with ``model_invalid``, ``dataset_shape_mismatch``,
+    ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
+    """
+    target = torch_device(device)
+    module = load_script(path, target)
+    declared = script_inputs(module)
+    size = batch_size(example, declared)
+    floating = [p for p in module.parameters() if p.is_floating_point()]
+    runner = _Runner(
+        module=module,
+        inputs=[
+            InputSpec(
+                spec.name, (None, *example[spec.name].shape[1:]), np.asarray(example[spec.name]).dtype.name
+            )
+            for spec in declared
+        ],
+        defaults=[a.default_value for a in _arguments(module) if a.has_default_value()],
+        device=target,
+        float_dtype=floating[0].dtype if floating else torch.float32,
+    )
+    if not find_activations(inlined_graph(module)):
+        raise AnalysisError(
+            f"expected at least one activation (aten::relu, sigmoid, gelu, ...) in {path.name}'s forward, "
+            "found none",
+            code="no_activation_layers",
+        )
+    indices, layers, fires = _discover(runner, example, size)
+    if not layers:
+        raise AnalysisError(
+            f"expected at least one activation on per-sample float tensors in {path.name}; the activations "
+            "found did not run on the example batch or act on weights only",
+            code="no_activation_layers",
+        )
+    if layer_names is not None:
+        available = [layer.name for layer in layers]
+        unknown = [name for name in layer_names if name not in available]
+        if unknown:
+            raise AnalysisError(
+                f"unknown layer names {unknown}; expected names among the activation layers {available}",
+                code="unknown_layer",
+            )
+        wanted = set(layer_names)
+        keep = [i for i, layer in enumerate(layers) if layer.name in wanted]
+        indices, layers, fires = (
+            [indices[i] for i in keep],
+            [layers[i] for i in keep],
+            [fires[i] for i in keep],
+        )
+    return TorchScriptCaptureModel(
+        runner=runner,
+        plan=_build(module, indices),
+        layers=layers,
+        fires=fires,
+        sample_shapes={spec.name: tuple(int(d) for d in example[spec.name].shape[1:]) for spec in declared},
+    )

@@ -1,0 +1,175 @@
+"""Layer health, accumulated batch by batch: dead and dying neurons, region occupancy, and the
+spread of pre- and post-activation values.
+
+A neuron is dead when one region holds every sample, dying when its dominant region holds at least
+``dying_threshold`` of the samples (dead neurons are dying too).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+
+from worker.engine.metrics._checks import check_patterns, describe, require
+
+#: Above this many regions, per-region counts go through one scatter instead of a pass per region.
+_LOOP_REGIONS = 16
+#: Values upcast to float64 at a time when accumulating moments.
+_MOMENT_PIECE = 2**22
+
+
+@dataclass(frozen=True)
+class LayerHealthStats:
+    """Health of one layer over ``samples`` samples. Means and variances are population values over
+    every (sample, neuron) value, NaN when a value was NaN."""
+
+    samples: int
+    neurons: int
+    dead_count: int
+    dying_count: int
+    dead_neurons: list[int]
+    dying_neurons: list[int]
+    region_occupancy: list[float]
+    pre_activation_mean: float
+    pre_activation_var: float
+    post_activation_mean: float
+    post_activation_var: float
+
+    @property
+    def dead_fraction(self) -> float:
+        return self.dead_count / self.neurons
+
+    @property
+    def dying_fraction(self) -> float:
+        return self.dying_count / self.neurons
+
+
+class HealthAccumulator:
+    """Per-neuron region counts and value moments of every layer, fed batch by batch.
+
+    Holds ``4 · regions[l] · neurons[l]`` bytes of counts per layer on ``device`` (at most 2^31 - 1
+    samples).
+
+    Example:
+        >>> health = HealthAccumulator(neurons=[3], regions=[2])
+        >>> values = torch.tensor([[-1.0, 2.0, 0.5], [-2.0, 1.0, -0.5]])
+        >>> health.update([(values > 0).to(torch.uint8)], pre=[values], post=[values.relu()])
+        >>> stats = health.result(dying_threshold=0.9, max_indices=10)[0]
+        >>> stats.dead_neurons, stats.region_occupancy, stats.post_activation_mean
+        ([0, 1], [0.5, 0.5], 0.5833333333333334)
+    """
+
+    def __init__(
+        self, neurons: Sequence[int], regions: Sequence[int], *, device: torch.device | str = "cpu"
+    ) -> None:
+        require(
+            len(neurons) == len(regions) and len(neurons) > 0,
+            f"expected one region count per layer and at least one layer, got {len(neurons)} layers "
+            f"and {len(regions)} region counts",
+        )
+        self.neurons = tuple(int(m) for m in neurons)
+        self.regions = tuple(int(r) for r in regions)
+        self.device = torch.device(device)
+        self.samples = 0
+        self._counts = [
+            torch.zeros(r, m, dtype=torch.int32, device=self.device)
+            for m, r in zip(self.neurons, self.regions, strict=True)
+        ]
+        self._pre = [_Moments(self.device) for _ in self.neurons]
+        self._post = [_Moments(self.device) for _ in self.neurons]
+
+    def update(
+        self, patterns: Sequence[torch.Tensor], pre: Sequence[torch.Tensor], post: Sequence[torch.Tensor]
+    ) -> None:
+        """Add one batch: per layer ``[b, M_l]`` uint8 region indices and float pre- and
+        post-activation values of the same shape."""
+        batch = check_patterns(patterns, self.neurons)
+        for name, values in (("pre", pre), ("post", post)):
+            require(
+                len(values) == len(self.neurons)
+                and all(
+                    v.shape == p.shape and v.is_floating_point()
+                    for v, p in zip(values, patterns, strict=False)
+                ),
+                f"{name}: expected one floating tensor per layer shaped like its patterns "
+                f"({[list(p.shape) for p in patterns]}), got {[describe(v) for v in values]}",
+            )
+        for layer, regions in enumerate(patterns):
+            _count_regions(self._counts[layer], regions.to(self.device))
+            self._pre[layer].add(pre[layer])
+            self._post[layer].add(post[layer])
+        self.samples += batch
+
+    def result(self, dying_threshold: float, max_indices: int) -> list[LayerHealthStats]:
+        """Per-layer health; ``max_indices`` caps the listed dead / dying neuron indices (lowest first)."""
+        require(self.samples > 0, "health: expected at least one sample, got none")
+        require(
+            0.0 < dying_threshold <= 1.0 and max_indices >= 0,
+            f"expected 0 < dying_threshold <= 1 and max_indices >= 0, got {dying_threshold=}, {max_indices=}",
+        )
+        needed = math.ceil(Fraction(repr(float(dying_threshold))) * self.samples)
+        return [self._layer_result(layer, needed, max_indices) for layer in range(len(self.neurons))]
+
+    def _layer_result(self, layer: int, needed: int, max_indices: int) -> LayerHealthStats:
+        counts = self._counts[layer].to(torch.int64)
+        counts[0] = self.samples - counts[1:].sum(0)
+        dominant = counts.max(0).values
+        dead = (dominant == self.samples).nonzero().flatten()
+        dying = (dominant >= needed).nonzero().flatten()
+        per_region = counts.sum(1).tolist()
+        return LayerHealthStats(
+            samples=self.samples,
+            neurons=self.neurons[layer],
+            dead_count=int(dead.numel()),
+            dying_count=int(dying.numel()),
+            dead_neurons=dead[:max_indices].tolist(),
+            dying_neurons=dying[:max_indices].tolist(),
+            region_occupancy=[c / (self.samples * self.neurons[layer]) for c in per_region],
+            pre_activation_mean=self._pre[layer].mean(),
+            pre_activation_var=self._pre[layer].var(),
+            post_activation_mean=self._post[layer].mean(),
+            post_activation_var=self._post[layer].var(),
+        )
+
+
+def _count_regions(counts: torch.Tensor, regions: torch.Tensor) -> None:
+    """Add ``[b, M]`` region indices into ``[R, M]`` counts; row 0 is left to be derived."""
+    n_regions, width = counts.shape
+    if n_regions <= _LOOP_REGIONS:
+        for region in range(1, n_regions):
+            counts[region] += (regions == region).sum(0, dtype=torch.int32)
+        return
+    flat = regions.to(torch.int64) * width + torch.arange(width, device=regions.device)
+    flat = flat.flatten()
+    counts.view(-1).index_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))
+
+
+class _Moments:
+    """Streaming count, mean and sum of squared deviations in float64 (Chan et al.'s merge)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.count = 0
+        self._mean = torch.zeros((), dtype=torch.float64, device=device)
+        self._m2 = torch.zeros((), dtype=torch.float64, device=device)
+
+    def add(self, values: torch.Tensor) -> None:
+        flat = values.detach().flatten()
+        for start in range(0, flat.numel(), _MOMENT_PIECE):
+            exact = flat[start : start + _MOMENT_PIECE].to(device=self._mean.device, dtype=torch.float64)
+            piece_mean = exact.mean()
+            piece_m2 = (exact - piece_mean).square().sum()
+            total = self.count + exact.numel()
+            delta = piece_mean - self._mean
+            self._mean = self._mean + delta * (exact.numel() / total)
+            self._m2 = self._m2 + piece_m2 + delta.square() * (self.count * exact.numel() / total)
+            self.count = total
+
+    def mean(self) -> float:
+        return float(self._mean) if self.count else math.nan
+
+    def var(self) -> float:
+        return float(self._m2) / self.count if self.count else math.nan

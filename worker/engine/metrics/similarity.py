@@ -1,0 +1,449 @@
+"""Pattern similarity (Definition 3): PS(x_i, x_j) is the share of neurons, over all analysed
+layers, whose region is the same for both samples; PS_E (eq. 26) is its mean over a set of pairs
+and PS_D(λ) = P(PS > λ) (eq. 27) its tail.
+
+Everything is computed from exact integer counts of equal neurons. Every pair (:class:`AllPairs`)
+goes through matrix products over row blocks of the N × N count matrix; listed pairs
+(:class:`PairLists`) through gathered rows. Both reduce to :class:`CountHistogram`, from which the
+mean, the standard deviation and PS_D follow exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+import torch
+
+from worker.engine.metrics._checks import describe, require
+from worker.engine.metrics.pairs import AllPairs, PairLists, PairSets
+from worker.engine.metrics.patterns import PatternStore
+
+#: Integers below this are exact in float32, so a float32 sum of 0/1 products stays exact.
+_FLOAT32_EXACT = 2**24
+#: Working-set bytes for one chunk of neurons or pairs.
+_CHUNK_BYTES = 64 * 2**20
+#: Bytes of count matrices one row block may hold.
+_BLOCK_BYTES = 256 * 2**20
+
+Progress = Callable[[float], None]
+
+
+class CountHistogram:
+    """Exact histogram of equal-neuron counts ``c`` in ``[0, neurons]``, with PS = c / neurons.
+
+    Example:
+        >>> hist = CountHistogram(4)
+        >>> hist.add(torch.tensor([4, 2, 3, 3]))
+        >>> hist.pairs, hist.mean(), hist.ps_d([0.5, 0.75])
+        (4, 0.75, [0.75, 0.25])
+    """
+
+    def __init__(self, neurons: int, device: torch.device | str | None = None) -> None:
+        self.neurons = neurons
+        self.bins = torch.zeros(neurons + 1, dtype=torch.int64, device=device)
+
+    @property
+    def pairs(self) -> int:
+        return int(self.bins.sum())
+
+    def add(self, counts: torch.Tensor) -> None:
+        """Count every value of ``counts`` (any shape, integers in ``[0, neurons]``)."""
+        if not counts.numel():
+            return
+        low, high = int(counts.min()), int(counts.max())
+        require(
+            low >= 0 and high <= self.neurons,
+            f"counts: expected values in [0, {self.neurons}], got values in [{low}, {high}]",
+        )
+        self.bins += torch.bincount(counts.flatten().to(self.bins.device), minlength=self.neurons + 1)
+
+    def merged(self, other: CountHistogram) -> CountHistogram:
+        """A new histogram holding the counts of both."""
+        both = CountHistogram(self.neurons, self.bins.device)
+        both.bins = self.bins + other.bins.to(self.bins.device)
+        return both
+
+    def mean(self) -> float:
+        """Mean PS; NaN without pairs."""
+        bins = self.bins.cpu()
+        pairs = int(bins.sum())
+        if not pairs:
+            return math.nan
+        return int((bins * torch.arange(self.neurons + 1)).sum()) / (pairs * self.neurons)
+
+    def std(self) -> float:
+        """Population standard deviation of PS; NaN without pairs."""
+        bins = self.bins.cpu().double()
+        pairs = float(bins.sum())
+        if not pairs:
+            return math.nan
+        deviation = torch.arange(self.neurons + 1, dtype=torch.float64) - self.mean() * self.neurons
+        return math.sqrt(float((bins * deviation**2).sum()) / pairs) / self.neurons
+
+    def ps_d(self, lambdas: Sequence[float]) -> list[float]:
+        """P(PS > λ) for each λ, exactly: each λ is read as the decimal it prints as (0.3 is 3/10).
+        NaN without pairs."""
+        bins = self.bins.cpu()
+        pairs = int(bins.sum())
+        if not pairs:
+            return [math.nan] * len(lambdas)
+        at_least = [*bins.flip(0).cumsum(0).flip(0).tolist(), 0]
+        return [at_least[_first_count_above(lam, self.neurons)] / pairs for lam in lambdas]
+
+
+def _first_count_above(lam: float, neurons: int) -> int:
+    """The least count ``c`` with ``c / neurons > lam``, clamped to ``[0, neurons + 1]``."""
+    threshold = math.floor(Fraction(repr(float(lam))) * neurons) + 1
+    return min(max(threshold, 0), neurons + 1)
+
+
+@dataclass(frozen=True)
+class KindSummary:
+    """Pattern similarity over one kind of pairs. Undefined values (no pairs) are NaN.
+
+    ``mean`` is PS_E (eq. 26), ``std`` the population standard deviation, ``ps_d[k]`` is
+    PS_D(λ_k) (eq. 27); ``layer_mean`` / ``layer_std`` are the same for each layer alone.
+    """
+
+    pairs: int
+    mean: float
+    std: float
+    ps_d: list[float]
+    layer_mean: list[float]
+    layer_std: list[float]
+
+    @classmethod
+    def from_histograms(
+        cls, total: CountHistogram, layers: Sequence[CountHistogram], lambdas: Sequence[float]
+    ) -> KindSummary:
+        return cls(
+            pairs=total.pairs,
+            mean=total.mean(),
+            std=total.std(),
+            ps_d=total.ps_d(lambdas),
+            layer_mean=[h.mean() for h in layers],
+            layer_std=[h.std() for h in layers],
+        )
+
+
+@dataclass(frozen=True)
+class SimilaritySummary:
+    """Pattern similarity over random, same-label and different-label pairs."""
+
+    selection: Literal["all", "sample", "explicit"]
+    lambdas: list[float]
+    random: KindSummary
+    same_label: KindSummary
+    different_label: KindSummary
+
+
+def pattern_similarity(
+    store: PatternStore,
+    pairs: PairSets,
+    lambdas: Sequence[float],
+    *,
+    device: torch.device | str | None = None,
+    row_block: int | None = None,
+    chunk_neurons: int | None = None,
+    chunk_pairs: int | None = None,
+    progress: Progress | None = None,
+) -> SimilaritySummary:
+    """PS_E, its spread and PS_D(λ) over the pairs of each kind, in total and per layer.
+
+    Args:
+        store: a complete :class:`PatternStore`.
+        pairs: :class:`AllPairs` (matrix path, the N × N counts in row blocks of ``row_block``
+            samples and neuron chunks of ``chunk_neurons``) or :class:`PairLists` (gather path,
+            ``chunk_pairs`` pairs at a time). Chunk sizes never change the result.
+        lambdas: the λ grid of PS_D.
+        device: where the arithmetic runs; default the store's device.
+        progress: called with the share of work done (0..1); it may raise to cancel.
+
+    Example:
+        >>> from worker.engine.metrics.pairs import select_pairs
+        >>> store = PatternStore(3, neurons=[4], regions=[2])
+        >>> store.append([torch.tensor([[1, 1, 0, 0], [1, 1, 0, 1], [0, 0, 1, 1]], dtype=torch.uint8)])
+        >>> summary = pattern_similarity(store, select_pairs("all", 3, torch.tensor([0, 0, 1])), [0.5])
+        >>> summary.random.pairs, summary.random.mean, summary.same_label.mean, summary.random.ps_d
+        (3, 0.3333333333333333, 0.75, [0.3333333333333333])
+    """
+    require(store.complete, f"store: expected all {store.n_samples} samples, got {store.filled}")
+    require(len(lambdas) > 0, "lambdas: expected at least one λ, got none")
+    for name, value in (
+        ("row_block", row_block),
+        ("chunk_neurons", chunk_neurons),
+        ("chunk_pairs", chunk_pairs),
+    ):
+        require(value is None or value > 0, f"{name}: expected None or > 0, got {value}")
+    target = torch.device(device) if device is not None else store.device
+    if isinstance(pairs, AllPairs):
+        require(
+            pairs.n_samples == store.n_samples,
+            f"pairs: expected labels for {store.n_samples} samples, got {pairs.n_samples}",
+        )
+        return _all_pairs_summary(store, pairs.labels, lambdas, target, row_block, chunk_neurons, progress)
+    return _listed_summary(store, pairs, lambdas, target, chunk_pairs, progress)
+
+
+def pair_counts(
+    store: PatternStore,
+    pairs: torch.Tensor,
+    *,
+    device: torch.device | str | None = None,
+    chunk_pairs: int | None = None,
+) -> torch.Tensor:
+    """Equal-neuron counts of listed pairs, per layer.
+
+    Args:
+        pairs: ``[P, 2]`` int64 sample indices.
+        device: where the arithmetic runs; default the store's device.
+        chunk_pairs: pairs compared at a time; default fits a 64 MiB working set.
+
+    Returns:
+        ``[L, P]`` int64 on ``device``: entry ``[l, p]`` is the number of neurons of layer ``l``
+        with equal regions for samples ``pairs[p, 0]`` and ``pairs[p, 1]``. PS is
+        ``counts.sum(0) / store.total_neurons``.
+
+    Example:
+        >>> store = PatternStore(2, neurons=[3, 2], regions=[2, 3])
+        >>> store.append([torch.tensor([[1, 0, 1], [1, 1, 1]], dtype=torch.uint8),
+        ...               torch.tensor([[2, 0], [2, 1]], dtype=torch.uint8)])
+        >>> pair_counts(store, torch.tensor([[0, 1], [1, 1]]))
+        tensor([[2, 3],
+                [1, 2]])
+    """
+    require(
+        pairs.ndim == 2 and pairs.shape[1] == 2 and pairs.dtype == torch.int64,
+        f"pairs: expected a [P, 2] int64 tensor, got {describe(pairs)}",
+    )
+    require(chunk_pairs is None or chunk_pairs > 0, f"chunk_pairs: expected None or > 0, got {chunk_pairs}")
+    target = torch.device(device) if device is not None else store.device
+    counts = torch.empty(store.num_layers, pairs.shape[0], dtype=torch.int64, device=target)
+    for layer in range(store.num_layers):
+        row_bytes = (store.neurons[layer] + 7) // 8 if store.is_packed(layer) else store.neurons[layer]
+        step = chunk_pairs or max(1, _CHUNK_BYTES // (2 * row_bytes))
+        for start in range(0, pairs.shape[0], step):
+            chunk = pairs[start : start + step]
+            counts[layer, start : start + chunk.shape[0]] = _listed_layer_counts(store, layer, chunk, target)
+    return counts
+
+
+def equal_count_matrix(
+    store: PatternStore,
+    layer: int | None = None,
+    *,
+    row_start: int = 0,
+    row_stop: int | None = None,
+    device: torch.device | str | None = None,
+    chunk_neurons: int | None = None,
+) -> torch.Tensor:
+    """Rows ``row_start..row_stop-1`` of the N × N matrix of equal-neuron counts.
+
+    Returns:
+        ``[row_stop - row_start, N]`` int64 on ``device``: entry ``[a, j]`` is the number of
+        neurons of ``layer`` (of every layer when ``None``) whose region is the same for samples
+        ``row_start + a`` and ``j``. Holds ``8 (row_stop - row_start) N`` bytes: take row blocks for
+        large N.
+
+    Example:
+        >>> store = PatternStore(2, neurons=[3], regions=[4])
+        >>> store.append([torch.tensor([[3, 0, 1], [3, 2, 1]], dtype=torch.uint8)])
+        >>> equal_count_matrix(store)
+        tensor([[3, 2],
+                [2, 3]])
+    """
+    require(store.complete, f"store: expected all {store.n_samples} samples, got {store.filled}")
+    stop = store.n_samples if row_stop is None else row_stop
+    require(
+        0 <= row_start <= stop <= store.n_samples,
+        f"rows: expected 0 <= row_start <= row_stop <= {store.n_samples}, got {row_start}..{stop}",
+    )
+    target = torch.device(device) if device is not None else store.device
+    layers = range(store.num_layers) if layer is None else [layer]
+    total = torch.zeros(stop - row_start, store.n_samples, dtype=torch.int64, device=target)
+    for index in layers:
+        total += _layer_block(store, index, (row_start, stop), 0, target, chunk_neurons)
+    return total
+
+
+def _listed_summary(
+    store: PatternStore,
+    pairs: PairLists,
+    lambdas: Sequence[float],
+    device: torch.device,
+    chunk_pairs: int | None,
+    progress: Progress | None,
+) -> SimilaritySummary:
+    kinds = (pairs.random, pairs.same_label, pairs.different_label)
+    summaries = []
+    for done, listed in enumerate(kinds, start=1):
+        counts = pair_counts(store, listed, device=device, chunk_pairs=chunk_pairs)
+        layers = [_histogram(row, width, device) for row, width in zip(counts, store.neurons, strict=True)]
+        summaries.append(
+            KindSummary.from_histograms(
+                _histogram(counts.sum(0), store.total_neurons, device), layers, lambdas
+            )
+        )
+        if progress is not None:
+            progress(done / len(kinds))
+    return SimilaritySummary(pairs.selection, list(lambdas), *summaries)
+
+
+def _histogram(counts: torch.Tensor, neurons: int, device: torch.device) -> CountHistogram:
+    hist = CountHistogram(neurons, device)
+    hist.add(counts)
+    return hist
+
+
+def _all_pairs_summary(
+    store: PatternStore,
+    labels: torch.Tensor,
+    lambdas: Sequence[float],
+    device: torch.device,
+    row_block: int | None,
+    chunk_neurons: int | None,
+    progress: Progress | None,
+) -> SimilaritySummary:
+    n = store.n_samples
+    labels = labels.to(device)
+    block_rows = row_block or _default_row_block(n)
+    totals = [CountHistogram(store.total_neurons, device) for _ in range(2)]
+    per_layer = [[CountHistogram(m, device) for m in store.neurons] for _ in range(2)]
+    starts = range(0, n, block_rows)
+    work = [(min(n, r0 + block_rows) - r0) * (n - r0) for r0 in starts]
+    all_work = sum(work) * store.total_neurons
+    done = 0
+    for r0, block_work in zip(starts, work, strict=True):
+        rows = (r0, min(n, r0 + block_rows))
+        masks = _kind_masks(labels, rows)
+        total = torch.zeros(rows[1] - r0, n - r0, dtype=torch.int64, device=device)
+        for layer in range(store.num_layers):
+            block = _layer_block(store, layer, rows, r0, device, chunk_neurons)
+            for mask, hists in zip(masks, per_layer, strict=True):
+                hists[layer].add(block[mask])
+            total += block
+            done += block_work * store.neurons[layer]
+            if progress is not None:
+                progress(done / all_work)
+        for mask, hist in zip(masks, totals, strict=True):
+            hist.add(total[mask])
+    same, different = (
+        KindSummary.from_histograms(total, layers, lambdas)
+        for total, layers in zip(totals, per_layer, strict=True)
+    )
+    everything = KindSummary.from_histograms(
+        totals[0].merged(totals[1]), [a.merged(b) for a, b in zip(*per_layer, strict=True)], lambdas
+    )
+    return SimilaritySummary("all", list(lambdas), everything, same, different)
+
+
+def _default_row_block(n: int) -> int:
+    """A quarter of the rows (blocks below the first skip the lower triangle), at least 256, and
+    no more than the block budget allows."""
+    budget_rows = max(1, _BLOCK_BYTES // (32 * max(n, 1)))
+    return min(budget_rows, max(256, -(-n // 4)))
+
+
+def _kind_masks(labels: torch.Tensor, rows: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(same-label, different-label) masks of the pairs ``i < j`` in a row block whose columns
+    start at its first row."""
+    start, stop = rows
+    row_ids = torch.arange(start, stop, device=labels.device)
+    col_ids = torch.arange(start, labels.numel(), device=labels.device)
+    upper = col_ids[None, :] > row_ids[:, None]
+    same = labels[start:stop, None] == labels[None, start:]
+    return upper & same, upper & ~same
+
+
+def _layer_block(
+    store: PatternStore,
+    layer: int,
+    rows: tuple[int, int],
+    first_col: int,
+    device: torch.device,
+    chunk_neurons: int | None,
+) -> torch.Tensor:
+    """``[rows, N - first_col]`` int64 equal-neuron counts of one layer, ``first_col <= rows[0]``."""
+    width = store.neurons[layer]
+    n_cols = store.n_samples - first_col
+    own = slice(rows[0] - first_col, rows[1] - first_col)
+    step = _neuron_step(chunk_neurons, n_cols)
+    products = _ExactSum((rows[1] - rows[0], n_cols), device)
+    ones_per_sample = torch.zeros(n_cols, dtype=torch.int64, device=device)
+    two_regions = store.regions[layer] == 2
+    for start in range(0, width, step):
+        stop = min(width, start + step)
+        block = store.columns(layer, start, stop, first_sample=first_col).to(device)
+        products.reserve(stop - start)
+        if two_regions:
+            ones = block.to(torch.float32)
+            products.add_product(ones[own], ones)
+            ones_per_sample += block.sum(1, dtype=torch.int64)
+            continue
+        for region in torch.unique(block).tolist():
+            indicator = (block == region).to(torch.float32)
+            products.add_product(indicator[own], indicator)
+    counts = products.result()
+    if two_regions:
+        counts = 2 * counts + width - ones_per_sample[own, None] - ones_per_sample[None, :]
+    return counts
+
+
+def _neuron_step(chunk_neurons: int | None, n_cols: int) -> int:
+    if chunk_neurons is not None:
+        require(chunk_neurons > 0, f"chunk_neurons: expected > 0, got {chunk_neurons}")
+        step = chunk_neurons
+    else:
+        step = _CHUNK_BYTES // (4 * max(n_cols, 1))
+    step = min(step, _FLOAT32_EXACT)
+    return max(8, step - step % 8)
+
+
+class _ExactSum:
+    """A sum of float32 products of 0/1 matrices, kept exact: each product entry counts at most the
+    chunk's neurons, and the float32 buffer goes into int64 before its entries could reach 2^24."""
+
+    def __init__(self, shape: tuple[int, int], device: torch.device) -> None:
+        self._buffer = torch.zeros(shape, dtype=torch.float32, device=device)
+        self._total = torch.zeros(shape, dtype=torch.int64, device=device)
+        self._bound = 0
+
+    def reserve(self, neurons: int) -> None:
+        """Announce products over ``neurons`` more neurons (all regions of one chunk together)."""
+        if self._bound + neurons > _FLOAT32_EXACT:
+            self._flush()
+        self._bound += neurons
+
+    def add_product(self, rows: torch.Tensor, columns: torch.Tensor) -> None:
+        self._buffer.addmm_(rows, columns.T)
+
+    def result(self) -> torch.Tensor:
+        self._flush()
+        return self._total
+
+    def _flush(self) -> None:
+        self._total += self._buffer.to(torch.int64)
+        self._buffer.zero_()
+        self._bound = 0
+
+
+def _listed_layer_counts(
+    store: PatternStore, layer: int, pairs: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    first, second = pairs[:, 0], pairs[:, 1]
+    if store.is_packed(layer):
+        differ = store.packed_rows(layer, first).to(device) ^ store.packed_rows(layer, second).to(device)
+        return store.neurons[layer] - _popcount(differ).sum(1, dtype=torch.int64)
+    same = store.rows(layer, first).to(device) == store.rows(layer, second).to(device)
+    return same.sum(1, dtype=torch.int64)
+
+
+def _popcount(bytes_: torch.Tensor) -> torch.Tensor:
+    """Set bits of each uint8 (SWAR, no lookup table)."""
+    x = bytes_ - ((bytes_ >> 1) & 0x55)
+    x = (x & 0x33) + ((x >> 2) & 0x33)
+    return (x + (x >> 4)) & 0x0F

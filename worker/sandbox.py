@@ -1,0 +1,370 @@
+"""Running one job: claim its record, run the analysis in a limited child process, record the outcome.
+
+The child (:mod:`worker.runner`) gets copies of its inputs in a private temporary directory, an
+environment without the service's settings, resource limits, and its own process group, so a
+cancel or a time-out kills it and everything it started. Whatever it does (a segfault, running
+out of memory, hanging), this process only sees an exit status and fails the job with a code a
+person can act on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError
+
+import worker
+from neuronscope.contracts import Report
+from neuronscope.jobs import JobError, JobStore, connect
+from neuronscope.settings import Settings
+from neuronscope.storage import Storage, open_storage
+
+log = logging.getLogger("neuronscope.worker")
+
+_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "npz": ".npz", "npy": ".npy"}
+_CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
+_MAX_LINE = 1024 * 1024
+#: Variables the child must not see: how to reach Redis and the service's own settings.
+_HIDDEN_ENV_PREFIXES = ("NEURONSCOPE_", "REDIS_", "CELERY_")
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_s: float
+    cpu_s: int = 0
+    memory_mb: int = 0
+    threads: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            wall_s=float(settings.job_time_limit_s),
+            cpu_s=settings.job_cpu_time_limit_s,
+            memory_mb=settings.job_memory_limit_mb,
+            threads=settings.job_threads,
+        )
+
+
+@dataclass
+class ChildResult:
+    """What the child process did: its exit status and what it said on the protocol channel."""
+
+    returncode: int | None
+    done: bool = False
+    error: JobError | None = None
+    cancelled: bool = False
+    timed_out: bool = False
+    stderr_tail: str = ""
+    stages: list[str] = field(default_factory=list)
+
+
+def child_env(workdir: Path, threads: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_HIDDEN_ENV_PREFIXES)}
+    root = str(Path(worker.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["TMPDIR"] = str(workdir)
+    if threads:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[name] = str(threads)
+    return env
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+
+
+def run_child(
+    command: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    wall_s: float,
+    on_progress: Callable[[str, float], None],
+    should_cancel: Callable[[], bool],
+    poll_s: float = 0.5,
+) -> ChildResult:
+    """Run ``command`` in its own process group and follow its JSON-lines channel on stdout.
+
+    Returns once it exited, or after killing it (with its whole group) when ``should_cancel()``
+    turns true or ``wall_s`` has passed.
+    """
+    stderr_path = cwd / "stderr.log"
+    result = ChildResult(returncode=None)
+    deadline = time.monotonic() + wall_s
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    buffer = b""
+    eof = False
+    next_check = 0.0
+
+    def handle(line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            log.debug("ignoring a non-JSON line from the analysis process: %r", line[:200])
+            return
+        if not isinstance(message, dict):
+            return
+        event = message.get("event")
+        if event == "progress":
+            stage, fraction = str(message.get("stage", "")), message.get("fraction", 0.0)
+            if isinstance(fraction, int | float):
+                result.stages.append(stage)
+                on_progress(stage, float(fraction))
+        elif event == "error":
+            result.error = JobError(code=str(message.get("code")), message=str(message.get("message")))
+        elif event == "done":
+            result.done = True
+
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while True:
+                if not eof:
+                    if selector.select(timeout=poll_s):
+                        try:
+                            chunk = os.read(fd, 65536)
+                        except BlockingIOError:
+                            chunk = None
+                        if chunk == b"":
+                            eof = True
+                        elif chunk:
+                            buffer += chunk
+                            *lines, buffer = buffer.split(b"\n")
+                            for line in lines:
+                                handle(line)
+                            if len(buffer) > _MAX_LINE:
+                                buffer = b""
+                else:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=poll_s)
+                if eof and proc.poll() is not None:
+                    break
+                now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + poll_s
+                    if _safe(should_cancel):
+                        result.cancelled = True
+                        break
+                if now >= deadline:
+                    result.timed_out = True
+                    break
+        if buffer:
+            handle(buffer)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+        result.returncode = proc.wait()
+        proc.stdout.close()
+        result.stderr_tail = _tail(stderr_path)
+    return result
+
+
+def _safe(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except Exception as exc:  # a Redis hiccup must not kill the job
+        log.warning("cancel check failed: %s", exc)
+        return False
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def outcome_error(result: ChildResult, limits: Limits) -> JobError | None:
+    """Why the child failed, in words a person can act on; ``None`` when it succeeded."""
+    if result.timed_out:
+        return JobError(
+            code="time_limit_exceeded",
+            message=f"the analysis ran past the time limit of {limits.wall_s:g} s "
+            "(NEURONSCOPE_JOB_TIME_LIMIT_S); use a smaller dataset, fewer pairs or fewer "
+            "transition-density points",
+        )
+    if result.error is not None:
+        return result.error
+    rc = result.returncode
+    if rc == 0 and result.done:
+        return None
+    if rc is not None and rc < 0:
+        sig = signal.Signals(-rc)
+        if sig == signal.SIGXCPU:
+            return JobError(
+                code="cpu_time_limit_exceeded",
+                message=f"the analysis used more than {limits.cpu_s} s of CPU time "
+                "(NEURONSCOPE_JOB_CPU_TIME_LIMIT_S)",
+            )
+        if sig == signal.SIGKILL:
+            return JobError(
+                code="analysis_killed",
+                message="the analysis process was killed (SIGKILL), most likely for running out of memory "
+                "or CPU time; use a smaller dataset or batch_size",
+            )
+        if sig in _CRASH_SIGNALS:
+            return JobError(
+                code="analysis_crashed",
+                message=f"the analysis process crashed ({sig.name}) while loading or running the model; "
+                "the model file may be corrupt or use an operator the runtime cannot execute",
+            )
+        return JobError(code="analysis_crashed", message=f"the analysis process was stopped by {sig.name}")
+    return JobError(
+        code="analysis_crashed",
+        message=f"the analysis process exited with status {rc} without a report",
+    )
+
+
+@dataclass
+class WorkerContext:
+    """What a worker process needs to run jobs: settings, job records, storage."""
+
+    settings: Settings
+    jobs: JobStore
+    storage: Storage
+
+    @classmethod
+    def of(cls, settings: Settings) -> WorkerContext:
+        client = connect(settings.require_redis_url())
+        return cls(
+            settings=settings,
+            jobs=JobStore(client, prefix=settings.key_prefix, ttl_s=settings.job_ttl_s),
+            storage=open_storage(settings.storage_backend, settings.data_dir),
+        )
+
+
+class _Progress:
+    """Writes progress to the job record, at most every ``interval_s`` unless the stage changes."""
+
+    def __init__(self, jobs: JobStore, job_id: str, interval_s: float = 0.5) -> None:
+        self._jobs, self._job_id, self._interval = jobs, job_id, interval_s
+        self._stage: str | None = None
+        self._last = 0.0
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        now = time.monotonic()
+        if stage == self._stage and now - self._last < self._interval and fraction < 1.0:
+            return
+        self._stage, self._last = stage, now
+        try:
+            self._jobs.set_progress(self._job_id, stage, fraction)
+        except Exception as exc:
+            log.warning("job %s: could not record progress: %s", self._job_id, exc)
+
+
+RunOutcome = Literal["succeeded", "failed", "cancelled", "skipped", "missing"]
+
+
+def run_job(job_id: str, ctx: WorkerContext, *, python: str = sys.executable) -> RunOutcome:
+    """Run one job end to end; safe to call again for the same job (at-least-once delivery).
+
+    A finished job is left alone; a job whose report was stored by an earlier attempt is only
+    marked succeeded; otherwise the analysis runs (again) in a fresh child process.
+    """
+    record = ctx.jobs.start(job_id, max_attempts=ctx.settings.job_max_attempts)
+    if record is None:
+        log.warning("job %s: no such job record; dropping the task", job_id)
+        return "missing"
+    if record.status != "running":
+        log.info("job %s: already %s; not running it again", job_id, record.status)
+        return "skipped"
+    if ctx.storage.get_report(job_id) is not None:
+        return _finish(ctx, job_id, "succeeded")
+
+    limits = Limits.of(ctx.settings)
+    with tempfile.TemporaryDirectory(prefix=f"neuronscope-{job_id[:8]}-") as tmp:
+        workdir = Path(tmp)
+        model = workdir / f"model{_SUFFIX.get(record.model_format, '')}"
+        dataset = workdir / f"dataset{_SUFFIX.get(record.dataset_format, '')}"
+        config, report = workdir / "config.json", workdir / "report.json"
+        try:
+            ctx.storage.fetch("model", record.model_id, model)
+            ctx.storage.fetch("dataset", record.dataset_id, dataset)
+        except FileNotFoundError as exc:
+            return _finish(
+                ctx,
+                job_id,
+                "failed",
+                JobError(code="artifact_missing", message=f"an input is gone from storage: {exc}"),
+            )
+        config.write_text(record.config)
+        command = [
+            python, "-m", "worker.runner",
+            "--model", str(model), "--dataset", str(dataset),
+            "--config", str(config), "--report", str(report),
+            "--memory-mb", str(limits.memory_mb), "--cpu-seconds", str(limits.cpu_s),
+            "--parent-pid", str(os.getpid()),
+        ]  # fmt: skip
+        log.info("job %s: attempt %d starting", job_id, record.attempts)
+        result = run_child(
+            command,
+            cwd=workdir,
+            env=child_env(workdir, limits.threads),
+            wall_s=limits.wall_s,
+            on_progress=_Progress(ctx.jobs, job_id),
+            should_cancel=lambda: ctx.jobs.status(job_id) == "cancelled",
+        )
+        if result.cancelled:
+            log.info("job %s: cancelled; analysis process stopped", job_id)
+            return "cancelled"
+        error = outcome_error(result, limits)
+        if error is None:
+            try:
+                data = Report.model_validate_json(report.read_bytes()).to_json(indent=None).encode()
+            except (OSError, ValidationError) as exc:
+                error = JobError(
+                    code="internal_error", message=f"the analysis produced no valid report: {exc}"
+                )
+            else:
+                ctx.jobs.set_progress(job_id, "saving report", 1.0)
+                ctx.storage.put_report(job_id, data)
+                return _finish(ctx, job_id, "succeeded")
+        if result.returncode != 0 and result.error is None:
+            log.warning(
+                "job %s: analysis process ended with %s; stderr:\n%s",
+                job_id,
+                result.returncode,
+                result.stderr_tail,
+            )
+        return _finish(ctx, job_id, "failed", error)
+
+
+def _finish(
+    ctx: WorkerContext, job_id: str, status: Literal["succeeded", "failed"], error: JobError | None = None
+) -> RunOutcome:
+    record = ctx.jobs.finish(job_id, status, error)
+    if record is None:
+        return "missing"
+    log.info("job %s: %s%s", job_id, record.status, f" ({error.code}: {error.message})" if error else "")
+    return "cancelled" if record.status == "cancelled" else status
