@@ -318,7 +318,7 @@ class Client:
             return False
 
     def upload_model(self, path: str | os.PathLike[str]) -> Artifact:
-        """Upload an ONNX or TorchScript file once; the returned artifact (its id is the sha256) is reusable."""
+        """Upload an ONNX or TorchScript file once; the artifact (id: its sha256) is reusable."""
         return self._upload("models", path)
 
     def upload_dataset(self, path: str | os.PathLike[str]) -> Artifact:

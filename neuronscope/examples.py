@@ -80,7 +80,7 @@ def make_example(
             idx = order[start : start + batch]
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
     model.eval()
     with torch.no_grad():

@@ -42,7 +42,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from neuronscope.contracts.report import Report
 from neuronscope.errors import NeuronscopeError
@@ -206,9 +206,16 @@ def parse_gate(text: str) -> Gate:
     aggs = [f for f in funcs if f in AGGREGATES]
     if len(aggs) > 1 or funcs.count("delta") > 1:
         raise GateSyntaxError(
-            f"gate {text!r}: expected at most one of max/min/mean and at most one delta, got {'('.join(funcs)}("
+            f"gate {text!r}: expected at most one of max/min/mean and at most one delta, "
+            f"got {'('.join(funcs)}("
         )
-    return Gate(text=text.strip(), funcs=tuple(funcs), path=path, op=op, threshold=threshold)  # type: ignore[arg-type]
+    return Gate(
+        text=text.strip(),
+        funcs=tuple(cast(Func, f) for f in funcs),
+        path=path,
+        op=cast(Op, op),
+        threshold=threshold,
+    )
 
 
 def parse_gates(texts: Iterable[str], *, compare: bool = False) -> list[Gate]:

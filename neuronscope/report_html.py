@@ -28,6 +28,8 @@ MAX_LAYERS_DRAWN = 300
 MAX_TABLE_ROWS = 300
 MAX_NAME_CHARS = 80
 MAX_LIST_ITEMS = 8
+#: No script, no network: styles inline, images only as data: URLs.
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 COLORS = {
     "random": "#7a7a7a",
@@ -58,7 +60,7 @@ def _nice_step(span: float, target: int) -> float:
     raw = span / max(target, 1)
     if raw <= 0 or not math.isfinite(raw):
         return 1.0
-    mag = 10 ** math.floor(math.log10(raw))
+    mag = 10.0 ** math.floor(math.log10(raw))
     for mult in (1, 2, 2.5, 5, 10):
         if raw <= mult * mag:
             return mult * mag
@@ -73,7 +75,7 @@ def _nice_range(lo: float, hi: float, target: int = 5) -> tuple[float, float, fl
         pad = abs(hi) * 0.1 or 1.0
         lo, hi = lo - pad, hi + pad
     step = _nice_step(hi - lo, target)
-    return math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step, step
+    return float(math.floor(lo / step + 1e-9) * step), float(math.ceil(hi / step - 1e-9) * step), step
 
 
 def _tick_label(value: float, step: float) -> str:
@@ -458,14 +460,18 @@ def _layer_table(report: Report) -> str:
             f'<tr{flag}><td>{i + 1}</td><td class="name" title="{esc(_clip(layer.name, 300))}">'
             f"{esc(_clip(layer.name))}</td><td>{esc(layer.op_type)}</td><td>{layer.neurons:,}</td>"
             f"<td>{pct(layer.dead_fraction, 1)}</td><td>{pct(layer.dying_fraction, 1)}</td>"
-            f"<td>{num(ps.random.mean) if ps else 'n/a'}</td><td>{num(ps.same_label.mean) if ps else 'n/a'}</td>"
+            f"<td>{num(ps.random.mean) if ps else 'n/a'}</td>"
+            f"<td>{num(ps.same_label.mean) if ps else 'n/a'}</td>"
             f"<td>{num(ps.different_label.mean) if ps else 'n/a'}</td>"
             f"<td>{num(layer.post_activation_mean, 4)}</td><td>{num(layer.post_activation_var, 4)}</td>"
             f"<td>{esc(bp_text)}</td></tr>"
         )
     more = ""
     if len(report.layers) > MAX_TABLE_ROWS:
-        more = f'<p class="note">First {MAX_TABLE_ROWS} of {len(report.layers)} layers shown; the JSON has all.</p>'
+        more = (
+            f'<p class="note">First {MAX_TABLE_ROWS} of {len(report.layers)} layers shown; '
+            "the JSON has all.</p>"
+        )
     head = (
         "<tr><th>#</th><th>layer</th><th>op</th><th>neurons</th><th>dead</th><th>dying</th>"
         "<th>PS_E random</th><th>PS_E same</th><th>PS_E diff.</th><th>post mean</th><th>post var</th>"
@@ -487,8 +493,8 @@ header h1{font-size:22px;margin:0 0 2px}
 header p{margin:0;color:var(--muted)}
 h2{font-size:18px;margin:32px 0 12px;padding-bottom:4px;border-bottom:1px solid var(--line)}
 h3{font-size:15px;margin:0 0 6px}
-.verdict{background:var(--card);border-left:6px solid #e06c00;border-radius:8px;padding:16px 20px;margin:18px 0;
-box-shadow:0 1px 3px rgba(0,0,0,.07)}
+.verdict{background:var(--card);border-left:6px solid #e06c00;border-radius:8px;padding:16px 20px;
+margin:18px 0;box-shadow:0 1px 3px rgba(0,0,0,.07)}
 .verdict.ok{border-left-color:#2a9d8f}
 .verdict p{margin:6px 0;font-size:17px}
 .chips{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
@@ -519,11 +525,12 @@ table{border-collapse:collapse;font-size:13px}
 .kv td{padding:2px 0;word-break:break-all}
 .layers th,.layers td{padding:4px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
 .layers th{background:#eef1f5;position:sticky;top:0}
-.layers td.name,.layers th:nth-child(2){text-align:left;max-width:320px;overflow:hidden;text-overflow:ellipsis}
+.layers td.name,.layers th:nth-child(2){text-align:left;max-width:320px;overflow:hidden;
+text-overflow:ellipsis}
 .layers tr.warn td{background:#fff4e8}
 .scroll{overflow:auto;max-height:520px;border:1px solid var(--line);border-radius:8px;background:var(--card)}
-pre{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px;overflow:auto;font-size:12.5px;
-max-height:420px}
+pre{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px;overflow:auto;
+font-size:12.5px;max-height:420px}
 .cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:16px}
 .note{color:var(--muted);font-size:13px}
 footer{margin-top:36px;color:var(--muted);font-size:12.5px}
@@ -563,8 +570,9 @@ def render_html(report: Report) -> str:
     callout = ""
     if gap.peak_lambda is not None and gap.peak_same is not None and gap.peak_different is not None:
         callout = (
-            f'<p class="callout">At λ = {gap.peak_lambda:.2f}, {pct(gap.peak_same)} of same-label pairs but only '
-            f"{pct(gap.peak_different)} of different-label pairs agree on more than {pct(gap.peak_lambda)} of "
+            f'<p class="callout">At λ = {gap.peak_lambda:.2f}, {pct(gap.peak_same)} of same-label pairs '
+            f"but only {pct(gap.peak_different)} of different-label pairs agree on more than "
+            f"{pct(gap.peak_lambda)} of "
             f"their activation pattern. A wide gap means the network responds differently to different "
             f"classes; curves on top of each other mean it does not.</p>"
         )
@@ -577,7 +585,8 @@ def render_html(report: Report) -> str:
     dead_fig = _figure(
         "Dead and dying neurons per layer",
         _dead_dying_chart(report),
-        f"Dying: the dominant region holds at least {pct(p.config.dying_threshold)} of inputs (dead included). "
+        f"Dying: the dominant region holds at least {pct(p.config.dying_threshold)} of inputs "
+        "(dead included). "
         "Dead: one region for every input.",
         _legend([("dying", COLORS["dying"]), ("dead", COLORS["dead"])]),
     )
@@ -614,7 +623,8 @@ def render_html(report: Report) -> str:
     fig1 = _figure(
         "Post-activation mean and variance per layer (paper Fig. 1)",
         fig1_chart,
-        "Mean and variance of the activation outputs over all inputs and neurons of each layer. A variance near "
+        "Mean and variance of the activation outputs over all inputs and neurons of each layer. "
+        "A variance near "
         "zero means the layer's outputs barely change with the input.",
         _legend([("mean", COLORS["mean"]), ("variance", COLORS["var"])]),
     )
@@ -638,7 +648,8 @@ def render_html(report: Report) -> str:
                     y_label="transition density TD",
                     label="TD vs PS",
                 ),
-                "Each dot is a pair of inputs. Fewer transitions on the line between them go with more similar patterns.",
+                "Each dot is a pair of inputs. Fewer transitions on the line between them go with "
+                "more similar patterns.",
                 pair_legend,
             )
         )
@@ -731,15 +742,15 @@ def render_html(report: Report) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-        'img-src data:">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>neuronscope report: {esc(m.format)} model, {count} layers</title>",
         f"<style>{_CSS}</style></head><body><main>",
         "<header><h1>neuronscope report</h1>",
         f"<p>{esc(m.format)} model · {len(m.layers):,} activation layers · {m.neurons:,} neurons · "
         f"{d.samples:,} samples · {esc(_clip(p.created_at, 40))}</p></header>",
-        f'<section class="verdict{" ok" if ok else ""}"><p>{esc(dying.text)}</p><p>{esc(gap.text)}</p></section>',
+        f'<section class="verdict{" ok" if ok else ""}">',
+        f"<p>{esc(dying.text)}</p><p>{esc(gap.text)}</p></section>",
         f'<div class="chips">{"".join(chips)}</div>',
         "<h2>Do activation patterns tell classes apart?</h2>",
         f'<div class="grid">{ps_fig}{ps_layer_fig}</div>',

@@ -1,13 +1,13 @@
 """Storing an upload: stream it to a private temporary file, recognise its format, check it, publish it.
 
 Nothing reaches storage (or a queue) until it passed :func:`check_artifact`. The deep checks of
-model and dataset files live in ``neuronscope.validation`` (its own module); this one only wires
-them in and recognises the format from the first bytes.
+model and dataset files live in ``neuronscope.validation`` (numpy and onnx only: no torch or
+onnxruntime in the API process); this module wires them in and tells the format from the first
+bytes.
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,6 +21,7 @@ from neuronscope.storage import (
     Storage,
     UploadTooLarge,
 )
+from neuronscope.validation import check_model_file, inspect_dataset
 from service.errors import PayloadTooLarge
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -32,36 +33,20 @@ def _describe_head(head: bytes) -> str:
 
 
 def detect_format(kind: ArtifactKind, staged: StagedUpload) -> ArtifactFormat:
-    """The artifact's format from its content (file names are not trusted)."""
+    """The artifact's format from its first bytes (file names are not trusted)."""
     head = staged.head
     if staged.size == 0:
         raise InvalidInput(f"{kind}: expected a non-empty file, got 0 bytes", code=f"{kind}_invalid")
-    if kind == "dataset":
-        if head.startswith(_NPY_MAGIC):
-            return "npy"
-        if head.startswith(_ZIP_MAGIC):
-            return "npz"
-        raise InvalidInput(
-            f"dataset: expected a NumPy .npz archive or .npy array, got {_describe_head(head)}",
-            code="dataset_invalid",
-        )
+    if kind == "model":
+        return "torchscript" if head.startswith(_ZIP_MAGIC) else "onnx"
+    if head.startswith(_NPY_MAGIC):
+        return "npy"
     if head.startswith(_ZIP_MAGIC):
-        if _is_torchscript(staged.path):
-            return "torchscript"
-        raise InvalidInput(
-            "model: got a zip archive that is not a TorchScript archive (expected an ONNX file or a "
-            "torch.jit.save archive; torch.save checkpoints cannot be analysed)",
-            code="model_invalid",
-        )
-    return "onnx"
-
-
-def _is_torchscript(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
+        return "npz"
+    raise InvalidInput(
+        f"dataset: expected a NumPy .npz archive or .npy array, got {_describe_head(head)}",
+        code="dataset_invalid",
+    )
 
 
 def check_artifact(path: Path, kind: ArtifactKind, fmt: ArtifactFormat, settings: Settings) -> None:
@@ -76,17 +61,11 @@ def check_artifact(path: Path, kind: ArtifactKind, fmt: ArtifactFormat, settings
 
 
 def _run_validation(path: Path, kind: ArtifactKind, fmt: ArtifactFormat) -> None:
-    """The seam for ``neuronscope.validation`` (upload checks written beside this module).
-
-    It must not import torch or onnxruntime: the API process never loads them.
-    """
-    try:
-        from neuronscope import validation  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return
-    check = getattr(validation, "check_upload", None)
-    if callable(check):
-        check(path, kind, fmt)
+    """``neuronscope.validation``'s checks, from headers alone (no model runs, nothing is inflated)."""
+    if kind == "dataset":
+        inspect_dataset(path)
+    else:
+        check_model_file(path)
 
 
 def store_upload(

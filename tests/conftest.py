@@ -150,7 +150,9 @@ class WorkerProcess:
 
 
 @contextlib.contextmanager
-def start_worker(settings: Any, log: Path, *, concurrency: int = 1, ready_timeout_s: float = 60.0) -> Iterator[WorkerProcess]:
+def start_worker(
+    settings: Any, log: Path, *, concurrency: int = 1, ready_timeout_s: float = 60.0
+) -> Iterator[WorkerProcess]:
     """A real ``celery -A worker.celery_app worker`` subprocess, up once it answers a ping."""
     from service.core.queue import JobQueue
 
@@ -197,7 +199,9 @@ def build_tiny_model(out: Path, *, samples: int = 96, hidden: int = 32, seed: in
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(16, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 4))
+    net = nn.Sequential(
+        nn.Linear(16, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 4)
+    )
     net.eval()
     model_path = out / "tiny.onnx"
     torch.onnx.export(

@@ -9,6 +9,7 @@ Every key is optional; unknown keys are an error. Example::
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -120,7 +121,8 @@ class AnalysisConfig(BaseModel):
         "name; a layer name wins over its op type, which wins over DEFAULT_BREAKPOINTS.",
     )
     space: Literal["pre", "post"] = Field(
-        "pre", description="Apply Γ to pre-activation values z(x; θ) (the paper) or to post-activation values."
+        "pre",
+        description="Apply Γ to pre-activation values z(x; θ) (the paper) or to post-activation values.",
     )
     layers: list[str] | None = Field(
         None, description="Analyse only these activation layers (by name); null means every one found."
@@ -136,7 +138,8 @@ class AnalysisConfig(BaseModel):
         "dead when it holds all of them.",
     )
     labels: Literal["dataset", "predicted"] = Field(
-        "dataset", description="Use the dataset's y, or the model's predicted class (also used when y is absent)."
+        "dataset",
+        description="Use the dataset's y, or the model's predicted class (also used when y is absent).",
     )
     batch_size: Annotated[int, Field(gt=0, le=65_536)] = 256
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -152,9 +155,13 @@ class AnalysisConfig(BaseModel):
             if not points:
                 raise ValueError(f"breakpoints for {key!r}: expected at least one value, got []")
             if len(points) > MAX_BREAKPOINTS:
-                raise ValueError(f"breakpoints for {key!r}: expected at most {MAX_BREAKPOINTS}, got {len(points)}")
-            if any(b <= a for a, b in zip(points, points[1:], strict=False)):
-                raise ValueError(f"breakpoints for {key!r}: expected strictly increasing values, got {points}")
+                raise ValueError(
+                    f"breakpoints for {key!r}: expected at most {MAX_BREAKPOINTS}, got {len(points)}"
+                )
+            if any(b <= a for a, b in itertools.pairwise(points)):
+                raise ValueError(
+                    f"breakpoints for {key!r}: expected strictly increasing values, got {points}"
+                )
             if any(p != p or p in (float("inf"), float("-inf")) for p in points):
                 raise ValueError(f"breakpoints for {key!r}: expected finite values, got {points}")
         return value
@@ -179,7 +186,9 @@ class AnalysisConfig(BaseModel):
                 raise ValueError(f"layers: expected unique names, got {self.layers}")
         return self
 
-    def breakpoints_for(self, layer_name: str, op_type: str, fallback: list[float] | None = None) -> list[float]:
+    def breakpoints_for(
+        self, layer_name: str, op_type: str, fallback: list[float] | None = None
+    ) -> list[float]:
         """Γ for one layer: by layer name, else by op type, else ``fallback``, else the default."""
         if layer_name in self.breakpoints:
             return list(self.breakpoints[layer_name])

@@ -32,7 +32,9 @@ class _Model(BaseModel):
 
 class InputInfo(_Model):
     name: str
-    shape: list[int | str | None] = Field(description="Per-input shape as the model declares it; strings are symbolic.")
+    shape: list[int | str | None] = Field(
+        description="Per-input shape as the model declares it; strings are symbolic."
+    )
     dtype: str
 
 
@@ -131,7 +133,8 @@ class LayerHealth(_Model):
     neurons: int
     dead_fraction: float = Field(description="Share of neurons whose region is the same for every sample.")
     dying_fraction: float = Field(
-        description="Share of neurons whose dominant region holds >= dying_threshold of samples (dead included)."
+        description="Share of neurons whose dominant region holds >= dying_threshold of samples "
+        "(dead included)."
     )
     dead_count: int
     dying_count: int
@@ -154,12 +157,18 @@ class PredictionDistanceSection(_Model):
     random: PredictionDistanceKind
     same_label: PredictionDistanceKind
     different_label: PredictionDistanceKind
-    spearman_vs_ps: Stat = Field(description="Rank correlation of prediction distance with PS over the PS pairs.")
-    spearman_vs_td: Stat = Field(description="Rank correlation of prediction distance with TD over the TD pairs.")
+    spearman_vs_ps: Stat = Field(
+        description="Rank correlation of prediction distance with PS over the PS pairs."
+    )
+    spearman_vs_td: Stat = Field(
+        description="Rank correlation of prediction distance with TD over the TD pairs."
+    )
     correlation_pairs: int = Field(
         description="Random pairs behind spearman_vs_ps (every pair up to a cap, else a seeded sample)."
     )
-    samples: list[PairSampleRow] = Field(description="Per-pair PS and distance (capped) for the PS/distance plot.")
+    samples: list[PairSampleRow] = Field(
+        description="Per-pair PS and distance (capped) for the PS/distance plot."
+    )
 
 
 class Provenance(_Model):

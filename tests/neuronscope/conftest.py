@@ -33,6 +33,7 @@ def build_report(
     samples: int = 120,
     seed: int = 0,
     shift: float = 0.0,
+    extra_ps_rows: int = 0,
 ) -> Report:
     """A plausible report. ``shift`` moves the dying shares and PS up (a "worse" model version)."""
     rng = np.random.default_rng(seed)
@@ -111,6 +112,18 @@ def build_report(
                 "neuron_changes": None if td is None else td * 7,
             }
         )
+    ps_rows = [{**row, "td": None, "neuron_changes": None} for row in rows] + [
+        {
+            "i": k,
+            "j": k + 2,
+            "same_label": k % 4 == 0,
+            "ps": float(same_ps[k % 400] if k % 4 == 0 else diff_ps[k % 400]),
+            "prediction_distance": float(rng.uniform(0, 10)),
+            "td": None,
+            "neuron_changes": None,
+        }
+        for k in range(extra_ps_rows)
+    ]
     tds = np.array([r["td"] for r in rows if r["td"] is not None], dtype=float)
     transition_density = (
         {
@@ -153,6 +166,8 @@ def build_report(
             "different_label": {"pairs": 400, "mean": 6.0, "std": 1.2},
             "spearman_vs_ps": -0.7,
             "spearman_vs_td": 0.6 if with_td else None,
+            "correlation_pairs": len(ps_rows),
+            "samples": ps_rows,
         },
         "provenance": {
             "neuronscope_version": "0.1.0",

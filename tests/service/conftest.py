@@ -91,6 +91,11 @@ def npz_bytes(samples: int = 8, features: int = 16, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture
+def report() -> Report:
+    return minimal_report()
+
+
 @pytest.fixture(scope="session")
 def onnx_bytes(tiny_model: Any) -> bytes:
     return bytes(tiny_model.model.read_bytes())

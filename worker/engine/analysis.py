@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from worker.engine.errors import AnalysisError
 from worker.engine.inputs import BoundInputs, bind_inputs
 from worker.engine.metrics.correlation import spearman
 from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
-from worker.engine.metrics.pairs import AllPairs, PairSets, select_pairs
+from worker.engine.metrics.pairs import AllPairs, PairLists, PairSets, select_pairs
 from worker.engine.metrics.patterns import PatternStore, region_indices
 from worker.engine.metrics.similarity import SimilaritySummary, pair_counts, pattern_similarity
 from worker.engine.metrics.transition import TransitionCounter, interpolation_points, path_transitions
@@ -78,7 +79,10 @@ def analyze(
     report_progress("load", 0.0)
     bound, dataset_labels = _load_inputs(model_path, dataset_path)
     model = open_model(
-        model_path, device=config.device, layer_names=config.layers, example=bound.batch(0, min(2, bound.samples))
+        model_path,
+        device=config.device,
+        layer_names=config.layers,
+        example=bound.batch(0, min(2, bound.samples)),
     )
     plans = plan_layers(model, config)
     report_progress("load", 1.0)
@@ -103,9 +107,7 @@ def analyze(
     if config.transition_density is not None:
         td_pairs = select_pairs(config.transition_density.pairs, bound.samples, labels)
         chosen = td_pairs.materialize().random if isinstance(td_pairs, AllPairs) else td_pairs.random
-        transition = transition_density(
-            model, bound, plans, chosen, config, capture, labels, report_progress
-        )
+        transition = transition_density(model, bound, plans, chosen, config, capture, labels, report_progress)
     clock.lap("transition_density")
 
     return build_report(
@@ -117,7 +119,7 @@ def analyze(
             plans=[(p.layer, p.breakpoints) for p in plans],
             samples=bound.samples,
             labels_source=labels_source,
-            classes=int(labels.unique().numel()),
+            classes=int(torch.unique(labels).numel()),
             accuracy=_accuracy(capture.outputs, dataset_labels) if labels_source == "dataset" else None,
             similarity=similarity,
             health=capture.health,
@@ -197,7 +199,7 @@ def capture_dataset(
 
 def _labels(
     outputs: torch.Tensor, dataset_labels: np.ndarray | None, config: AnalysisConfig
-) -> tuple[torch.Tensor, str]:
+) -> tuple[torch.Tensor, Literal["dataset", "predicted"]]:
     if config.labels == "dataset" and dataset_labels is not None:
         labels = torch.as_tensor(np.asarray(dataset_labels), dtype=torch.int64)
         if labels.shape != (outputs.shape[0],):
@@ -240,7 +242,9 @@ def _ps_distance_correlation(
         if total <= CORRELATION_PAIRS:
             chosen = pairs.materialize().random
         else:
-            chosen = select_pairs(PairSample(count=CORRELATION_PAIRS, seed=seed), n, labels).random
+            sampled = select_pairs(PairSample(count=CORRELATION_PAIRS, seed=seed), n, labels)
+            assert isinstance(sampled, PairLists)
+            chosen = sampled.random
     else:
         chosen = pairs.random
     ps = pair_counts(capture.store, chosen).sum(0).double().cpu() / capture.store.total_neurons
@@ -290,7 +294,9 @@ def transition_density(
             counter.reset()
             for start in range(0, points, config.batch_size):
                 stop = min(start + config.batch_size, points)
-                batch = {name: interpolation_points(x[i], x[j], points, start, stop) for name, x in inputs.items()}
+                batch = {
+                    name: interpolation_points(x[i], x[j], points, start, stop) for name, x in inputs.items()
+                }
                 counter.update(patterns_of(model.capture(batch), plans, config.space))
             td[index], changes[index] = counter.transitions, counter.neuron_changes
             progress("transition_density", (index + 1) / total)
@@ -314,7 +320,8 @@ def _float_inputs(bound: BoundInputs, device: torch.device) -> dict[str, torch.T
     for name, array in bound.arrays.items():
         if not np.issubdtype(array.dtype, np.floating):
             raise AnalysisError(
-                f"transition density interpolates inputs: expected floating input {name!r}, got {array.dtype}; "
+                "transition density interpolates inputs: expected a floating input "
+                f"{name!r}, got {array.dtype}; "
                 'set "transition_density": null for models with integer inputs',
                 code="dataset_invalid",
             )

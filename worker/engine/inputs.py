@@ -65,5 +65,7 @@ def bind_inputs(arrays: Mapping[str, np.ndarray], model_inputs: list[InputSpec])
         )
     samples = next(iter(counts.values()))
     if samples < 2:
-        raise AnalysisError(f"expected at least 2 samples to form pairs, got {samples}", code="dataset_invalid")
+        raise AnalysisError(
+            f"expected at least 2 samples to form pairs, got {samples}", code="dataset_invalid"
+        )
     return BoundInputs(arrays=bound, samples=samples)

@@ -44,7 +44,8 @@ def pair_distances(outputs: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
     tensor([5.], dtype=torch.float64)
     """
     values = outputs.double()
-    return torch.linalg.vector_norm(values[pairs[:, 0]] - values[pairs[:, 1]], dim=1)
+    distances: torch.Tensor = torch.linalg.vector_norm(values[pairs[:, 0]] - values[pairs[:, 1]], dim=1)
+    return distances
 
 
 def distance_summary(outputs: torch.Tensor, pairs: PairSets) -> DistanceSummary:

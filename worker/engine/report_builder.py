@@ -144,8 +144,12 @@ def build_report(inputs: ReportInputs) -> Report:
             spearman_vs_ps=inputs.correlation.spearman,
             spearman_vs_td=inputs.transition.spearman_distance if inputs.transition is not None else None,
             correlation_pairs=int(inputs.correlation.pairs.shape[0]),
-            samples=_rows(inputs.correlation.pairs, inputs.correlation.same_label, inputs.correlation.ps,
-                          inputs.correlation.distance),
+            samples=_rows(
+                inputs.correlation.pairs,
+                inputs.correlation.same_label,
+                inputs.correlation.ps,
+                inputs.correlation.distance,
+            ),
         ),
         provenance=_provenance(inputs),
         timings=Timings(
@@ -175,7 +179,9 @@ def _kind_stats(summary: KindSummary, lambdas: list[float]) -> PairKindStats:
     )
 
 
-def _similarity_section(summary: SimilaritySummary, layers: list[ActivationLayer]) -> PatternSimilaritySection:
+def _similarity_section(
+    summary: SimilaritySummary, layers: list[ActivationLayer]
+) -> PatternSimilaritySection:
     kinds = (summary.random, summary.same_label, summary.different_label)
     per_layer = []
     for index, layer in enumerate(layers):
@@ -183,7 +189,9 @@ def _similarity_section(summary: SimilaritySummary, layers: list[ActivationLayer
             PairKindSummary(pairs=kind.pairs, mean=kind.layer_mean[index], std=kind.layer_std[index])
             for kind in kinds
         )
-        per_layer.append(LayerSimilarity(name=layer.name, random=random, same_label=same, different_label=different))
+        per_layer.append(
+            LayerSimilarity(name=layer.name, random=random, same_label=same, different_label=different)
+        )
     return PatternSimilaritySection(
         pair_selection=summary.selection,
         random=_kind_stats(summary.random, summary.lambdas),
@@ -207,7 +215,9 @@ def _median(values: torch.Tensor) -> float:
         return math.nan
     ordered = values.double().sort().values
     middle = ordered.numel() // 2
-    return float(ordered[middle]) if ordered.numel() % 2 else float((ordered[middle - 1] + ordered[middle]) / 2)
+    return (
+        float(ordered[middle]) if ordered.numel() % 2 else float((ordered[middle - 1] + ordered[middle]) / 2)
+    )
 
 
 def _td_kind(result: TransitionResult, mask: torch.Tensor) -> TdKindStats:
@@ -233,8 +243,9 @@ def _transition_section(result: TransitionResult) -> TransitionDensitySection:
             "same_label": _td_kind(result, result.same_label),
             "different_label": _td_kind(result, ~result.same_label),
         },
-        samples=_rows(result.pairs, result.same_label, result.ps, result.distance, result.td,
-                      result.neuron_changes),
+        samples=_rows(
+            result.pairs, result.same_label, result.ps, result.distance, result.td, result.neuron_changes
+        ),
     )
 
 

@@ -303,7 +303,7 @@ def find_activations(graph: onnx.GraphProto) -> list[Candidate]:
     found: list[Candidate] = []
 
     def claim(op_type: str, pre: str, last: onnx.NodeProto, bounds: tuple[float, ...] | None = None) -> None:
-        claimed.update(id(n) for n in ([last] if last.input[0] == pre else _nodes_between(g, pre, last)))
+        claimed.update(id(n) for n in _nodes_between(g, pre, last))
         found.append(Candidate(op_type, pre, last.output[0], last, g.index[id(last)], bounds))
 
     patterns: list[tuple[str, str, Callable[[onnx.NodeProto], tuple[str, onnx.NodeProto] | None]]] = [
@@ -321,11 +321,8 @@ def find_activations(graph: onnx.GraphProto) -> list[Candidate]:
     for node in _unclaimed(g.nodes, claimed, "Softplus"):
         claim("softplus", *_softplus(g, node))
     for node in _unclaimed(g.nodes, claimed, *SINGLE_OPS, "Clip"):
-        if node.op_type == "Clip":
-            op_type, bounds = _clip_op(g, node)
-            claim(op_type, node.input[0], node, bounds)
-        else:
-            claim(SINGLE_OPS[node.op_type], node.input[0], node)
+        op_type, bounds = _clip_op(g, node) if node.op_type == "Clip" else (SINGLE_OPS[node.op_type], None)
+        found.append(Candidate(op_type, node.input[0], node.output[0], node, g.index[id(node)], bounds))
     return sorted(found, key=lambda c: c.order)
 
 

@@ -178,8 +178,8 @@ def _family(labels: torch.Tensor, kind: int) -> _Family:
     if kind == _RANDOM:
         return _Family(position, position + 1, torch.full((n,), n))
     order = torch.argsort(labels, stable=True)
-    _, counts = torch.unique_consecutive(labels[order], return_counts=True)
-    class_end = torch.repeat_interleave(counts.cumsum(0), counts)
+    ordered = labels[order]
+    class_end = torch.searchsorted(ordered, ordered, right=True)
     if kind == _SAME:
         return _Family(order, position + 1, class_end)
     return _Family(order, class_end, torch.full((n,), n))
