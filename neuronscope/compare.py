@@ -81,13 +81,13 @@ def _overall(report: Report) -> dict[str, tuple[float | None, bool]]:
 
 
 _LAYER_METRICS: list[tuple[str, bool, Callable[[LayerHealth, LayerSimilarity | None], float | None]]] = [
-    ("dead_fraction", True, lambda h, s: h.dead_fraction),
-    ("dying_fraction", True, lambda h, s: h.dying_fraction),
-    ("PS_E random", False, lambda h, s: s.random.mean if s else None),
+    ("dead", True, lambda h, s: h.dead_fraction),
+    ("dying", True, lambda h, s: h.dying_fraction),
+    ("PS_E rand", False, lambda h, s: s.random.mean if s else None),
     ("PS_E same", False, lambda h, s: s.same_label.mean if s else None),
-    ("PS_E different", False, lambda h, s: s.different_label.mean if s else None),
-    ("post_activation_mean", False, lambda h, s: h.post_activation_mean),
-    ("post_activation_var", False, lambda h, s: h.post_activation_var),
+    ("PS_E diff", False, lambda h, s: s.different_label.mean if s else None),
+    ("post mean", False, lambda h, s: h.post_activation_mean),
+    ("post var", False, lambda h, s: h.post_activation_var),
 ]
 
 
@@ -134,6 +134,8 @@ def _value(value: float | None, percent: bool) -> str:
         return "n/a"
     if percent:
         return f"{value * 100:.1f}%"
+    if float(value).is_integer() and abs(value) >= 10:
+        return f"{value:.0f}"
     if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
         return f"{value:.3g}"
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
@@ -165,11 +167,13 @@ def format_comparison(comparison: Comparison, *, max_layers: int = 200) -> str:
         )
     if comparison.layers:
         lines.append("")
-        lines.append("Per layer (new value, delta vs old); layers matched by name")
+        lines.append(
+            "Per layer: new value (delta vs old); dead/dying in % of the layer's neurons; layers matched by name"
+        )
         names = [short_name(x.name, 36) for x in comparison.layers[:max_layers]]
         name_w = max(len("layer"), *(len(n) for n in names))
         headers = [m.name for m in comparison.layers[0].metrics]
-        col_w = [max(len(h), 20) for h in headers]
+        col_w = [max(len(h), 17) for h in headers]
         lines.append(
             f"{'layer':<{name_w}}  " + "  ".join(f"{h:>{w}}" for h, w in zip(headers, col_w, strict=True))
         )

@@ -629,19 +629,21 @@ def render_html(report: Report) -> str:
         _legend([("mean", COLORS["mean"]), ("variance", COLORS["var"])]),
     )
 
-    rows: list[PairSampleRow] = list(td.samples) if td is not None else []
+    td_rows = _subsample(list(td.samples) if td is not None else [], MAX_SCATTER_POINTS)
+    td_rows = [r for r in td_rows if r.td is not None]
+    # PS vs prediction distance: the report's own sample of random pairs, else the TD pairs.
+    ps_source = list(report.prediction_distance.samples) or (list(td.samples) if td is not None else [])
+    ps_rows = _subsample(ps_source, MAX_SCATTER_POINTS)
     pair_legend = _legend(
         [("same-label pair", COLORS["same_label"]), ("different-label pair", COLORS["different_label"])]
     )
-    scatter_rows = _subsample(rows, MAX_SCATTER_POINTS)
     scatters: list[str] = []
-    has_td = any(r.td is not None for r in scatter_rows)
-    if has_td:
+    if td_rows:
         scatters.append(
             _figure(
                 "Transition density vs PS (paper Fig. 5)",
                 _scatter(
-                    scatter_rows,
+                    td_rows,
                     lambda r: r.ps,
                     lambda r: None if r.td is None else float(r.td),
                     x_label="pattern similarity PS",
@@ -657,7 +659,7 @@ def render_html(report: Report) -> str:
             _figure(
                 "Prediction distance vs transition density",
                 _scatter(
-                    scatter_rows,
+                    td_rows,
                     lambda r: None if r.td is None else float(r.td),
                     lambda r: r.prediction_distance,
                     x_label="transition density TD",
@@ -670,29 +672,29 @@ def render_html(report: Report) -> str:
         )
     scatters.append(
         _figure(
-            "Prediction distance vs pattern similarity"
-            + ("" if has_td else " (paper Fig. 5; no TD computed)"),
+            "Prediction distance vs PS" + ("" if td_rows else " (paper Fig. 5; no TD computed)"),
             _scatter(
-                scatter_rows,
+                ps_rows,
                 lambda r: r.ps,
                 lambda r: r.prediction_distance,
                 x_label="pattern similarity PS",
                 y_label="prediction distance",
                 label="distance vs PS",
             ),
-            f"Euclidean distance between the model outputs of the pair. Rank correlation (Spearman): "
+            "Euclidean distance between the model outputs of the pair. Rank correlation (Spearman): "
             f"{num(report.prediction_distance.spearman_vs_ps, 2)}.",
             pair_legend,
         )
     )
-    sample_note = ""
-    if len(rows) > len(scatter_rows):
-        sample_note = f'<p class="note">{len(scatter_rows):,} of the report\'s {len(rows):,} pairs drawn.</p>'
+    notes: list[str] = []
+    td_total = len(td.samples) if td is not None else 0
+    if td_total > len(td_rows):
+        notes.append(f"{len(td_rows):,} of the report's {td_total:,} transition-density pairs drawn.")
+    if len(ps_source) > len(ps_rows):
+        notes.append(f"{len(ps_rows):,} of the report's {len(ps_source):,} pattern-similarity pairs drawn.")
     if td is None:
-        sample_note += (
-            '<p class="note">Transition density was skipped (config "transition_density": null), '
-            "so the report carries no per-pair samples to plot.</p>"
-        )
+        notes.append('Transition density was skipped (config "transition_density": null).')
+    sample_note = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
     if count > MAX_LAYERS_DRAWN:
         sample_note += (
             f'<p class="note">{count} layers: the per-layer charts show {MAX_LAYERS_DRAWN} evenly spaced '

@@ -21,7 +21,7 @@ from neuronscope.validation.onnx_model import (
     check_onnx_model,
     parse_onnx_file,
 )
-from neuronscope.validation.specs import Dim, ModelInput
+from neuronscope.validation.specs import Dim, InputDescription, InputLike, ModelInput, as_model_input
 from neuronscope.validation.torchscript import TorchScriptSummary, check_torchscript_archive
 
 __all__ = [
@@ -31,11 +31,14 @@ __all__ = [
     "DatasetArrays",
     "DatasetHeader",
     "Dim",
+    "InputDescription",
+    "InputLike",
     "Limits",
     "ModelFormat",
     "ModelInput",
     "OnnxModelSummary",
     "TorchScriptSummary",
+    "as_model_input",
     "check_dataset_fits_model",
     "check_model_file",
     "check_onnx_model",

@@ -31,7 +31,7 @@ import numpy.typing as npt
 from neuronscope.errors import InvalidInput
 from neuronscope.validation._zip import EMPTY_ZIP_MAGIC, ZIP_MAGIC, ZipPolicy, open_checked_zip, quote
 from neuronscope.validation.limits import DEFAULT_LIMITS, Limits
-from neuronscope.validation.specs import Dim, format_shape
+from neuronscope.validation.specs import Dim, InputDescription, as_model_input, format_shape
 
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_PREFIX_LENGTH = 8
@@ -477,14 +477,16 @@ def _check_input(name: str, key: str, shape: tuple[Dim, ...] | None, dtype: str,
 
 def check_dataset_fits_model(
     header: DatasetHeader,
-    model_inputs: Sequence[tuple[str, tuple[Dim, ...] | None, str]],
+    model_inputs: Sequence[InputDescription],
 ) -> dict[str, str]:
     """Check a dataset against the model's inputs; return ``{model input name: dataset key}``.
 
     A single-input model reads the key named after its input, else ``x``; a multi-input model
     reads one key per input name. Per-sample shapes must match where the model fixes them (the
     batch dimension never constrains N); a float input accepts bool, integer or float data, an
-    integer input integer or bool data, a bool input bool data.
+    integer input integer or bool data, a bool input bool data. ``model_inputs`` may be
+    :class:`ModelInput` values, ``(name, shape, dtype)`` tuples or any objects with those
+    attributes (the engine's ``InputSpec``).
 
     >>> header = DatasetHeader("npz", {"x": ArrayHeader((10, 784), "float32", 31360)}, samples=10)
     >>> check_dataset_fits_model(header, [("input", ("N", 784), "float32")])
@@ -494,7 +496,7 @@ def check_dataset_fits_model(
     ...
     neuronscope.errors.InvalidInput: dataset_shape_mismatch: input 'input' (dataset key 'x'): expected ...
     """
-    specs = list(model_inputs)
+    specs = [as_model_input(spec) for spec in model_inputs]
     if not specs:
         raise ValueError("check_dataset_fits_model: expected at least one model input, got none")
     keys = header.input_keys

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
 
 #: One dimension as a model declares it: a fixed size, a symbolic name, or ``None`` (unknown).
 Dim = int | str | None
@@ -21,6 +22,39 @@ class ModelInput(NamedTuple):
     name: str
     shape: tuple[Dim, ...] | None
     dtype: str
+
+
+class InputLike(Protocol):
+    """Anything describing a model input by attributes: :class:`ModelInput`, the engine's
+    ``InputSpec``, the report's ``InputInfo``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def shape(self) -> Sequence[Dim] | None: ...
+
+    @property
+    def dtype(self) -> str: ...
+
+
+#: A model input as an object with ``name``/``shape``/``dtype`` or a plain ``(name, shape, dtype)``.
+InputDescription = InputLike | tuple[str, Sequence[Dim] | None, str]
+
+
+def as_model_input(spec: InputDescription) -> ModelInput:
+    """Normalise either form of input description to a :class:`ModelInput`.
+
+    >>> as_model_input(("x", ["N", 784], "float32"))
+    ModelInput(name='x', shape=('N', 784), dtype='float32')
+    """
+    if isinstance(spec, ModelInput):
+        return spec
+    if isinstance(spec, tuple):
+        name, shape, dtype = spec
+    else:
+        name, shape, dtype = spec.name, spec.shape, spec.dtype
+    return ModelInput(str(name), None if shape is None else tuple(shape), str(dtype))
 
 
 def format_shape(shape: tuple[Dim, ...] | tuple[int, ...]) -> str:

@@ -69,7 +69,7 @@ def check_torchscript_archive(
     if len(prefixes) != 1 or any("/" not in name for name in names):
         raise InvalidInput(
             "model: expected every member of a TorchScript archive under one top-level folder, "
-            f"got top-level entries {sorted(quote(prefix) for prefix in prefixes)[:10]}",
+            f"got top-level entries {', '.join(sorted(quote(prefix) for prefix in prefixes)[:10])}",
             code="model_invalid",
         )
     prefix = prefixes.pop()

@@ -1,14 +1,21 @@
-"""Fixtures for the CLI, gate, compare and HTML tests: plausible reports built from the contract.
+"""Fixtures for the CLI, client, gate, compare and HTML tests.
 
-The numbers are test data with the shape of a real analysis (dying neurons piling up in the deep
-layers, same-label pairs more alike than different-label pairs), not engine output.
+``build_report``: plausible reports built from the contract. The numbers are test data with the
+shape of a real analysis (dying neurons piling up in the deep layers, same-label pairs more alike
+than different-label pairs), not engine output. ``FakeApi``: the documented HTTP API in memory.
+``live_service``: the real API app on uvicorn (Redis from the top-level conftest).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -201,3 +208,137 @@ def make_report() -> ReportFactory:
 @pytest.fixture
 def sample_report() -> Report:
     return build_report()
+
+
+# ---------------------------------------------------------------------------------------------
+# A fake of the HTTP API (exactly the documented contract) for client and CLI tests without Redis
+
+
+class FakeApi:
+    """An ``httpx.MockTransport`` handler. ``script``: the statuses successive polls return."""
+
+    def __init__(self, report: Report, *, api_key: str | None = None) -> None:
+        self.report = report
+        self.api_key = api_key
+        self.script: list[str] = ["queued", "running", "running", "succeeded"]
+        self.error: dict[str, str] | None = None
+        self.analyze_error: tuple[int, dict[str, str] | str] | None = None
+        self.requests: list[httpx.Request] = []
+        self.polls = 0
+        self.cancelled = False
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self)
+
+    def _job(self, status: str) -> dict[str, Any]:
+        fraction = {"queued": 0.0, "running": 0.5, "succeeded": 1.0}.get(status, 0.5)
+        return {
+            "job_id": "job1",
+            "status": status,
+            "progress": {
+                "stage": "pattern_similarity" if status == "running" else status,
+                "fraction": fraction,
+            },
+            "created_at": "2025-01-01T00:00:00Z",
+            "started_at": None,
+            "finished_at": None,
+            "error": self.error if status in ("failed", "cancelled") else None,
+            "model_id": "m" * 64,
+            "dataset_id": "d" * 64,
+            "report_url": "/v1/jobs/job1/report",
+        }
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return httpx.Response(401, json={"error": "unauthorized", "detail": "missing or wrong API key"})
+        path, method = request.url.path, request.method
+        if method == "GET" and path == "/readyz":
+            return httpx.Response(200, json={"status": "ready"})
+        if method == "POST" and path in ("/v1/models", "/v1/datasets"):
+            kind = "model" if path.endswith("models") else "dataset"
+            return httpx.Response(
+                201,
+                json={
+                    "id": "a" * 64,
+                    "kind": kind,
+                    "format": "onnx" if kind == "model" else "npz",
+                    "size": 3,
+                },
+            )
+        if method == "POST" and path == "/v1/analyze":
+            if self.analyze_error is not None:
+                status, body = self.analyze_error
+                return (
+                    httpx.Response(status, json=body)
+                    if isinstance(body, dict)
+                    else httpx.Response(status, text=body)
+                )
+            return httpx.Response(
+                202,
+                json={
+                    "job_id": "job1",
+                    "status": "queued",
+                    "status_url": "/v1/jobs/job1",
+                    "report_url": "/v1/jobs/job1/report",
+                    "html_report_url": "/v1/jobs/job1/report.html",
+                },
+            )
+        if path == "/v1/jobs/job1" and method == "DELETE":
+            self.cancelled = True
+            return httpx.Response(200, json=self._job("cancelled"))
+        if path == "/v1/jobs/job1" and method == "GET":
+            status = "cancelled" if self.cancelled else self.script[min(self.polls, len(self.script) - 1)]
+            self.polls += 1
+            return httpx.Response(200, json=self._job(status))
+        if path == "/v1/jobs/job1/report":
+            if self.script[-1] != "succeeded" or self.polls < len(self.script):
+                return httpx.Response(404, json={"error": "report_not_ready", "detail": "no report yet"})
+            return httpx.Response(200, content=self.report.to_json().encode())
+        if path == "/v1/jobs/job1/report.html":
+            from neuronscope.report_html import render_html
+
+            return httpx.Response(200, text=render_html(self.report), headers={"Content-Type": "text/html"})
+        return httpx.Response(404, json={"error": "not_found", "detail": f"no route {method} {path}"})
+
+
+@pytest.fixture
+def fake_api(sample_report: Report) -> FakeApi:
+    return FakeApi(sample_report)
+
+
+# ---------------------------------------------------------------------------------------------
+# The real API (service.main) on a real uvicorn server, on the session's Redis
+
+
+@dataclass
+class LiveService:
+    url: str
+    settings: Any
+
+
+@pytest.fixture
+def live_service(settings: Any) -> Iterator[LiveService]:
+    """``service.main.create_app(settings)`` served by uvicorn on a free loopback port (no worker)."""
+    uvicorn = pytest.importorskip("uvicorn")
+    from service.main import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield LiveService(url=f"http://127.0.0.1:{port}", settings=settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -17,53 +17,36 @@ from neuronscope.storage import FileSystemStorage
 from service.main import create_app
 
 
+def _instance(schema: dict[str, Any], defs: dict[str, Any]) -> Any:
+    """The smallest value a JSON schema accepts: required keys only, first choices, empty lists."""
+    if "$ref" in schema:
+        return _instance(defs[schema["$ref"].rsplit("/", 1)[1]], defs)
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = schema[key]
+            null = [o for o in options if o.get("type") == "null"]
+            return None if null else _instance(options[0], defs)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {name: _instance(props[name], defs) for name in schema.get("required", [])}
+    return {"array": [], "string": "x", "integer": 0, "number": 0.0, "boolean": False, "null": None}.get(
+        str(kind), None
+    )
+
+
 def minimal_report() -> Report:
-    """A report that satisfies the contract (numbers are placeholders, not engine output)."""
-    kind = {"pairs": 1, "mean": 0.5, "std": 0.0, "ps_d": {"lambda": [0.0, 1.0], "value": [1.0, 0.0]}}
-    summary = {"pairs": 1, "mean": 0.5, "std": 0.0}
-    return Report.model_validate(
-        {
-            "model": {
-                "format": "onnx",
-                "inputs": [{"name": "x", "shape": ["batch", 16], "dtype": "float32"}],
-                "layers": [{"name": "relu1", "op_type": "relu", "neurons": 4, "shape": [4], "breakpoints": [0.0]}],
-                "neurons": 4,
-            },
-            "dataset": {"samples": 2, "labels_source": "dataset", "classes": 2},
-            "pattern_similarity": {
-                "pair_selection": "all",
-                "random": kind,
-                "same_label": kind,
-                "different_label": kind,
-                "per_layer": [
-                    {"name": "relu1", "random": summary, "same_label": summary, "different_label": summary}
-                ],
-            },
-            "transition_density": None,
-            "layers": [
-                {
-                    "name": "relu1", "op_type": "relu", "neurons": 4, "dead_fraction": 0.25,
-                    "dying_fraction": 0.5, "dead_count": 1, "dying_count": 2, "dead_neurons": [0],
-                    "dying_neurons": [0, 1], "region_occupancy": [0.5, 0.5],
-                    "post_activation_mean": 0.1, "post_activation_var": 0.1,
-                    "pre_activation_mean": 0.0, "pre_activation_var": 1.0,
-                }
-            ],
-            "prediction_distance": {
-                "random": {"pairs": 1, "mean": 0.1, "std": 0.0},
-                "same_label": {"pairs": 1, "mean": 0.1, "std": 0.0},
-                "different_label": {"pairs": 1, "mean": 0.1, "std": 0.0},
-                "spearman_vs_ps": None,
-                "spearman_vs_td": None,
-            },
-            "provenance": {
-                "neuronscope_version": "0.1.0", "python_version": "3.11", "device": "cpu",
-                "runtime": "test", "seed": 0, "created_at": "2025-01-01T00:00:00Z",
-                "config": AnalysisConfig().model_dump(),
-            },
-            "timings": {"load_s": 0, "capture_s": 0, "pattern_similarity_s": 0, "transition_density_s": 0, "total_s": 0},
-        }
-    )  # fmt: skip
+    """A report built from the contract's own schema (placeholder values, not engine output), so
+    these API tests follow the contract as it evolves."""
+    schema = Report.model_json_schema(by_alias=True)
+    data = _instance(schema, schema.get("$defs", {}))
+    data["provenance"]["config"] = AnalysisConfig().model_dump(mode="json")
+    data["model"]["format"] = "onnx"
+    return Report.model_validate(data)
 
 
 @pytest.fixture

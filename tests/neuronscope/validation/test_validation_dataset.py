@@ -6,8 +6,11 @@ import io
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,9 @@ def npy_bytes(array: np.ndarray, *, allow_pickle: bool = False) -> bytes:
     return buffer.getvalue()
 
 
-def raw_npy(descr: str, shape: tuple[int, ...] | str, body: bytes = b"", *, version: tuple[int, int] = (1, 0)) -> bytes:
+def raw_npy(
+    descr: str, shape: tuple[int, ...] | str, body: bytes = b"", *, version: tuple[int, int] = (1, 0)
+) -> bytes:
     """An ``.npy`` written by hand: the header says whatever we like, the body is what we give."""
     text = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {shape}, }}"
     length_format = "<H" if version == (1, 0) else "<I"
@@ -45,7 +50,9 @@ def raw_npy(descr: str, shape: tuple[int, ...] | str, body: bytes = b"", *, vers
 
 
 def write_zip(path: Path, members: list[tuple[str, bytes]], *, compression: int = zipfile.ZIP_STORED) -> Path:
-    with zipfile.ZipFile(path, "w", compression=compression, compresslevel=9 if compression else None) as archive:
+    with zipfile.ZipFile(
+        path, "w", compression=compression, compresslevel=9 if compression else None
+    ) as archive:
         for name, data in members:
             archive.writestr(name, data)
     return path
@@ -119,7 +126,9 @@ def test_npy_holds_inputs_alone_and_format_comes_from_magic_bytes(tmp_path: Path
 
 def test_multi_input_keys(tmp_path: Path) -> None:
     path = tmp_path / "multi.npz"
-    np.savez(path, image=np.zeros((6, 3, 8, 8), np.float32), ids=np.zeros((6, 5), np.int64), y=np.zeros(6, np.int8))
+    np.savez(
+        path, image=np.zeros((6, 3, 8, 8), np.float32), ids=np.zeros((6, 5), np.int64), y=np.zeros(6, np.int8)
+    )
     header = inspect_dataset(path)
     assert header.input_keys == ("image", "ids")
     inputs = [ModelInput("image", ("N", 3, 8, 8), "float32"), ModelInput("ids", ("N", 5), "tensor(int64)")]
@@ -233,7 +242,9 @@ def test_malformed_headers(tmp_path: Path) -> None:
 
 
 def test_member_declaring_a_huge_uncompressed_size(tmp_path: Path) -> None:
-    path = write_zip(tmp_path / "bomb.npz", [("x.npy", npy_bytes(np.zeros((4, 4))))], compression=zipfile.ZIP_DEFLATED)
+    path = write_zip(
+        tmp_path / "bomb.npz", [("x.npy", npy_bytes(np.zeros((4, 4))))], compression=zipfile.ZIP_DEFLATED
+    )
     patch_member(path, "x.npy", file_size=3 * 2**30)
     error = error_of(inspect_dataset, path)
     assert error.code == "dataset_zip_bomb" and str(3 * 2**30) in error.message
@@ -260,7 +271,7 @@ def test_zip64_end_record_declaring_a_huge_central_directory(tmp_path: Path) -> 
     path = write_zip(tmp_path / "cd64.npz", [("x.npy", npy_bytes(np.zeros(3)))])
     data = path.read_bytes()
     eocd_at = len(data) - 22
-    cd_size, cd_offset = struct.unpack_from("<LL", data, eocd_at + 12)
+    (cd_offset,) = struct.unpack_from("<L", data, eocd_at + 16)
     record64 = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, 1, 1, 10**12, cd_offset)
     locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, eocd_at, 1)
     path.write_bytes(data[:eocd_at] + record64 + locator + data[eocd_at:])
@@ -286,7 +297,9 @@ def test_npy_header_disagrees_with_the_zip_entry(tmp_path: Path) -> None:
 
 def test_member_that_decompresses_past_its_declared_size(tmp_path: Path) -> None:
     honest = npy_bytes(np.arange(10, dtype=np.float32))
-    path = write_zip(tmp_path / "longer.npz", [("x.npy", honest + b"\0" * 4096)], compression=zipfile.ZIP_DEFLATED)
+    path = write_zip(
+        tmp_path / "longer.npz", [("x.npy", honest + b"\0" * 4096)], compression=zipfile.ZIP_DEFLATED
+    )
     # declare only the honest prefix, with its CRC: zipfile alone would cut the stream there silently
     patch_member(path, "x.npy", file_size=len(honest), crc=zlib.crc32(honest))
     assert inspect_dataset(path).samples == 10  # the headers all agree
@@ -297,7 +310,9 @@ def test_member_that_decompresses_past_its_declared_size(tmp_path: Path) -> None
 def test_member_with_a_crc_forged_for_the_longer_stream(tmp_path: Path) -> None:
     # large enough that reading the header does not reach the end of the stream
     honest = npy_bytes(np.random.default_rng(0).normal(size=20_000).astype(np.float32))
-    path = write_zip(tmp_path / "forged.npz", [("x.npy", honest + b"\0" * 4096)], compression=zipfile.ZIP_DEFLATED)
+    path = write_zip(
+        tmp_path / "forged.npz", [("x.npy", honest + b"\0" * 4096)], compression=zipfile.ZIP_DEFLATED
+    )
     patch_member(path, "x.npy", file_size=len(honest), crc=zlib.crc32(honest + b"\0"))
     error = error_of(load_dataset, path)
     assert error.code == "dataset_invalid" and "more than" in error.message
@@ -314,7 +329,9 @@ def test_member_data_running_past_the_central_directory(tmp_path: Path) -> None:
 
 
 def test_wrong_crc_is_caught_on_load(tmp_path: Path) -> None:
-    path = write_zip(tmp_path / "crc.npz", [("x.npy", npy_bytes(np.arange(10.0)))], compression=zipfile.ZIP_DEFLATED)
+    path = write_zip(
+        tmp_path / "crc.npz", [("x.npy", npy_bytes(np.arange(10.0)))], compression=zipfile.ZIP_DEFLATED
+    )
     patch_member(path, "x.npy", crc=12345)
     assert error_of(load_dataset, path).code == "dataset_invalid"
 
@@ -331,7 +348,9 @@ def test_truncated_files(good_npz: Path, tmp_path: Path, keep: float) -> None:
     assert error_of(load_dataset, npy).code == "dataset_invalid"
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage" * 100, os.urandom(4096), b"PK\x03\x04" + os.urandom(500)])
+@pytest.mark.parametrize(
+    "content", [b"", b"garbage" * 100, os.urandom(4096), b"PK\x03\x04" + os.urandom(500)]
+)
 def test_garbage(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "junk.npz"
     path.write_bytes(content)
@@ -437,6 +456,31 @@ def test_fixed_batch_dim_and_dynamic_dims_do_not_constrain() -> None:
     assert check_dataset_fits_model(named, [("img", (1, 3, 32, 40), "float")]) == {"img": "img"}
 
 
+def test_objects_with_name_shape_dtype_attributes_are_accepted() -> None:
+    @dataclass(frozen=True)
+    class Spec:  # the engine's InputSpec has this form
+        name: str
+        shape: tuple[int | str | None, ...]
+        dtype: str
+
+    header = header_of(x=((4, 7), "float32"))
+    assert check_dataset_fits_model(header, [Spec("inp", ("N", 7), "float32")]) == {"inp": "x"}
+    error = error_of(check_dataset_fits_model, header, [Spec("inp", ("N", 8), "float32")])
+    assert error.code == "dataset_shape_mismatch"
+
+
+def test_package_imports_neither_torch_nor_onnxruntime() -> None:
+    code = (
+        "import sys, neuronscope.validation; "
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'onnxruntime'}); "
+        "sys.exit(str(heavy) if heavy else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_dtype_mismatch_and_unexpected_keys() -> None:
     header = header_of(x=((4, 7), "float32"))
     error = error_of(check_dataset_fits_model, header, [("ids", ("N", 7), "tensor(int64)")])
@@ -444,4 +488,7 @@ def test_dtype_mismatch_and_unexpected_keys() -> None:
     extra = header_of(x=((4, 7), "float32"), x_test=((4, 7), "float32"))
     error = error_of(check_dataset_fits_model, extra, [("x", ("N", 7), "float32")])
     assert error.code == "dataset_unexpected_key" and "x_test" in error.message
-    assert error_of(check_dataset_fits_model, header, [("a", None, "f"), ("b", None, "f")]).code == "dataset_missing_key"
+    assert (
+        error_of(check_dataset_fits_model, header, [("a", None, "f"), ("b", None, "f")]).code
+        == "dataset_missing_key"
+    )

@@ -69,10 +69,16 @@ def weight(name: str = "W") -> TensorProto:
     return numpy_helper.from_array(np.ones((4, 3), np.float32), name)
 
 
-def linear_graph(nodes: list[onnx.NodeProto] | None = None, initializers: list[TensorProto] | None = None, **kw: Any) -> onnx.GraphProto:
+def linear_graph(
+    nodes: list[onnx.NodeProto] | None = None, initializers: list[TensorProto] | None = None, **kw: Any
+) -> onnx.GraphProto:
     """``Y = Relu(X @ W)`` with ``X: [N, 4]``, plus any extra nodes (their outputs unused)."""
     return helper.make_graph(
-        [helper.make_node("MatMul", ["X", "W"], ["H"]), helper.make_node("Relu", ["H"], ["Y"]), *(nodes or [])],
+        [
+            helper.make_node("MatMul", ["X", "W"], ["H"]),
+            helper.make_node("Relu", ["H"], ["Y"]),
+            *(nodes or []),
+        ],
         "main",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 3])],
@@ -117,7 +123,12 @@ def test_torch_exported_model_passes_and_fits_its_dataset(tmp_path: Path) -> Non
     )
     path = tmp_path / "torch.onnx"
     torch.onnx.export(
-        net, (torch.zeros(1, 1, 28, 28),), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "N"}}
+        net,
+        (torch.zeros(1, 1, 28, 28),),
+        str(path),
+        dynamo=False,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "N"}},
     )
     summary = check_onnx_model(path)
     assert summary.inputs == (ModelInput("x", ("N", 1, 28, 28), "float32"),)
@@ -137,7 +148,10 @@ def test_local_functions_are_allowed(tmp_path: Path) -> None:
         "local.fns", "Act", ["a"], ["b"], [helper.make_node("Relu", ["a"], ["b"])], OPSET
     )
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["X", "W"], ["H"]), helper.make_node("Act", ["H"], ["Y"], domain="local.fns")],
+        [
+            helper.make_node("MatMul", ["X", "W"], ["H"]),
+            helper.make_node("Act", ["H"], ["Y"], domain="local.fns"),
+        ],
         "main",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 3])],
@@ -152,9 +166,13 @@ def test_local_functions_are_allowed(tmp_path: Path) -> None:
 
 def _if_node(branch_nodes: list[onnx.NodeProto], output: str) -> onnx.NodeProto:
     def branch(name: str) -> onnx.GraphProto:
-        return helper.make_graph(branch_nodes, name, [], [helper.make_tensor_value_info(output, TensorProto.FLOAT, [4, 3])])
+        return helper.make_graph(
+            branch_nodes, name, [], [helper.make_tensor_value_info(output, TensorProto.FLOAT, [4, 3])]
+        )
 
-    return helper.make_node("If", ["cond"], ["if_out"], then_branch=branch("then"), else_branch=branch("else"))
+    return helper.make_node(
+        "If", ["cond"], ["if_out"], then_branch=branch("then"), else_branch=branch("else")
+    )
 
 
 def _sparse(location: str) -> onnx.SparseTensorProto:
@@ -164,10 +182,15 @@ def _sparse(location: str) -> onnx.SparseTensorProto:
 
 
 def _hostile_models(location: str) -> dict[str, onnx.ModelProto]:
-    ext = lambda tensor: external(tensor, location)  # noqa: E731
+    def ext(tensor: TensorProto) -> TensorProto:
+        return external(tensor, location)
+
     cond = numpy_helper.from_array(np.array(True), "cond")
     loop_body = helper.make_graph(
-        [_if_node([constant("deep", ext(weight("deep")))], "deep"), helper.make_node("Identity", ["c"], ["c_out"])],
+        [
+            _if_node([constant("deep", ext(weight("deep")))], "deep"),
+            helper.make_node("Identity", ["c"], ["c_out"]),
+        ],
         "body",
         [
             helper.make_tensor_value_info("i", TensorProto.INT64, []),
@@ -180,9 +203,7 @@ def _hostile_models(location: str) -> dict[str, onnx.ModelProto]:
     attribute = type_confused.attribute.add()
     attribute.name, attribute.type, attribute.i = "alpha", onnx.AttributeProto.INT, 1
     attribute.t.CopyFrom(ext(weight("hidden")))  # declared INT, but carries a tensor
-    function = helper.make_function(
-        "local.fns", "Leak", [], ["b"], [constant("b", ext(weight("fn")))], OPSET
-    )
+    function = helper.make_function("local.fns", "Leak", [], ["b"], [constant("b", ext(weight("fn")))], OPSET)
     tensor_list = helper.make_node("Relu", ["X"], ["R2"])
     tensors = tensor_list.attribute.add()
     tensors.name, tensors.type = "table", onnx.AttributeProto.TENSORS
@@ -208,7 +229,9 @@ def _hostile_models(location: str) -> dict[str, onnx.ModelProto]:
         "tensor list attribute": model_of(linear_graph([tensor_list])),
         "type-confused attribute": model_of(linear_graph([type_confused])),
         "If subgraph": model_of(
-            linear_graph([_if_node([constant("in_if", ext(weight("in_if")))], "in_if")], initializers=[weight(), cond])
+            linear_graph(
+                [_if_node([constant("in_if", ext(weight("in_if")))], "in_if")], initializers=[weight(), cond]
+            )
         ),
         "If inside Loop body": model_of(linear_graph([loop], initializers=[weight(), cond])),
         "function body": model_of(
@@ -220,7 +243,9 @@ def _hostile_models(location: str) -> dict[str, onnx.ModelProto]:
 
 
 @pytest.mark.parametrize("where", list(_hostile_models("x")))
-@pytest.mark.parametrize("location", ["/etc/passwd", "../../secrets/key.bin", "/nonexistent/neuronscope/weights.bin"])
+@pytest.mark.parametrize(
+    "location", ["/etc/passwd", "../../secrets/key.bin", "/nonexistent/neuronscope/weights.bin"]
+)
 def test_external_data_is_refused_and_never_opened(tmp_path: Path, where: str, location: str) -> None:
     path = save(tmp_path / "ext.onnx", _hostile_models(location)[where])
     with recording_opens() as opened:
@@ -230,7 +255,9 @@ def test_external_data_is_refused_and_never_opened(tmp_path: Path, where: str, l
     assert opened == [str(path)]  # the model file itself, nothing else
 
 
-def test_external_data_is_refused_before_the_checker_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_external_data_is_refused_before_the_checker_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def fail(*_: Any, **__: Any) -> None:
         raise AssertionError("the checker must not see a model with external data")
 
@@ -242,7 +269,9 @@ def test_external_data_is_refused_before_the_checker_runs(tmp_path: Path, monkey
 # --- custom operators --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("domain", ["com.example.evil", "com.microsoft", "ai.onnx.contrib", "ai.onnx.preview.training"])
+@pytest.mark.parametrize(
+    "domain", ["com.example.evil", "com.microsoft", "ai.onnx.contrib", "ai.onnx.preview.training"]
+)
 def test_custom_domains_are_refused(tmp_path: Path, domain: str) -> None:
     node = helper.make_node("Anything", ["X"], ["Z"], domain=domain)
     model = model_of(linear_graph([node]), opset_imports=[*OPSET, helper.make_opsetid(domain, 1)])
@@ -263,7 +292,9 @@ def test_function_may_not_claim_a_runtime_domain(tmp_path: Path) -> None:
     )
     node = helper.make_node("FusedMatMul", ["X"], ["Z"], domain="com.microsoft")
     model = model_of(
-        linear_graph([node]), opset_imports=[*OPSET, helper.make_opsetid("com.microsoft", 1)], functions=[function]
+        linear_graph([node]),
+        opset_imports=[*OPSET, helper.make_opsetid("com.microsoft", 1)],
+        functions=[function],
     )
     assert error_of(check_onnx_model, save(tmp_path / "c.onnx", model)).code == "model_custom_op"
 
@@ -274,7 +305,9 @@ def test_function_may_not_claim_a_runtime_domain(tmp_path: Path) -> None:
 def test_checker_failure_is_reported(tmp_path: Path) -> None:
     node = helper.make_node("Relu", ["undefined_tensor"], ["Z"])
     error = error_of(check_onnx_model, save(tmp_path / "bad.onnx", model_of(linear_graph([node]))))
-    assert error.code == "model_invalid" and "checker" in error.message and "undefined_tensor" in error.message
+    assert (
+        error.code == "model_invalid" and "checker" in error.message and "undefined_tensor" in error.message
+    )
 
 
 @pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.99])

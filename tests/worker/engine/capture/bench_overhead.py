@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -79,7 +78,6 @@ def main() -> None:
                     f"{label:10s} {model.format:11s} layers={len(model.layers)} infer={plain * 1e3:7.2f} ms "
                     f"capture={capture * 1e3:7.2f} ms ratio={capture / plain:.2f}"
                 )
-    del np
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ from worker.engine.errors import AnalysisError
 from worker.engine.metrics import AllPairs, PairLists, select_pairs
 
 
-def _brute_force_kinds(labels: list[int]) -> tuple[set[tuple[int, int]], set[tuple[int, int]], set[tuple[int, int]]]:
+def _brute_force_kinds(
+    labels: list[int],
+) -> tuple[set[tuple[int, int]], set[tuple[int, int]], set[tuple[int, int]]]:
     every = set(itertools.combinations(range(len(labels)), 2))
     same = {(i, j) for i, j in every if labels[i] == labels[j]}
     return every, same, every - same
@@ -32,7 +34,11 @@ def test_all_pairs_sizes_and_materialized_lists_match_brute_force() -> None:
     every, same, different = _brute_force_kinds(LABELS)
     assert chosen.sizes() == (len(every), len(same), len(different))
     listed = chosen.materialize()
-    for got, expected in [(listed.random, every), (listed.same_label, same), (listed.different_label, different)]:
+    for got, expected in [
+        (listed.random, every),
+        (listed.same_label, same),
+        (listed.different_label, different),
+    ]:
         assert got.dtype == torch.int64 and got.shape == (len(expected), 2)
         assert _as_set(got) == expected
 
@@ -68,7 +74,9 @@ def test_sample_is_uniform_over_pairs_of_each_kind() -> None:
     for seed in range(trials):
         chosen = select_pairs(PairSample(count=2, seed=seed), 6, labels)
         assert isinstance(chosen, PairLists)
-        for counter, got in zip(seen, (chosen.random, chosen.same_label, chosen.different_label), strict=True):
+        for counter, got in zip(
+            seen, (chosen.random, chosen.same_label, chosen.different_label), strict=True
+        ):
             counter.update(_as_set(got))
     for counter, existing in zip(seen, (every, same, different), strict=True):
         assert set(counter) == existing

@@ -26,7 +26,9 @@ def test_region_indices_match_brute_force_including_exact_breakpoints(n_breakpoi
     values.view(-1)[:n_breakpoints] = breakpoints
     got = region_indices(values, breakpoints)
     assert got.dtype == torch.uint8 and got.shape == values.shape
-    np.testing.assert_array_equal(got.numpy(), _reference_regions(values.numpy(), breakpoints.double().numpy()))
+    np.testing.assert_array_equal(
+        got.numpy(), _reference_regions(values.numpy(), breakpoints.double().numpy())
+    )
 
 
 def test_value_equal_to_breakpoint_goes_to_lower_region() -> None:
@@ -82,7 +84,10 @@ def test_pack_unpack_round_trip(width: int) -> None:
 
 def _random_layers(n: int, neurons: list[int], regions: list[int], seed: int = 0) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, r, (n, m), generator=gen, dtype=torch.uint8) for m, r in zip(neurons, regions, strict=True)]
+    return [
+        torch.randint(0, r, (n, m), generator=gen, dtype=torch.uint8)
+        for m, r in zip(neurons, regions, strict=True)
+    ]
 
 
 @pytest.mark.parametrize("pack", [True, False])
