@@ -21,32 +21,39 @@ from worker.engine.capture.loader import open_model
 INPUT = "x"
 
 
+#: The two front ends, as the engine names them.
+FORMATS = ("onnx", "torchscript")
+RUNTIMES = {"onnx": "ONNX Runtime", "torchscript": "TorchScript"}
+
+
 @dataclass(frozen=True)
 class Network:
-    """One benchmark network: the eager module, its exports and a batch of synthetic inputs."""
+    """One benchmark network: the eager module, its exports and one batch of synthetic inputs.
+
+    Both exports take one input named ``x`` (``forward(self, x)`` when traced).
+    """
 
     label: str
+    title: str
     module: nn.Module
     onnx_path: Path
     script_path: Path
     batch: np.ndarray
 
     @property
-    def example(self) -> np.ndarray:
-        return self.batch[:2]
+    def neurons(self) -> int:
+        """Activation neurons per sample (every element of every ReLU's input)."""
+        return int(sum(layer.neurons for layer in self.open("onnx").layers))
+
+    def samples(self, count: int, seed: int = 1) -> np.ndarray:
+        """``[count, ...]`` float32 standard-normal inputs of this network's shape."""
+        shape = self.batch.shape[1:]
+        return np.random.default_rng(seed).standard_normal((count, *shape), dtype=np.float32)
 
     def open(self, fmt: str) -> CaptureModel:
         """The engine's capture model for ``fmt`` (``"onnx"`` or ``"torchscript"``) on the CPU."""
         path = self.onnx_path if fmt == "onnx" else self.script_path
-        name = INPUT if fmt == "onnx" else self.script_input
-        return open_model(path, device="cpu", example={name: self.example})
-
-    @property
-    def script_input(self) -> str:
-        return "x"
-
-    def feed(self, fmt: str, batch: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        return {INPUT if fmt == "onnx" else self.script_input: self.batch if batch is None else batch}
+        return open_model(path, device="cpu", example={INPUT: self.batch[:2]})
 
 
 class FCNN(nn.Module):
@@ -99,9 +106,11 @@ def build(label: str, directory: Path, *, batch: int, width: int | None = None, 
     if label == "fcnn":
         module: nn.Module = FCNN(width or 256)
         shape: tuple[int, ...] = (784,)
+        title = f"FCNN 784→9×{width or 256}→10"
     elif label == "vgg":
         module = VGG(width or 64)
         shape = (3, 32, 32)
+        title = f"VGG-style conv net (base {width or 64} channels, 3×32×32)"
     else:
         raise ValueError(f"network: expected 'fcnn' or 'vgg', got {label!r}")
     module.eval()
@@ -126,4 +135,4 @@ def build(label: str, directory: Path, *, batch: int, width: int | None = None, 
                 torch.jit.save(torch.jit.trace(module, example), str(script_path))
         finally:
             logging.disable(logging.NOTSET)
-    return Network(label, module, onnx_path, script_path, inputs)
+    return Network(label, title, module, onnx_path, script_path, inputs)

@@ -129,17 +129,9 @@ class ProgressBar:
 
 
 def _one_line_validation(exc: ValidationError, source: str) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            parts.append(f"{loc}: unknown key")
-        elif err["type"] == "json_invalid":
-            parts.append(f"not valid JSON ({err['msg'].removeprefix('Invalid JSON: ')})")
-        else:
-            parts.append(f"{loc}: {err['msg']}")
-    more = f" (and {exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
-    return f"{source} is invalid: " + "; ".join(parts) + more
+    from neuronscope.client import describe_validation_error
+
+    return describe_validation_error(exc, source)
 
 
 def load_config(path: Path | None) -> AnalysisConfig | None:
@@ -314,11 +306,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
             bar = ProgressBar(enabled=not args.quiet, prefix="")
 
             def on_progress(info: JobInfo) -> None:
-                stage = info.progress.stage or info.status
-                label = (
-                    stage if info.status == "running" else f"{info.status}: {stage}" if stage else info.status
-                )
-                bar.update(label, info.progress.fraction)
+                if info.status == "running":
+                    bar.update(info.progress.stage or "running", info.progress.fraction)
+                elif info.status == "queued":
+                    bar.update("queued", 0.0)
 
             try:
                 job.wait(poll_interval=args.poll_interval, timeout=args.timeout, on_progress=on_progress)

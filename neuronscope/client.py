@@ -134,11 +134,31 @@ _B = TypeVar("_B", bound=BaseModel)
 ConfigArg = AnalysisConfig | Mapping[str, Any] | None
 
 
+def describe_validation_error(exc: ValidationError, source: str, limit: int = 5) -> str:
+    """One line naming each problem: ``config C.json is invalid: pairs.count: …; bogus: unknown key``."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown key")
+        elif err["type"] == "json_invalid":
+            parts.append(f"not valid JSON ({err['msg'].removeprefix('Invalid JSON: ')})")
+        else:
+            parts.append(f"{loc}: {err['msg']}")
+    more = f" (and {exc.error_count() - limit} more)" if exc.error_count() > limit else ""
+    return f"{source} is invalid: " + "; ".join(parts) + more
+
+
 def _config_json(config: ConfigArg) -> str | None:
     """Validate locally (the same schema as the server) and serialise only what was set."""
     if config is None:
         return None
-    parsed = config if isinstance(config, AnalysisConfig) else AnalysisConfig.model_validate(dict(config))
+    if isinstance(config, AnalysisConfig):
+        return config.model_dump_json(exclude_unset=True)
+    try:
+        parsed = AnalysisConfig.model_validate(dict(config))
+    except ValidationError as exc:
+        raise ClientError(describe_validation_error(exc, "config"), code="invalid_config") from None
     return parsed.model_dump_json(exclude_unset=True)
 
 
@@ -328,24 +348,22 @@ class Client:
     def analyze(self, model: ModelRef, dataset: ModelRef, config: ConfigArg = None) -> Job:
         """Submit an analysis. ``model`` / ``dataset``: a file path (uploaded with the request) or an
         :class:`Artifact` from :meth:`upload_model` / :meth:`upload_dataset`. ``config``: an
-        :class:`AnalysisConfig` or a dict of the same schema (validated here first)."""
-        data: dict[str, str] = {}
+        :class:`AnalysisConfig` or a dict of the same schema (validated here first; an invalid one
+        raises :class:`ClientError` with code ``invalid_config`` and sends nothing)."""
+        # Always multipart (plain fields as (None, value) parts), files streamed from disk.
+        parts: list[tuple[str, tuple[str | None, Any, str | None]]] = []
         config_json = _config_json(config)
         if config_json is not None:
-            data["config"] = config_json
+            parts.append(("config", (None, config_json, None)))
         with contextlib.ExitStack() as stack:
-            files: dict[str, tuple[str, Any, str]] = {}
             for field, ref in (("model", model), ("dataset", dataset)):
                 if isinstance(ref, Artifact):
-                    data[f"{field}_id"] = ref.id
+                    parts.append((f"{field}_id", (None, ref.id, None)))
                 else:
                     file = Path(ref)
-                    files[field] = (
-                        file.name,
-                        stack.enter_context(file.open("rb")),
-                        "application/octet-stream",
-                    )
-            response = self._request("POST", "/v1/analyze", data=data, files=files or None)
+                    handle = stack.enter_context(file.open("rb"))
+                    parts.append((field, (file.name, handle, "application/octet-stream")))
+            response = self._request("POST", "/v1/analyze", files=parts)
         body = response.json() if response.content else {}
         job_id = body.get("job_id") if isinstance(body, dict) else None
         if not isinstance(job_id, str):

@@ -168,7 +168,8 @@ def format_comparison(comparison: Comparison, *, max_layers: int = 200) -> str:
     if comparison.layers:
         lines.append("")
         lines.append(
-            "Per layer: new value (delta vs old); dead/dying in % of the layer's neurons; layers matched by name"
+            "Per layer: new value (delta vs old); dead/dying in % of the layer's neurons; "
+            "layers matched by name"
         )
         names = [short_name(x.name, 36) for x in comparison.layers[:max_layers]]
         name_w = max(len("layer"), *(len(n) for n in names))

@@ -135,29 +135,31 @@ class JobStore:
         jobs: list[JobRecord] = []
         upper = f"({cursor}" if cursor is not None else "+"
         last: str | None = None
-        while len(jobs) < limit:
+        while True:
+            # One more than still needed: whether it exists tells if there is a next page.
             want = limit - len(jobs) + 1
             members = cast(
                 list[str], self._r.zrange(self._index, upper, "-", desc=True, bylex=True, offset=0, num=want)
             )
             if not members:
                 return jobs, None
-            stale: list[str] = []
+            pipe = self._r.pipeline(transaction=False)
             for member in members:
+                pipe.hgetall(self._key(member.split(":", 1)[1]))
+            rows = cast(list[dict[str, str]], pipe.execute())
+            stale = [member for member, fields in zip(members, rows, strict=True) if not fields]
+            if stale:  # expired records: drop them from the index
+                self._r.zrem(self._index, *stale)
+            for member, fields in zip(members, rows, strict=True):
+                if not fields:
+                    continue
                 if len(jobs) == limit:
                     return jobs, last
-                record = self.get(member.split(":", 1)[1])
-                if record is None:
-                    stale.append(member)
-                    continue
-                jobs.append(record)
+                jobs.append(self._decode(fields))
                 last = member
-            if stale:
-                self._r.zrem(self._index, *stale)
             if len(members) < want:
                 return jobs, None
             upper = f"({members[-1]}"
-        return jobs, None
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -268,9 +270,10 @@ class JobStore:
 
         def change(fields: Mapping[str, str]) -> dict[str, str] | None:
             nonlocal changed
-            if fields["status"] not in ACTIVE_STATUSES:
+            # Runs again when a concurrent write aborts the transaction: decide afresh each time.
+            changed = fields["status"] in ACTIVE_STATUSES
+            if not changed:
                 return None
-            changed = True
             return {
                 "status": "cancelled",
                 "finished_at": _iso(_now()),

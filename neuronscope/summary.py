@@ -2,20 +2,26 @@
 
 The verdicts are shared by the CLI summary and the HTML report so both say the same thing.
 Thresholds for the wording (how large a same- vs different-label gap counts as a clear
-separation) are heuristics, stated in :data:`GAP_CLEAR` and :data:`GAP_WEAK`.
+separation) are heuristics, stated in :data:`SEPARATION_CLEAR` and its neighbours.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from neuronscope.contracts.report import LayerHealth, Report
 
-#: A same- minus different-label PS_E gap at least this large reads as a clear class separation.
+#: The widest gap between the same- and different-label PS_D(λ) curves (a share of pairs) at least
+#: this large reads as a clear class separation; below SEPARATION_WEAK, as hardly any.
+SEPARATION_CLEAR = 0.5
+SEPARATION_WEAK = 0.2
+#: The same thresholds for the PS_E gap, used when the report has no PS_D curves.
 GAP_CLEAR = 0.10
-#: Below this the network barely tells classes apart by its activation patterns.
 GAP_WEAK = 0.03
+#: How well the activation patterns separate classes, in three words.
+Level = Literal["clear", "weak", "none"]
 #: Layers whose dying share is at least this (and at least half the worst layer's) are named.
 HOT_LAYER_MIN = 0.05
 #: Below this overall dying share the network reads as healthy.
@@ -83,6 +89,7 @@ class GapVerdict:
     peak_lambda: float | None = None
     peak_same: float | None = None
     peak_different: float | None = None
+    level: Level | None = None
 
 
 def _weighted(layers: Sequence[LayerHealth], attr: str) -> float:
@@ -126,8 +133,24 @@ def dying_verdict(report: Report) -> DyingVerdict:
     return DyingVerdict(text, hot, share, dying, dead)
 
 
+def _peak(report: Report) -> tuple[float, float, float] | None:
+    """``(λ, PS_D_same(λ), PS_D_different(λ))`` where the same-label curve is furthest above."""
+    ps = report.pattern_similarity
+    same_curve, diff_curve = ps.same_label.ps_d, ps.different_label.ps_d
+    best: tuple[float, float, float] | None = None
+    for lam, s, d in zip(same_curve.lambda_, same_curve.value, diff_curve.value, strict=False):
+        if s is not None and d is not None and (best is None or s - d > best[1] - best[2]):
+            best = (lam, s, d)
+    return best
+
+
 def gap_verdict(report: Report) -> GapVerdict:
-    """The same- vs different-label PS gap in plain words (the paper's expressivity indicator)."""
+    """The same- vs different-label similarity gap in plain words (the paper's expressivity indicator).
+
+    The judgement uses the widest vertical gap between the PS_D(λ) curves (a one-sided
+    Kolmogorov–Smirnov distance between the two PS distributions: 1 when every same-label pair is
+    more alike than every different-label pair), and the PS_E gap when the curves are missing.
+    """
     ps = report.pattern_similarity
     same, diff = ps.same_label.mean, ps.different_label.mean
     if same is None or diff is None:
@@ -136,27 +159,33 @@ def gap_verdict(report: Report) -> GapVerdict:
             f"No {missing} pairs were analysed, so class separation cannot be judged.", same, diff, None
         )
     gap = same - diff
-    if gap >= GAP_CLEAR:
-        judgement = "the network separates classes clearly"
-    elif gap >= GAP_WEAK:
-        judgement = "the network separates classes only weakly"
+    peak = _peak(report)
+    level: Level
+    if peak is not None:
+        separation = peak[1] - peak[2]
+        level = (
+            "clear" if separation >= SEPARATION_CLEAR else "weak" if separation >= SEPARATION_WEAK else "none"
+        )
     else:
-        judgement = "the network barely tells classes apart by its activation patterns"
+        level = "clear" if gap >= GAP_CLEAR else "weak" if gap >= GAP_WEAK else "none"
+    judgement = {
+        "clear": "the network separates classes clearly",
+        "weak": "the network separates classes only weakly",
+        "none": "the network barely tells classes apart by its activation patterns",
+    }[level]
     source = " (labels: the model's own predictions)" if report.dataset.labels_source == "predicted" else ""
     text = (
         f"Inputs with the same label share {pct(same)} of their activation pattern on average, inputs with "
-        f"different labels {pct(diff)}: a gap of {gap * 100:+.0f} points, {judgement}{source}."
+        f"different labels {pct(diff)} (a gap of {gap * 100:+.0f} points){source}."
     )
-    peak_lambda = peak_same = peak_diff = None
-    lambdas = ps.same_label.ps_d.lambda_
-    best = -1.0
-    for k, lam in enumerate(lambdas):
-        if k >= len(ps.same_label.ps_d.value) or k >= len(ps.different_label.ps_d.value):
-            break
-        s, d = ps.same_label.ps_d.value[k], ps.different_label.ps_d.value[k]
-        if s is not None and d is not None and s - d > best:
-            best, peak_lambda, peak_same, peak_diff = s - d, lam, s, d
-    return GapVerdict(text, same, diff, gap, peak_lambda, peak_same, peak_diff)
+    if peak is not None:
+        lam, s, d = peak
+        text += (
+            f" At λ = {lam:.2f}, {pct(s)} of same-label pairs but {pct(d)} of different-label pairs agree on "
+            f"more than {pct(lam)} of their pattern: {judgement}."
+        )
+        return GapVerdict(text, same, diff, gap, lam, s, d, level)
+    return GapVerdict(text + f" {judgement[0].upper()}{judgement[1:]}.", same, diff, gap, level=level)
 
 
 def headline(report: Report) -> list[str]:

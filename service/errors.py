@@ -90,9 +90,16 @@ _DESCRIPTIONS = {
 }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` entries so the OpenAPI document lists each error body."""
-    return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses}
+def error_responses(*statuses: int, json_route: bool = True) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries so the OpenAPI document lists each error body.
+
+    ``json_route=False`` for routes whose success is not JSON (FastAPI would otherwise document
+    the error bodies under the route's own media type).
+    """
+    if json_route:
+        return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses}
+    content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    return {status: {"description": _DESCRIPTIONS[status], "content": content} for status in statuses}
 
 
 def _body(code: str, detail: str, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:

@@ -232,11 +232,11 @@ def serve(host: str, port: int, data_dir: Path, workers: int = 1) -> None:
     stop_watch = threading.Event()
     try:
         with ExitStack() as stack:
-            stack.callback(stop_watch.set)
             if base.redis_url is None:
                 url = stack.enter_context(private_redis(data_dir / "redis", logs / "redis.log"))
                 settings = base.model_copy(update={"redis_url": url, "data_dir": data_dir})
                 proc = stack.enter_context(worker_process(settings, workers, logs / "worker.log"))
+                stack.callback(stop_watch.set)  # runs before the worker is stopped
                 threading.Thread(
                     target=_watch, args=(proc, "worker", logs / "worker.log", stop_watch), daemon=True
                 ).start()

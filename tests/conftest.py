@@ -93,7 +93,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 SettingsFactory = Callable[..., Any]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_settings(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> SettingsFactory:
     """``make_settings(**overrides)``: settings on the session's Redis, isolated from other tests."""
     from neuronscope.settings import Settings

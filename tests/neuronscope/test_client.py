@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import FakeApi, LiveService
+from ns_testlib import FakeApi, LiveService, play_worker
 
 from neuronscope.client import (
     Artifact,
@@ -51,7 +51,7 @@ def test_analyze_uploads_files_config_and_key(fake_api: FakeApi, files: tuple[Pa
     assert b'name="model"; filename="m.onnx"' in body and b"onnx-bytes" in body
     assert b'name="dataset"; filename="d.npz"' in body and b"npz-bytes" in body
     # Only what was set goes over the wire; the server fills in the same defaults.
-    assert b'{"pairs":{"count":10,"seed":0},"transition_density":null}' in body
+    assert b'{"pairs":{"count":10},"transition_density":null}' in body
 
 
 def test_analyze_reuses_uploaded_artifacts(fake_api: FakeApi, files: tuple[Path, Path]) -> None:
@@ -70,7 +70,11 @@ def test_wait_reports_progress_then_fetches_report(
     seen: list[tuple[str, float]] = []
     with make_client(fake_api) as client:
         job = client.analyze(*files)
-        final = job.wait(poll_interval=0.001, timeout=10, on_progress=lambda i: seen.append((i.status, i.progress.fraction)))
+        final = job.wait(
+            poll_interval=0.001,
+            timeout=10,
+            on_progress=lambda i: seen.append((i.status, i.progress.fraction)),
+        )
         assert final.status == "succeeded"
         assert seen == [("queued", 0.0), ("running", 0.5), ("running", 0.5), ("succeeded", 1.0)]
         assert job.report() == sample_report
@@ -102,7 +106,7 @@ def test_wait_timeout(fake_api: FakeApi, files: tuple[Path, Path]) -> None:
     with make_client(fake_api) as client:
         job = client.analyze(*files)
         start = time.monotonic()
-        with pytest.raises(JobTimeoutError, match="did not finish within 0.05 s"):
+        with pytest.raises(JobTimeoutError, match=r"did not finish within 0\.05 s"):
             job.wait(poll_interval=0.01, timeout=0.05)
         assert time.monotonic() - start < 2
 
@@ -110,8 +114,18 @@ def test_wait_timeout(fake_api: FakeApi, files: tuple[Path, Path]) -> None:
 @pytest.mark.parametrize(
     ("status", "body", "code", "detail"),
     [
-        (422, {"error": "invalid_config", "detail": "config: pairs: bad"}, "invalid_config", "config: pairs: bad"),
-        (413, {"error": "upload_too_large", "detail": "at most 2048 MiB"}, "upload_too_large", "at most 2048 MiB"),
+        (
+            422,
+            {"error": "invalid_config", "detail": "config: pairs: bad"},
+            "invalid_config",
+            "config: pairs: bad",
+        ),
+        (
+            413,
+            {"error": "upload_too_large", "detail": "at most 2048 MiB"},
+            "upload_too_large",
+            "at most 2048 MiB",
+        ),
         (503, {"error": "service_unavailable", "detail": "Redis down"}, "service_unavailable", "Redis down"),
         (500, "Internal Server Error", "http_error", "Internal Server Error"),
         (422, {"detail": [{"loc": ["body", "x"], "msg": "bad"}]}, "http_error", '[{"loc"'),
@@ -167,9 +181,11 @@ def test_report_schema_mismatch(fake_api: FakeApi, files: tuple[Path, Path]) -> 
             return httpx.Response(200, json={"schema_version": "9"})
         return fake_api(request)
 
-    with Client("http://x.test", transport=httpx.MockTransport(broken)) as client:
-        with pytest.raises(ClientError) as info:
-            client.job("job1").report()
+    with (
+        Client("http://x.test", transport=httpx.MockTransport(broken)) as client,
+        pytest.raises(ClientError) as info,
+    ):
+        client.job("job1").report()
     assert info.value.code == "report_invalid"
 
 
@@ -189,26 +205,6 @@ class socket_port:
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-def play_worker(settings: Any, job_id: str, report: Report, *, fail: bool = False) -> None:
-    """What a worker does to a job record: start, progress, store the report, finish."""
-    from neuronscope.jobs import JobError, JobStore, connect
-    from neuronscope.storage import open_storage
-
-    redis_client = connect(settings.require_redis_url())
-    try:
-        store = JobStore(redis_client, prefix=settings.key_prefix)
-        store.start(job_id, max_attempts=3)
-        store.set_progress(job_id, "capture", 0.4)
-        time.sleep(0.05)
-        if fail:
-            store.finish(job_id, "failed", JobError(code="dataset_shape_mismatch", message="x has 7 features"))
-            return
-        open_storage(settings.storage_backend, settings.data_dir).put_report(job_id, report.to_json().encode())
-        store.finish(job_id, "succeeded")
-    finally:
-        redis_client.close()
 
 
 @pytest.mark.integration

@@ -13,7 +13,12 @@ from neuronscope.report_html import MAX_SCATTER_POINTS, MAX_TABLE_ROWS, render_h
 from neuronscope.summary import dying_verdict, gap_verdict, layer_ranges
 
 ReportFactory = Callable[..., Report]
-XSS_NAMES = ["<script>alert(1)</script>", '"><img src=x onerror=alert(2)>', "</style><marquee>x</marquee>", "a&b'c"]
+XSS_NAMES = [
+    "<script>alert(1)</script>",
+    '"><img src=x onerror=alert(2)>',
+    "</style><marquee>x</marquee>",
+    "a&b'c",
+]
 
 
 class _Collector(HTMLParser):
@@ -140,6 +145,8 @@ def test_dying_verdict_names_the_layers(make_report: ReportFactory) -> None:
     report = make_report(layer_names=[f"l{i}" for i in range(9)], dying=[0, 0, 0, 0, 0, 0.5, 0.5, 0.25, 0.25])
     verdict = dying_verdict(report)
     assert verdict.layers == [5, 6, 7, 8]
-    assert verdict.text.startswith("38% of neurons in layers 6–9 sit in one region for at least 90% of inputs")
+    assert verdict.text.startswith(
+        "38% of neurons in layers 6–9 sit in one region for at least 90% of inputs"
+    )
     healthy = dying_verdict(make_report(dying=[0.0] * 6))
     assert healthy.text.startswith("Nearly every neuron is working")

@@ -34,9 +34,7 @@ def _instance(schema: dict[str, Any], defs: dict[str, Any]) -> Any:
     if kind == "object":
         props = schema.get("properties", {})
         return {name: _instance(props[name], defs) for name in schema.get("required", [])}
-    return {"array": [], "string": "x", "integer": 0, "number": 0.0, "boolean": False, "null": None}.get(
-        str(kind), None
-    )
+    return {"array": [], "string": "x", "integer": 0, "number": 0.0, "boolean": False}.get(str(kind))
 
 
 def minimal_report() -> Report:

@@ -59,7 +59,9 @@ def test_child_does_not_inherit_service_settings(tmp_path: Path, monkeypatch: py
     assert env["TMPDIR"] == str(tmp_path) and env["OMP_NUM_THREADS"] == "2"
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGSEGV, "analysis_crashed"), (signal.SIGKILL, "analysis_killed")])
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGSEGV, "analysis_crashed"), (signal.SIGKILL, "analysis_killed")]
+)
 def test_a_crashing_child_fails_with_a_code(tmp_path: Path, sig: int, code: str) -> None:
     result, _ = run_script(tmp_path, f"import os; os.kill(os.getpid(), {int(sig)})")
     assert result.returncode == -sig
@@ -72,11 +74,14 @@ def test_an_error_event_wins_over_the_exit_status(tmp_path: Path) -> None:
         tmp_path,
         """
         import json, sys
-        print(json.dumps({"event": "error", "code": "dataset_shape_mismatch", "message": "x: expected [N, 16]"}))
+        message = "x: expected [N, 16]"
+        print(json.dumps({"event": "error", "code": "dataset_shape_mismatch", "message": message}))
         sys.exit(2)
         """,
     )
-    assert outcome_error(result, LIMITS) == JobError(code="dataset_shape_mismatch", message="x: expected [N, 16]")
+    assert outcome_error(result, LIMITS) == JobError(
+        code="dataset_shape_mismatch", message="x: expected [N, 16]"
+    )
 
 
 def test_exit_without_report_is_a_crash(tmp_path: Path) -> None:
@@ -170,7 +175,7 @@ def test_runner_reports_engine_errors_on_its_channel(tmp_path: Path) -> None:
 
     np.savez(tmp_path / "dataset.npz", x=np.zeros((4, 16), np.float32))
     (tmp_path / "config.json").write_text("{}")
-    result, progress = run_script(
+    result, _ = run_script(
         tmp_path,
         f"""
         import sys

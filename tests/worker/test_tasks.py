@@ -12,7 +12,7 @@ import pytest
 from neuronscope.contracts import Report
 from neuronscope.jobs import ArtifactRef, JobRecord
 from neuronscope.settings import ANALYSIS_TASK, Settings, get_settings
-from neuronscope.storage import FileSystemStorage
+from neuronscope.storage import ArtifactFormat, FileSystemStorage
 from worker.celery_app import create_celery
 from worker.sandbox import WorkerContext, run_job
 
@@ -28,14 +28,17 @@ def _store(ctx: WorkerContext, kind: Any, path: Path) -> ArtifactRef:
     assert isinstance(ctx.storage, FileSystemStorage)
     with open(path, "rb") as f:
         staged = ctx.storage.stage(f, max_bytes=1 << 30)
-    fmt = {"onnx": "onnx", "npz": "npz", "npy": "npy", "pt": "torchscript"}[path.suffix[1:]]
+    formats: dict[str, ArtifactFormat] = {"onnx": "onnx", "npz": "npz", "npy": "npy", "pt": "torchscript"}
+    fmt = formats[path.suffix[1:]]
     info, _ = ctx.storage.commit(staged, kind, fmt)
     return ArtifactRef(id=info.id, format=info.format)
 
 
 def _job(ctx: WorkerContext, tiny_model: Any, config: str = SMALL) -> JobRecord:
     return ctx.jobs.create(
-        model=_store(ctx, "model", tiny_model.model), dataset=_store(ctx, "dataset", tiny_model.dataset), config=config
+        model=_store(ctx, "model", tiny_model.model),
+        dataset=_store(ctx, "dataset", tiny_model.dataset),
+        config=config,
     )
 
 
@@ -44,19 +47,25 @@ def test_celery_is_configured_for_at_least_once_delivery(settings: Settings) -> 
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert conf.task_serializer == "json" and conf.accept_content == ["json"]
-    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit > conf.task_soft_time_limit
+    assert (
+        conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit > conf.task_soft_time_limit
+    )
     assert conf.task_soft_time_limit > settings.job_time_limit_s
 
 
-def test_the_worker_app_reads_the_environment_lazily(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_worker_app_reads_the_environment_lazily(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``celery -A worker.celery_app`` configures itself from the environment on first use."""
     import worker.tasks
+    from worker.celery_app import app as module_app
 
     monkeypatch.setenv("REDIS_URL", settings.require_redis_url())
     monkeypatch.setenv("NEURONSCOPE_QUEUE", "from-env")
     get_settings.cache_clear()
     try:
-        app = worker.tasks.app
+        assert worker.tasks.run_analysis.name == ANALYSIS_TASK
+        app = module_app
         assert app.conf.task_default_queue == "from-env"
         task = app.tasks[ANALYSIS_TASK]
         assert task.acks_late and task.reject_on_worker_lost and task.ignore_result
@@ -83,7 +92,9 @@ def test_run_job_succeeds_and_stores_the_report(ctx: WorkerContext, tiny_model: 
     assert ctx.storage.get_report(record.job_id) == data
 
 
-def test_engine_errors_fail_the_job_with_their_code(ctx: WorkerContext, tiny_model: Any, tmp_path: Path) -> None:
+def test_engine_errors_fail_the_job_with_their_code(
+    ctx: WorkerContext, tiny_model: Any, tmp_path: Path
+) -> None:
     import numpy as np
 
     wrong = tmp_path / "wrong.npz"
@@ -127,14 +138,18 @@ def test_cancelled_before_start_is_not_run(ctx: WorkerContext, tiny_model: Any) 
 def test_missing_job_and_missing_inputs(ctx: WorkerContext) -> None:
     assert run_job("00000000-0000-4000-8000-000000000000", ctx) == "missing"
     record = ctx.jobs.create(
-        model=ArtifactRef(id="a" * 64, format="onnx"), dataset=ArtifactRef(id="b" * 64, format="npz"), config="{}"
+        model=ArtifactRef(id="a" * 64, format="onnx"),
+        dataset=ArtifactRef(id="b" * 64, format="npz"),
+        config="{}",
     )
     assert run_job(record.job_id, ctx, python="false") == "failed"
     failed = ctx.jobs.get(record.job_id)
     assert failed is not None and failed.error is not None and failed.error.code == "artifact_missing"
 
 
-def test_a_crashing_analysis_fails_the_job_not_the_worker(ctx: WorkerContext, tiny_model: Any, tmp_path: Path) -> None:
+def test_a_crashing_analysis_fails_the_job_not_the_worker(
+    ctx: WorkerContext, tiny_model: Any, tmp_path: Path
+) -> None:
     crash = tmp_path / "crash"
     crash.write_text("#!/bin/sh\nkill -SEGV $$\n")
     crash.chmod(0o755)

@@ -57,13 +57,13 @@ def _lookup(kind: ArtifactKind, artifact_id: str, storage: StorageDep) -> Artifa
     return ArtifactOut.of(info)
 
 
-@router.get("/models/{model_id}", response_model=ArtifactOut, responses=error_responses(404))
+@router.get("/models/{model_id}", response_model=ArtifactOut, responses=error_responses(404, 422))
 def get_model(model_id: str, storage: StorageDep) -> ArtifactOut:
     """Whether a model with this id is stored (skip the upload if so)."""
     return _lookup("model", model_id, storage)
 
 
-@router.get("/datasets/{dataset_id}", response_model=ArtifactOut, responses=error_responses(404))
+@router.get("/datasets/{dataset_id}", response_model=ArtifactOut, responses=error_responses(404, 422))
 def get_dataset(dataset_id: str, storage: StorageDep) -> ArtifactOut:
     """Whether a dataset with this id is stored (skip the upload if so)."""
     return _lookup("dataset", dataset_id, storage)

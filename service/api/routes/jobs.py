@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 _HTML_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/html": {}}, "description": "The report as one self-contained HTML page"},
-    **error_responses(404, 501),
+    **error_responses(404, 422, 501, 503, json_route=False),
 }
 
 
@@ -35,7 +35,7 @@ def _job(jobs: JobStoreDep, job_id: str) -> JobRecord:
     return record
 
 
-@router.get("", response_model=JobList, responses=error_responses(422))
+@router.get("", response_model=JobList, responses=error_responses(422, 503))
 def list_jobs(
     jobs: JobStoreDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
@@ -49,13 +49,13 @@ def list_jobs(
     return JobList(jobs=[JobOut.of(r) for r in records], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
+@router.get("/{job_id}", response_model=JobOut, responses=error_responses(404, 422, 503))
 def get_job(job_id: str, jobs: JobStoreDep) -> JobOut:
     """Status, progress, timestamps and, on failure, the error."""
     return JobOut.of(_job(jobs, job_id))
 
 
-@router.delete("/{job_id}", response_model=JobOut, responses=error_responses(404, 409))
+@router.delete("/{job_id}", response_model=JobOut, responses=error_responses(404, 409, 422, 503))
 def cancel_job(job_id: str, jobs: JobStoreDep) -> JobOut:
     """Cancel a queued or running job (a running analysis is stopped within about a second)."""
     record, changed = jobs.cancel(job_id)
@@ -80,7 +80,7 @@ def _report_bytes(job_id: str, jobs: JobStoreDep, storage: StorageDep) -> bytes:
     return data
 
 
-@router.get("/{job_id}/report", response_model=Report, responses=error_responses(404))
+@router.get("/{job_id}/report", response_model=Report, responses=error_responses(404, 422, 503))
 def get_report(job_id: str, jobs: JobStoreDep, storage: StorageDep) -> Response:
     """The JSON report of a job that succeeded (404 ``report_not_ready`` until then)."""
     return Response(content=_report_bytes(job_id, jobs, storage), media_type="application/json")

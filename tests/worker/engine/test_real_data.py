@@ -13,7 +13,12 @@ from torch import nn
 from neuronscope.contracts import AnalysisConfig
 from worker.engine import analyze
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +35,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.nda
 
 def train(activation: type[nn.Module], x: np.ndarray, y: np.ndarray) -> nn.Sequential:
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Linear(64, 64), activation(), nn.Linear(64, 64), activation(), nn.Linear(64, 10)
-    )
+    model = nn.Sequential(nn.Linear(64, 64), activation(), nn.Linear(64, 64), activation(), nn.Linear(64, 10))
     optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
     inputs, targets = torch.from_numpy(x), torch.from_numpy(y).long()
     for _ in range(150):

@@ -93,12 +93,18 @@ class _Slot:
 
 
 class _OrtRunner:
-    """An onnxruntime session fed in chunks of ``fixed_batch`` when the model fixes its batch size."""
+    """An onnxruntime session fed in chunks of ``fixed_batch`` when the model fixes its batch size.
+
+    It uses as many threads as torch and does not spin between runs, so it leaves the cores to the
+    torch code that processes its results.
+    """
 
     def __init__(self, model: bytes | str, placement: OrtPlacement, inputs: list[InputSpec]) -> None:
         ort = _ort()
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(model, sess_options=options, providers=placement.providers)
         except Exception as exc:

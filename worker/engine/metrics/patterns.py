@@ -104,8 +104,9 @@ class PatternStore:
     """The activation pattern of every sample, layer by layer, in at most one byte per neuron-sample.
 
     Each layer ``l`` has its own ``neurons[l]`` neurons and ``regions[l] = len(Γ_l) + 1`` regions
-    (2..256). Two-region layers are bit-packed (8 neurons per byte, see :func:`pack_bits`) unless
-    ``pack_bits=False``; the others take one byte per neuron. Fill with :meth:`append` batch by
+    (2..256). Two-region layers are bit-packed (8 neurons per byte, see :func:`pack_bits`, rows
+    padded with zero bytes to a multiple of 8 bytes) unless ``pack_bits=False``; the others take
+    one byte per neuron. Fill with :meth:`append` batch by
     batch in sample order; read with :meth:`rows`, :meth:`packed_rows` and :meth:`columns`, which
     return tensors on the store's ``device``.
 
@@ -115,7 +116,7 @@ class PatternStore:
         ...               torch.tensor([[2, 0]], dtype=torch.uint8)])
         >>> store.append([torch.zeros(2, 4, dtype=torch.uint8), torch.ones(2, 2, dtype=torch.uint8)])
         >>> store.complete, store.nbytes
-        (True, 9)
+        (True, 30)
         >>> store.rows(0, torch.tensor([0, 2]))
         tensor([[1, 0, 0, 1],
                 [0, 0, 0, 0]], dtype=torch.uint8)
@@ -149,7 +150,7 @@ class PatternStore:
         self.device = torch.device(device)
         self._packed = tuple(pack_bits and r == 2 for r in self.regions)
         self._data = [
-            torch.zeros(n_samples, (m + 7) // 8 if packed else m, dtype=torch.uint8, device=self.device)
+            torch.zeros(n_samples, 8 * -(-m // 64) if packed else m, dtype=torch.uint8, device=self.device)
             for m, packed in zip(self.neurons, self._packed, strict=True)
         ]
         self.filled = 0
@@ -189,7 +190,10 @@ class PatternStore:
                 f"patterns[{layer}]: expected region indices below {self.regions[layer]}, got {top}",
             )
             values = tensor.to(self.device)
-            self._data[layer][self.filled : stop] = pack_bits(values) if self._packed[layer] else values
+            if self._packed[layer]:
+                self._data[layer][self.filled : stop, : -(-values.shape[1] // 8)] = pack_bits(values)
+            else:
+                self._data[layer][self.filled : stop] = values
         self.filled = stop
 
     def rows(self, layer: int, index: torch.Tensor) -> torch.Tensor:
@@ -198,7 +202,8 @@ class PatternStore:
         return unpack_bits(data, self.neurons[layer]) if self._packed[layer] else data
 
     def packed_rows(self, layer: int, index: torch.Tensor) -> torch.Tensor:
-        """``[P, ceil(neurons[layer] / 8)]`` packed bits of a bit-packed layer's samples ``index``."""
+        """``[P, 8 * ceil(neurons[layer] / 64)]`` packed bits (:func:`pack_bits`, then zero bytes up
+        to whole 8-byte words) of a bit-packed layer's samples ``index``."""
         require(self.is_packed(layer), f"packed_rows: expected a bit-packed layer, layer {layer} is not")
         return self._data[layer].index_select(0, self._rows_index(index))
 

@@ -319,18 +319,16 @@ def _all_pairs_summary(
     done = 0
     for r0, block_work in zip(starts, work, strict=True):
         rows = (r0, min(n, r0 + block_rows))
-        masks = _kind_masks(labels, rows)
+        kinds = _pair_kinds(labels, rows)
         total = torch.zeros(rows[1] - r0, n - r0, dtype=torch.int64, device=device)
         for layer in range(store.num_layers):
             block = _layer_block(store, layer, rows, r0, device, chunk_neurons)
-            for mask, hists in zip(masks, per_layer, strict=True):
-                hists[layer].add(block[mask])
+            _add_by_kind(block, kinds, [hists[layer] for hists in per_layer])
             total += block
             done += block_work * store.neurons[layer]
             if progress is not None:
                 progress(done / all_work)
-        for mask, hist in zip(masks, totals, strict=True):
-            hist.add(total[mask])
+        _add_by_kind(total, kinds, totals)
     same, different = (
         KindSummary.from_histograms(total, layers, lambdas)
         for total, layers in zip(totals, per_layer, strict=True)
@@ -348,15 +346,24 @@ def _default_row_block(n: int) -> int:
     return min(budget_rows, max(256, -(-n // 4)))
 
 
-def _kind_masks(labels: torch.Tensor, rows: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(same-label, different-label) masks of the pairs ``i < j`` in a row block whose columns
-    start at its first row."""
+def _pair_kinds(labels: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
+    """Kind of each entry of a row block whose columns start at its first row: 0 for ``j <= i``
+    (not a pair), 1 for a same-label pair, 2 for a different-label pair; int64."""
     start, stop = rows
     row_ids = torch.arange(start, stop, device=labels.device)
     col_ids = torch.arange(start, labels.numel(), device=labels.device)
     upper = col_ids[None, :] > row_ids[:, None]
-    same = labels[start:stop, None] == labels[None, start:]
-    return upper & same, upper & ~same
+    different = labels[start:stop, None] != labels[None, start:]
+    return upper.to(torch.int64) * (1 + different.to(torch.int64))
+
+
+def _add_by_kind(counts: torch.Tensor, kinds: torch.Tensor, hists: Sequence[CountHistogram]) -> None:
+    """Add the same-label and the different-label entries of ``counts`` to ``hists[0]`` and
+    ``hists[1]``, in one pass."""
+    width = hists[0].neurons + 1
+    binned = torch.bincount((counts * 3 + kinds).flatten(), minlength=3 * width).view(width, 3)
+    for kind, hist in enumerate(hists, start=1):
+        hist.bins += binned[:, kind]
 
 
 def _layer_block(
@@ -384,7 +391,7 @@ def _layer_block(
             products.add_product(ones[own], ones)
             ones_per_sample += block.sum(1, dtype=torch.int64)
             continue
-        for region in torch.unique(block).tolist():
+        for region in range(int(block.min()), int(block.max()) + 1):
             indicator = (block == region).to(torch.float32)
             products.add_product(indicator[own], indicator)
     counts = products.result()
@@ -437,13 +444,15 @@ def _listed_layer_counts(
     first, second = pairs[:, 0], pairs[:, 1]
     if store.is_packed(layer):
         differ = store.packed_rows(layer, first).to(device) ^ store.packed_rows(layer, second).to(device)
-        return store.neurons[layer] - _popcount(differ).sum(1, dtype=torch.int64)
+        return store.neurons[layer] - _popcount_words(differ.view(torch.int64))
     same = store.rows(layer, first).to(device) == store.rows(layer, second).to(device)
     return same.sum(1, dtype=torch.int64)
 
 
-def _popcount(bytes_: torch.Tensor) -> torch.Tensor:
-    """Set bits of each uint8 (SWAR, no lookup table)."""
-    x = bytes_ - ((bytes_ >> 1) & 0x55)
-    x = (x & 0x33) + ((x >> 2) & 0x33)
-    return (x + (x >> 4)) & 0x0F
+def _popcount_words(words: torch.Tensor) -> torch.Tensor:
+    """``[P]`` int64 set bits per row of ``[P, K]`` int64 words (SWAR bit counting per byte, then
+    a byte sum). The arithmetic shifts of negative words only touch bits that the masks drop."""
+    x = words - ((words >> 1) & 0x5555555555555555)
+    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
+    return x.view(torch.uint8).sum(1, dtype=torch.int64)

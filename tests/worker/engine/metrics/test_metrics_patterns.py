@@ -107,14 +107,16 @@ def test_store_returns_what_was_appended(pack: bool) -> None:
                 assert torch.equal(store.columns(layer, start, stop), full[:, start:stop])
                 assert torch.equal(store.columns(layer, start, stop, first_sample=6), full[6:, start:stop])
     if pack:
-        assert torch.equal(store.packed_rows(0, index), pack_bits(layers[0][index]))
+        words = store.packed_rows(0, index)
+        assert words.shape == (4, 8)
+        assert torch.equal(words[:, :2], pack_bits(layers[0][index])) and not words[:, 2:].any()
 
 
 def test_store_memory_is_one_bit_or_one_byte_per_neuron_sample() -> None:
     store = PatternStore(1000, [300_000, 4096], [2, 3])
-    assert store.nbytes == 1000 * 300_000 // 8 + 1000 * 4096
+    assert store.nbytes == 1000 * 300_032 // 8 + 1000 * 4096
     assert PatternStore(10, [9], [2], pack_bits=False).nbytes == 90
-    assert PatternStore(10, [9], [2]).nbytes == 20
+    assert PatternStore(10, [9], [2]).nbytes == 80
 
 
 def test_store_rejects_misuse() -> None:

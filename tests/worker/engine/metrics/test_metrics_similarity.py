@@ -26,8 +26,8 @@ from worker.engine.metrics import (
 from worker.engine.metrics import similarity as similarity_module
 
 N = 23
-NEURONS = [13, 5, 40]
-REGIONS = [2, 3, 5]
+NEURONS = [13, 5, 40, 70]
+REGIONS = [2, 3, 5, 2]
 LAMBDAS = default_lambdas()
 
 
@@ -210,6 +210,12 @@ def test_float32_sums_are_flushed_before_they_could_lose_exactness(monkeypatch: 
     expected = equal_count_matrix(store)
     monkeypatch.setattr(similarity_module, "_FLOAT32_EXACT", 16)
     assert torch.equal(equal_count_matrix(store, chunk_neurons=8), expected)
+
+
+def test_word_popcount_counts_sign_bits() -> None:
+    words = torch.tensor([[-1, 0], [-(2**63), 1], [0x0123456789ABCDEF, -2]])
+    expected = [sum(bin(w % 2**64).count("1") for w in row) for row in words.tolist()]
+    assert similarity_module._popcount_words(words).tolist() == expected == [64, 2, 95]
 
 
 def test_ps_d_is_strictly_greater_and_exact_at_grid_points() -> None:

@@ -1,0 +1,70 @@
+"""1. Capture overhead: ``capture`` (pre- and post-activations of every ReLU) against ``infer`` (the
+unmodified model) on the same batches and runtime; and the engine's whole capture pass
+(``capture_dataset``: capture, region indices, pattern store, layer health) against plain inference
+over the same dataset."""
+
+from __future__ import annotations
+
+from benchmarks.context import Context, bound, config_for, infer_all
+from benchmarks.models import FORMATS, INPUT, RUNTIMES, Network
+from benchmarks.report import Row, fmt_seconds
+from benchmarks.timing import compare
+from worker.engine.analysis import capture_dataset, plan_layers
+
+TARGET = 1.25
+SECTION = "1"
+
+
+def run(ctx: Context) -> list[Row]:
+    rows: list[Row] = []
+    for network in ctx.networks:
+        for fmt in FORMATS:
+            model = network.open(fmt)
+            feed = {INPUT: network.batch}
+            repeats = ctx.sizes.repeats if network.label == "fcnn" else ctx.sizes.slow_repeats + 4
+            timings = compare(
+                {"infer": lambda m=model: m.infer(feed), "capture": lambda m=model: m.capture(feed)},
+                repeats=repeats,
+                warmup=3,
+            )
+            ratio = timings.ratio("capture", "infer")
+            neurons = sum(layer.neurons for layer in model.layers)
+            rows.append(
+                Row(
+                    SECTION,
+                    f"capture / infer — {network.title}, {RUNTIMES[fmt]}, batch {network.batch.shape[0]}, "
+                    f"{len(model.layers)} layers, {neurons:,} neurons/sample",
+                    ratio,
+                    f"capture {fmt_seconds(timings.median('capture'))} vs infer "
+                    f"{fmt_seconds(timings.median('infer'))} per batch",
+                    f"≤ {TARGET}×",
+                    ratio <= TARGET,
+                )
+            )
+    for network in ctx.networks:
+        for fmt in FORMATS:
+            rows.append(_dataset_pass(ctx, network, fmt))
+    return rows
+
+
+def _dataset_pass(ctx: Context, network: Network, fmt: str) -> Row:
+    model = network.open(fmt)
+    config = config_for(network)
+    plans = plan_layers(model, config)
+    batch_size = config.batch_size
+    data = bound(network.samples(ctx.sizes.dataset_batches * batch_size))
+    timings = compare(
+        {
+            "infer": lambda: infer_all(model, data, batch_size),
+            "engine": lambda: capture_dataset(model, data, plans, config, lambda stage, fraction: None),
+        },
+        repeats=ctx.sizes.slow_repeats + 2,
+        warmup=1,
+    )
+    return Row(
+        SECTION,
+        f"engine capture pass (capture_dataset: capture + region indices + bit-packed pattern store + "
+        f"health) / plain inference — {network.title}, {RUNTIMES[fmt]}, {data.samples} samples",
+        timings.ratio("engine", "infer"),
+        f"engine {fmt_seconds(timings.median('engine'))} vs infer {fmt_seconds(timings.median('infer'))}",
+    )

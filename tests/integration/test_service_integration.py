@@ -1,0 +1,165 @@
+"""The whole path with real parts: the API (in-process), a real Redis and a real Celery worker
+subprocess running analyses in child processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from neuronscope.contracts import AnalysisConfig, Report
+from neuronscope.settings import Settings
+from service.main import create_app
+
+pytestmark = pytest.mark.integration
+
+SMALL = {"transition_density": {"pairs": {"count": 4}, "points": 16}, "device": "cpu"}
+#: Enough transition-density work to keep a job busy for much longer than the test waits.
+SLOW = {"transition_density": {"pairs": {"count": 2000}, "points": 100_000}, "device": "cpu"}
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    client: TestClient
+    worker: Any
+    model: Path
+    dataset: Path
+
+
+@pytest.fixture(scope="module")
+def stack(
+    make_settings: Any, worker_factory: Any, tiny_model: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    settings = make_settings(job_threads=1, job_memory_limit_mb=4096)
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with worker_factory(settings, log, concurrency=2) as worker, TestClient(create_app(settings)) as client:
+        yield Stack(settings, client, worker, tiny_model.model, tiny_model.dataset)
+
+
+def submit(stack: Stack, config: dict[str, Any], **ids: str) -> str:
+    files = (
+        {}
+        if ids
+        else {"model": ("m.onnx", stack.model.read_bytes()), "dataset": ("d.npz", stack.dataset.read_bytes())}
+    )
+    response = stack.client.post("/v1/analyze", files=files, data={"config": json.dumps(config), **ids})
+    assert response.status_code == 202, response.text
+    return str(response.json()["job_id"])
+
+
+def wait_for(stack: Stack, job_id: str, statuses: set[str], timeout_s: float = 90.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = stack.client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return dict(job)
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"job {job_id} still {job['status']} after {timeout_s} s:\n{stack.worker.log_text()[-4000:]}"
+            )
+        time.sleep(0.1)
+
+
+def comparable(report: dict[str, Any]) -> dict[str, Any]:
+    """A report without what differs between two runs of the same analysis."""
+    report = json.loads(json.dumps(report))
+    report.pop("timings")
+    report["provenance"].pop("created_at")
+    return report
+
+
+def runner_pids(job_id: str) -> list[int]:
+    """Analysis child processes working on ``job_id`` (their inputs live in a per-job temp dir)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if "worker.runner" in cmdline and f"neuronscope-{job_id[:8]}-" in cmdline and state != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def test_ready_once_a_worker_answers(stack: Stack) -> None:
+    response = stack.client.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json()["workers"] >= 1
+
+
+def test_submit_poll_and_fetch_the_same_report_as_a_local_run(stack: Stack, tmp_path: Path) -> None:
+    job_id = submit(stack, SMALL)
+    job = wait_for(stack, job_id, {"succeeded", "failed"})
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == {"stage": "done", "fraction": 1.0}
+    assert job["started_at"] and job["finished_at"] and job["error"] is None
+
+    response = stack.client.get(job["report_url"])
+    assert response.status_code == 200
+    served = Report.model_validate_json(response.content)
+
+    from worker.engine import analyze
+
+    local = analyze(stack.model, stack.dataset, AnalysisConfig.model_validate(SMALL))
+    assert comparable(served.model_dump(mode="json", by_alias=True)) == comparable(
+        local.model_dump(mode="json", by_alias=True)
+    )
+
+    html = stack.client.get(f"/v1/jobs/{job_id}/report.html")
+    assert html.status_code in (200, 501)
+
+
+def test_cancel_a_running_job(stack: Stack) -> None:
+    job_id = submit(stack, SLOW)
+    wait_for(stack, job_id, {"running"})
+    deadline = time.monotonic() + 30
+    while not runner_pids(job_id):
+        assert time.monotonic() < deadline, "the analysis process never started"
+        time.sleep(0.05)
+    time.sleep(1.0)  # let it get into the analysis itself
+
+    response = stack.client.delete(f"/v1/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+
+    deadline = time.monotonic() + 5
+    while runner_pids(job_id):
+        assert time.monotonic() < deadline, "the analysis process outlived the cancel"
+        time.sleep(0.05)
+    time.sleep(1.0)
+    job = stack.client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "cancelled"
+    assert job["error"]["code"] == "cancelled"
+    assert stack.client.get(f"/v1/jobs/{job_id}/report").json()["error"] == "report_not_ready"
+    assert stack.client.delete(f"/v1/jobs/{job_id}").status_code == 409
+
+
+def test_two_jobs_at_once(stack: Stack) -> None:
+    model_id = stack.client.post("/v1/models", files={"file": ("m.onnx", stack.model.read_bytes())}).json()[
+        "id"
+    ]
+    dataset_id = stack.client.post(
+        "/v1/datasets", files={"file": ("d.npz", stack.dataset.read_bytes())}
+    ).json()["id"]
+    jobs = [
+        submit(stack, SMALL | {"seed": seed}, model_id=model_id, dataset_id=dataset_id) for seed in (1, 2)
+    ]
+    done = [wait_for(stack, job_id, {"succeeded", "failed"}) for job_id in jobs]
+    assert [j["status"] for j in done] == ["succeeded", "succeeded"], done
+    # Both ran at the same time on the worker's two processes.
+    assert max(j["started_at"] for j in done) < min(j["finished_at"] for j in done)
+    reports = [Report.model_validate_json(stack.client.get(j["report_url"]).content) for j in done]
+    assert [r.provenance.seed for r in reports] == [1, 2]
+    listed = [j["job_id"] for j in stack.client.get("/v1/jobs", params={"limit": 2}).json()["jobs"]]
+    assert listed == jobs[::-1]
