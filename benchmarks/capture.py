@@ -21,11 +21,11 @@ def run(ctx: Context) -> list[Row]:
         for fmt in FORMATS:
             model = network.open(fmt)
             feed = {INPUT: network.batch}
-            repeats = ctx.sizes.repeats if network.label == "fcnn" else ctx.sizes.slow_repeats + 4
+            repeats = ctx.sizes.repeats if network.label == "fcnn" else ctx.sizes.slow_repeats + 2
             timings = compare(
                 {"infer": lambda m=model: m.infer(feed), "capture": lambda m=model: m.capture(feed)},
                 repeats=repeats,
-                warmup=3,
+                warmup=ctx.sizes.warmup,
             )
             ratio = timings.ratio("capture", "infer")
             neurons = sum(layer.neurons for layer in model.layers)
@@ -58,8 +58,8 @@ def _dataset_pass(ctx: Context, network: Network, fmt: str) -> Row:
             "infer": lambda: infer_all(model, data, batch_size),
             "engine": lambda: capture_dataset(model, data, plans, config, lambda stage, fraction: None),
         },
-        repeats=ctx.sizes.slow_repeats + 2,
-        warmup=1,
+        repeats=ctx.sizes.slow_repeats,
+        warmup=ctx.sizes.warmup,
     )
     return Row(
         SECTION,

@@ -17,6 +17,8 @@ class Sizes:
     #: Timed rounds per comparison (medians over them), for fast and for slow contenders.
     repeats: int
     slow_repeats: int
+    #: Untimed calls of each contender before the timed rounds.
+    warmup: int
     #: Batches pushed through ``capture_dataset`` (the full engine pass) per round.
     dataset_batches: int
     #: Samples of the all-pairs pattern similarity, and pairs the per-pair numpy loop is timed on.
@@ -31,6 +33,8 @@ class Sizes:
     memory_samples: tuple[int, ...]
     memory_td_pairs: int
     memory_td_points: int
+    #: One child process per memory measurement (clean peaks) or one child for all (smoke).
+    child_per_measurement: bool = True
 
 
 FULL = Sizes(
@@ -41,6 +45,7 @@ FULL = Sizes(
     vgg_batch=64,
     repeats=11,
     slow_repeats=5,
+    warmup=3,
     dataset_batches=4,
     ps_samples_fcnn=1000,
     ps_samples_vgg=1000,
@@ -61,6 +66,7 @@ QUICK = Sizes(
     vgg_batch=32,
     repeats=5,
     slow_repeats=3,
+    warmup=2,
     dataset_batches=2,
     ps_samples_fcnn=1000,
     ps_samples_vgg=250,
@@ -79,8 +85,9 @@ SMOKE = Sizes(
     vgg_width=4,
     fcnn_batch=32,
     vgg_batch=8,
-    repeats=2,
+    repeats=1,
     slow_repeats=1,
+    warmup=1,
     dataset_batches=2,
     ps_samples_fcnn=64,
     ps_samples_vgg=32,
@@ -91,6 +98,7 @@ SMOKE = Sizes(
     memory_samples=(64, 256),
     memory_td_pairs=2,
     memory_td_points=8,
+    child_per_measurement=False,
 )
 
 PRESETS = {sizes.name: sizes for sizes in (FULL, QUICK, SMOKE)}

@@ -26,25 +26,29 @@ class Timings:
 
 
 def compare(contenders: Mapping[str, Callable[[], object]], *, repeats: int, warmup: int = 2) -> Timings:
-    """Time each callable ``repeats`` times after ``warmup`` untimed calls, interleaved."""
+    """Time each callable ``repeats`` times after ``warmup`` untimed calls, interleaved; the
+    cyclic garbage collector is paused while a call is timed and runs between calls."""
     names = list(contenders)
     for _ in range(warmup):
         for name in names:
             contenders[name]()
     rounds: dict[str, list[float]] = {name: [] for name in names}
+    gc.collect()
     for index in range(repeats):
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
-            gc.collect()
-            start = time.perf_counter()
-            contenders[name]()
-            rounds[name].append(time.perf_counter() - start)
+            rounds[name].append(_timed(contenders[name]))
     return Timings(rounds)
 
 
-def once(fn: Callable[[], object]) -> float:
-    """Seconds of one call."""
-    gc.collect()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def _timed(fn: Callable[[], object]) -> float:
+    """Seconds of one call with the cyclic garbage collector paused (as ``timeit`` does)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+    finally:
+        if enabled:
+            gc.enable()

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 import neuronscope
 from neuronscope.settings import Settings
+from service.api.deps import app_services
 from service.api.routes import analyze, artifacts, health, jobs
 from service.errors import install_error_handlers
 
@@ -25,6 +26,7 @@ dying-neuron report. Every error body is `{"error": CODE, "detail": MESSAGE}`.
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    app_services(app)  # fail at start-up, not on the first request, when settings are unusable
     yield
     services = getattr(app.state, "services", None)
     if services is not None:

@@ -56,7 +56,10 @@ class AnalyzeAccepted(_Body):
 class JobOut(_Body):
     job_id: str
     status: JobStatus
-    progress: JobProgress = Field(description="Stage name and fraction of the whole job done, in [0, 1].")
+    progress: JobProgress = Field(
+        description="The current stage (queued, starting, load, pattern_similarity, …, done) and the "
+        "fraction of that stage done, in [0, 1]."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

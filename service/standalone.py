@@ -7,14 +7,15 @@ subprocess, and uvicorn in this process; on SIGINT/SIGTERM it stops uvicorn, the
 (a job still running is requeued and runs again on the next start), then Redis. With
 ``REDIS_URL`` set it serves only the API: the workers run elsewhere.
 
-If no ``redis-server`` binary is installed, ``fakeredis``'s TCP server (pure Python, in this
-process, nothing persisted) stands in when that package is installed; otherwise ``serve`` stops
+If no ``redis-server`` binary is installed, ``fakeredis``'s TCP server (in this process, nothing
+persisted) stands in when ``fakeredis[lua]`` is installed; otherwise ``serve`` stops
 with a message saying how to install either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import secrets
@@ -39,8 +40,8 @@ log = logging.getLogger("neuronscope.standalone")
 
 INSTALL_REDIS_HINT = (
     "no redis-server found: install Redis (Debian/Ubuntu: `apt-get install redis-server`, macOS: "
-    "`brew install redis`), or `pip install fakeredis` for an in-process stand-in without persistence, "
-    "or point REDIS_URL at a Redis server"
+    "`brew install redis`), or `pip install 'fakeredis[lua]'` for an in-process stand-in that keeps "
+    "nothing across restarts, or point REDIS_URL at a Redis server"
 )
 
 
@@ -142,6 +143,8 @@ def private_redis(data_dir: Path, log_path: Path) -> Iterator[str]:
 
 @contextmanager
 def _fakeredis_server() -> Iterator[str]:
+    if importlib.util.find_spec("lupa") is None:  # Celery's Redis transport runs Lua scripts
+        raise StandaloneError(INSTALL_REDIS_HINT)
     try:
         from fakeredis import TcpFakeServer  # type: ignore[import-not-found,unused-ignore]
     except ImportError:

@@ -65,6 +65,7 @@ def _compose() -> dict[str, Any]:
 
 def test_compose_file_matches_the_compose_specification() -> None:
     jsonschema = pytest.importorskip("jsonschema")
+    pytest.importorskip("check_jsonschema")  # ships the Compose Specification's JSON schema
     vendor = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
     schema = json.loads(vendor.joinpath("compose-spec.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(_compose())

@@ -46,7 +46,9 @@ class CaptureResult:
 
     ``outputs``: ``[B, ...]`` the model's first output. ``pre[k]`` / ``post[k]``: ``[B, neurons_k]``
     float32 values at the input / output of ``layers[k]``, flattened per sample, on the
-    front end's device, detached, never aliased by later in-place ops.
+    front end's device, detached, never aliased by later in-place ops. They may share storage with
+    each other or with ``outputs`` (``post[k]`` is ``pre[k + 1]`` when two activations are
+    chained): treat them as read-only.
     """
 
     outputs: torch.Tensor

@@ -87,6 +87,15 @@ def check_sample_shapes(batch: Batch, sample_shapes: Mapping[str, tuple[int, ...
             )
 
 
+def doubled(batch: Batch, inputs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
+    """Each input's ``[B, ...]`` array followed by itself: ``[2B, ...]``.
+
+    Discovery runs this too, so that values whose leading dimension merely happens to equal B
+    (activations of weights) can be told from per-sample ones.
+    """
+    return {spec.name: np.concatenate([as_numpy(batch[spec.name])] * 2, axis=0) for spec in inputs}
+
+
 def as_numpy(value: Array, dtype: np.dtype | None = None) -> np.ndarray:
     """``value`` as a contiguous numpy array on the host, cast to ``dtype`` when given."""
     array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)

@@ -20,6 +20,7 @@ from worker.engine.capture.batch import (
     batch_size,
     check_declared_shapes,
     check_sample_shapes,
+    doubled,
 )
 from worker.engine.capture.device import OrtPlacement, ort_placement
 from worker.engine.capture.onnx_graph import Candidate, find_activations
@@ -241,32 +242,37 @@ def _discover(
     proto: onnx.ModelProto,
     candidates: list[Candidate],
     runner: _OrtRunner,
-    feeds: dict[str, np.ndarray],
+    example: Batch,
     size: int,
     names: list[str],
 ) -> list[tuple[Candidate, str, tuple[int, ...]]]:
-    """Run the example with every candidate exposed; keep those with float ``[B, ...]`` values of
-    the same shape before and after (drops activations on weights or on shape computations)."""
-    output_names, slots = _plan(proto, candidates, set(feeds))
-    try:
-        arrays = runner.run(output_names, feeds, size)
-    except Exception as exc:
-        shapes = {name: list(array.shape) for name, array in feeds.items()}
-        raise AnalysisError(
-            f"the model could not run the example batch with input shapes {shapes}: {exc}",
-            code="dataset_shape_mismatch",
-        ) from exc
+    """Run the example, and the example twice over, with every candidate exposed; keep those with
+    float ``[B, ...]`` values of the same shape before and after in both runs (this drops
+    activations on weights or on shape computations)."""
+    output_names, slots = _plan(proto, candidates, {spec.name for spec in runner.inputs})
+    per_sample: list[set[tuple[int, ...] | None]] = [set() for _ in candidates]
+    for feeds, rows in (
+        (runner.feeds(example), size),
+        (runner.feeds(doubled(example, runner.inputs)), 2 * size),
+    ):
+        try:
+            arrays = runner.run(output_names, feeds, rows)
+        except Exception as exc:
+            shapes = {name: list(array.shape) for name, array in feeds.items()}
+            raise AnalysisError(
+                f"the model could not run the example batch with input shapes {shapes}: {exc}",
+                code="dataset_shape_mismatch",
+            ) from exc
+        for k, (pre_slot, post_slot) in enumerate(slots):
+            pre = feeds[pre_slot.feed] if pre_slot.feed is not None else arrays[pre_slot.index or 0]
+            post = feeds[post_slot.feed] if post_slot.feed is not None else arrays[post_slot.index or 0]
+            fits = np.issubdtype(pre.dtype, np.floating) and pre.ndim >= 1 and pre.shape == post.shape
+            per_sample[k].add(tuple(int(d) for d in pre.shape[1:]) if fits and pre.shape[0] == rows else None)
     kept = []
-    for candidate, name, (pre_slot, post_slot) in zip(candidates, names, slots, strict=True):
-        pre = feeds[pre_slot.feed] if pre_slot.feed is not None else arrays[pre_slot.index or 0]
-        post = feeds[post_slot.feed] if post_slot.feed is not None else arrays[post_slot.index or 0]
-        if (
-            np.issubdtype(pre.dtype, np.floating)
-            and pre.ndim >= 1
-            and pre.shape == post.shape
-            and pre.shape[0] == size
-        ):
-            kept.append((candidate, name, tuple(int(d) for d in pre.shape[1:])))
+    for candidate, name, seen in zip(candidates, names, per_sample, strict=True):
+        shape = seen.pop() if len(seen) == 1 else None
+        if shape is not None:
+            kept.append((candidate, name, shape))
     return kept
 
 
@@ -302,14 +308,13 @@ def load_onnx(
     device: str,
     layer_names: Sequence[str] | None,
     example: Mapping[str, np.ndarray],
-    proto: onnx.ModelProto | None = None,
 ) -> OnnxCaptureModel:
     """Open an ONNX model and discover its activation layers on ``example`` (``[B, ...]`` per input).
 
     Raises ``AnalysisError`` with ``model_invalid``, ``dataset_shape_mismatch``,
     ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
     """
-    proto = proto if proto is not None else load_proto(path)
+    proto = load_proto(path)
     inputs = onnx_inputs(proto)
     placement = ort_placement(device, list(_ort().get_available_providers()))
     size = batch_size(example, inputs)
@@ -326,8 +331,7 @@ def load_onnx(
     names = _layer_names(proto, candidates)
     discovery_outputs, _ = _plan(proto, candidates, {spec.name for spec in inputs})
     runner = _OrtRunner(_session_bytes(proto, discovery_outputs), placement, inputs)
-    feeds = runner.feeds(example)
-    kept = _discover(proto, candidates, runner, feeds, size, names)
+    kept = _discover(proto, candidates, runner, example, size, names)
     if not kept:
         raise AnalysisError(
             f"expected at least one activation with per-sample float values in {path.name}; "
@@ -352,7 +356,7 @@ def load_onnx(
         ActivationLayer(name, candidate.op_type, shape, candidate.default_breakpoints)
         for candidate, name, shape in kept
     ]
-    sample_shapes = {name: tuple(int(d) for d in array.shape[1:]) for name, array in feeds.items()}
+    sample_shapes = {spec.name: tuple(int(d) for d in example[spec.name].shape[1:]) for spec in inputs}
     return OnnxCaptureModel(
         path=path,
         placement=placement,

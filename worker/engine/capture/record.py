@@ -1,4 +1,4 @@
-"""The ``neuronscope::record`` op: TorchScript graphs call it to hand a tensor to Python.
+"""The ``neuronscope_capture::record`` op: TorchScript graphs call it to hand a tensor to Python.
 
 ``record(Tensor x, int model, int slot, bool copy) -> ()`` appends ``x`` (a copy when ``copy``) to
 slot ``slot`` of the ``Recorder`` registered under ``model``. Its alias analysis is conservative,
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-OP_NAME = "neuronscope::record"
+OP_NAME = "neuronscope_capture::record"
 
 _lock = threading.Lock()
 _library: Any = None
@@ -43,13 +43,13 @@ def _record(x: torch.Tensor, model: int, slot: int, copy: bool) -> None:
 
 
 def register_op() -> None:
-    """Define ``neuronscope::record`` once per process."""
+    """Define ``neuronscope_capture::record`` once per process."""
     global _library
     with _lock:
         if _library is not None:
             return
         library_type: Any = torch.library.Library
-        library = library_type("neuronscope", "DEF")
+        library = library_type("neuronscope_capture", "DEF")
         library.define(
             "record(Tensor x, int model, int slot, bool copy) -> ()", alias_analysis="CONSERVATIVE"
         )

@@ -1,5 +1,5 @@
 """Find the activation nodes of a TorchScript module's inlined forward graph and rewrite the graph
-so that each one's input and output go through ``neuronscope::record``."""
+so that each one's input and output go through ``neuronscope_capture::record``."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def find_activations(graph: torch._C.Graph) -> list[TsCandidate]:
     return found
 
 
-def layer_names(candidates: list[TsCandidate]) -> list[str]:
+def candidate_names(candidates: list[TsCandidate]) -> list[str]:
     """``"<module path>:<op>"`` (``"net.4.act:relu"``), ``#k`` appended when that is not unique;
     ``"aten::<op>#k"`` for activations outside any submodule (k counting from 0 in order)."""
     bases = [f"{c.path}:{c.op}" if c.path else f"aten::{c.op}" for c in candidates]

@@ -12,15 +12,15 @@ import numpy as np
 import torch
 
 from worker.engine.capture.base import ActivationLayer, CaptureResult, InputSpec
-from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes
+from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes, doubled
 from worker.engine.capture.device import torch_device
 from worker.engine.capture.record import Recorder
 from worker.engine.capture.torchscript_graph import (
+    candidate_names,
     copy_flags,
     find_activations,
     inlined_graph,
     insert_records,
-    layer_names,
 )
 from worker.engine.errors import AnalysisError
 
@@ -59,7 +59,8 @@ def script_inputs(module: torch.jit.ScriptModule) -> list[InputSpec]:
     """Inputs from ``forward``'s schema: the arguments after ``self`` that have no default.
 
     Shapes are unknown (``()``); the dtype is the traced one when the graph records it, else
-    ``"float32"``.
+    ``"float32"``. Raises ``AnalysisError(code="model_unsupported")`` for a required argument that
+    is not a tensor.
     """
     forward: Any = module.forward
     graph_inputs = list(forward.graph.inputs())[1:]
@@ -67,6 +68,12 @@ def script_inputs(module: torch.jit.ScriptModule) -> list[InputSpec]:
     for argument, value in zip(_arguments(module), graph_inputs, strict=False):
         if argument.has_default_value():
             continue
+        if not argument.type.isSubtypeOf(torch._C.TensorType.get()):
+            raise AnalysisError(
+                f"expected forward's arguments without defaults to be tensors, got {argument.name}: "
+                f"{argument.type}",
+                code="model_unsupported",
+            )
         scalar = value.type().scalarType() if isinstance(value.type(), torch._C.TensorType) else None
         specs.append(InputSpec(argument.name, (), _DTYPES.get(scalar or "Float", "float32")))
     return specs
@@ -96,9 +103,9 @@ class _Plan:
     recorder: Recorder
 
 
-def _build(module: torch.jit.ScriptModule, indices: Sequence[int]) -> _Plan:
-    """Compile ``forward`` with records around the candidates at ``indices`` (in graph order)."""
-    flags = copy_flags(inlined_graph(module))
+def _build(module: torch.jit.ScriptModule, indices: Sequence[int], flags: list[tuple[bool, bool]]) -> _Plan:
+    """Compile ``forward`` with records around the candidates at ``indices`` (in graph order);
+    ``flags`` holds every candidate's ``copy_flags``."""
     graph = inlined_graph(module)
     candidates = find_activations(graph)
     recorder = Recorder(2 * len(indices))
@@ -196,45 +203,58 @@ def _flatten(recorded: list[torch.Tensor], size: int) -> torch.Tensor:
     return flat.to(torch.float32)
 
 
+def _per_sample_shape(pre: list[torch.Tensor], post: list[torch.Tensor], size: int) -> tuple[int, ...] | None:
+    """The per-sample shape of one layer's recorded float ``[size, ...]`` tensors, else None."""
+    seen = {tuple(t.shape) for t in [*pre, *post]}
+    if not pre or len(pre) != len(post) or len(seen) != 1:
+        return None
+    shape = seen.pop()
+    if not all(t.is_floating_point() for t in pre) or not shape or shape[0] != size:
+        return None
+    return tuple(int(d) for d in shape[1:])
+
+
 def _discover(
-    runner: _Runner, example: Batch, size: int
+    runner: _Runner, example: Batch, size: int, flags: list[tuple[bool, bool]]
 ) -> tuple[list[int], list[ActivationLayer], list[int]]:
-    """Run the example with every candidate recorded; keep the activations that ran, on float
-    ``[B, ...]`` tensors with the same shape before and after. Returns the kept candidates' graph
-    indices, their layers and how many times each ran per call (more than once inside a loop)."""
+    """Run the example, and the example twice over, with every candidate recorded; keep the
+    activations that ran on float ``[B, ...]`` tensors with the same shape before and after, as
+    many times in both runs. Returns the kept candidates' graph indices, their layers and how many
+    times each ran per call (more than once inside a loop)."""
     candidates = find_activations(inlined_graph(runner.module))
-    names = layer_names(candidates)
-    plan = _build(runner.module, range(len(candidates)))
-    try:
-        _, values = runner.recorded(plan, example)
-    except Exception as exc:
-        shapes = {spec.name: list(example[spec.name].shape) for spec in runner.inputs}
-        raise AnalysisError(
-            f"the model could not run the example batch with input shapes {shapes}: {exc}",
-            code="dataset_shape_mismatch",
-        ) from exc
+    names = candidate_names(candidates)
+    plan = _build(runner.module, range(len(candidates)), flags)
+    runs: list[tuple[list[list[torch.Tensor]], int]] = []
+    for batch, rows in ((example, size), (doubled(example, runner.inputs), 2 * size)):
+        try:
+            _, values = runner.recorded(plan, batch)
+        except Exception as exc:
+            shapes = {spec.name: list(batch[spec.name].shape) for spec in runner.inputs}
+            raise AnalysisError(
+                f"the model could not run the example batch with input shapes {shapes}: {exc}",
+                code="dataset_shape_mismatch",
+            ) from exc
+        runs.append((values, rows))
     indices: list[int] = []
     layers: list[ActivationLayer] = []
     fires: list[int] = []
     for k, (candidate, name) in enumerate(zip(candidates, names, strict=True)):
-        pre, post = values[2 * k], values[2 * k + 1]
-        seen = {tuple(t.shape) for t in [*pre, *post]}
-        if not pre or len(pre) != len(post) or len(seen) != 1:
+        per_run = {_per_sample_shape(values[2 * k], values[2 * k + 1], rows) for values, rows in runs}
+        counts = {len(values[2 * k]) for values, _ in runs}
+        per_sample = per_run.pop() if len(per_run) == 1 and len(counts) == 1 else None
+        if per_sample is None:
             continue
-        shape = next(iter(seen))
-        if not all(t.is_floating_point() for t in pre) or not shape or shape[0] != size:
-            continue
-        per_sample = tuple(int(d) for d in shape[1:])
+        count = counts.pop()
         indices.append(k)
         layers.append(
             ActivationLayer(
                 name,
                 candidate.op_type,
-                per_sample if len(pre) == 1 else (len(pre), *per_sample),
+                per_sample if count == 1 else (count, *per_sample),
                 candidate.default_breakpoints,
             )
         )
-        fires.append(len(pre))
+        fires.append(count)
     return indices, layers, fires
 
 
@@ -256,17 +276,18 @@ def load_torchscript(
     declared = script_inputs(module)
     size = batch_size(example, declared)
     floating = [p for p in module.parameters() if p.is_floating_point()]
+    float_dtype = floating[0].dtype if floating else torch.float32
+    inputs = []
+    for spec in declared:
+        dtype = np.asarray(example[spec.name]).dtype
+        fed = str(float_dtype).removeprefix("torch.") if np.issubdtype(dtype, np.floating) else dtype.name
+        inputs.append(InputSpec(spec.name, (None, *example[spec.name].shape[1:]), fed))
     runner = _Runner(
         module=module,
-        inputs=[
-            InputSpec(
-                spec.name, (None, *example[spec.name].shape[1:]), np.asarray(example[spec.name]).dtype.name
-            )
-            for spec in declared
-        ],
+        inputs=inputs,
         defaults=[a.default_value for a in _arguments(module) if a.has_default_value()],
         device=target,
-        float_dtype=floating[0].dtype if floating else torch.float32,
+        float_dtype=float_dtype,
     )
     if not find_activations(inlined_graph(module)):
         raise AnalysisError(
@@ -274,7 +295,8 @@ def load_torchscript(
             "found none",
             code="no_activation_layers",
         )
-    indices, layers, fires = _discover(runner, example, size)
+    flags = copy_flags(inlined_graph(module))
+    indices, layers, fires = _discover(runner, example, size, flags)
     if not layers:
         raise AnalysisError(
             f"expected at least one activation on per-sample float tensors in {path.name}; the activations "
@@ -298,7 +320,7 @@ def load_torchscript(
         )
     return TorchScriptCaptureModel(
         runner=runner,
-        plan=_build(module, indices),
+        plan=_build(module, indices, flags),
         layers=layers,
         fires=fires,
         sample_shapes={spec.name: tuple(int(d) for d in example[spec.name].shape[1:]) for spec in declared},

@@ -22,6 +22,11 @@ def describe(tensor: torch.Tensor) -> str:
     return f"shape {list(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"
 
 
+def widths(patterns: Sequence[torch.Tensor]) -> list[int]:
+    """Last-dimension sizes, -1 for a 0-d tensor: the neuron counts a batch of patterns claims."""
+    return [int(t.shape[-1]) if t.ndim else -1 for t in patterns]
+
+
 def check_patterns(
     patterns: Sequence[torch.Tensor], neurons: Sequence[int], *, what: str = "patterns"
 ) -> int:

@@ -262,6 +262,10 @@ def equal_count_matrix(
         0 <= row_start <= stop <= store.n_samples,
         f"rows: expected 0 <= row_start <= row_stop <= {store.n_samples}, got {row_start}..{stop}",
     )
+    require(
+        layer is None or 0 <= layer < store.num_layers,
+        f"layer: expected None or an index in [0, {store.num_layers}), got {layer}",
+    )
     target = torch.device(device) if device is not None else store.device
     layers = range(store.num_layers) if layer is None else [layer]
     total = torch.zeros(stop - row_start, store.n_samples, dtype=torch.int64, device=target)
@@ -450,9 +454,14 @@ def _listed_layer_counts(
 
 
 def _popcount_words(words: torch.Tensor) -> torch.Tensor:
-    """``[P]`` int64 set bits per row of ``[P, K]`` int64 words (SWAR bit counting per byte, then
-    a byte sum). The arithmetic shifts of negative words only touch bits that the masks drop."""
-    x = words - ((words >> 1) & 0x5555555555555555)
-    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
-    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
-    return x.view(torch.uint8).sum(1, dtype=torch.int64)
+    """``[P]`` int64 set bits per row of ``[P, K]`` int64 words (SWAR: bit counts per byte, then
+    bytes folded together). Arithmetic shifts of negative words only touch bits the masks drop;
+    once bytes hold counts the words are non-negative, and nothing overflows."""
+    shifted = (words >> 1).bitwise_and_(0x5555555555555555)
+    x = words - shifted
+    torch.bitwise_right_shift(x, 2, out=shifted).bitwise_and_(0x3333333333333333)
+    x.bitwise_and_(0x3333333333333333).add_(shifted)
+    x.add_(torch.bitwise_right_shift(x, 4, out=shifted)).bitwise_and_(0x0F0F0F0F0F0F0F0F)
+    for bits in (8, 16, 32):
+        x.add_(torch.bitwise_right_shift(x, bits, out=shifted))
+    return x.bitwise_and_(0x7F).sum(1)

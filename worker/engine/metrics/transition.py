@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from worker.engine.metrics._checks import check_patterns, describe, require
+from worker.engine.metrics._checks import check_patterns, describe, require, widths
 
 
 def interpolation_points(
@@ -83,7 +83,7 @@ class TransitionCounter:
 
     def update(self, patterns: Sequence[torch.Tensor]) -> None:
         """Feed the next ``b`` points: per layer ``[b, M_l]`` uint8 region indices."""
-        neurons = [t.shape[1] for t in self._last] or [t.shape[-1] for t in patterns]
+        neurons = widths(self._last) or widths(patterns)
         if not check_patterns(patterns, neurons):
             return
         changes = _step_changes(patterns)
@@ -119,12 +119,12 @@ def path_transitions(patterns: Sequence[torch.Tensor], points: int) -> tuple[tor
         >>> path_transitions([torch.tensor([[0], [1], [1], [0], [0], [0]], dtype=torch.uint8)], 3)
         (tensor([1, 0]), tensor([1, 0]))
     """
-    batch = check_patterns(patterns, [t.shape[-1] for t in patterns])
+    batch = check_patterns(patterns, widths(patterns))
     require(
         points >= 2 and batch % points == 0,
         f"expected points >= 2 dividing the {batch} rows, got points={points}",
     )
-    changes = _step_changes([layer.reshape(batch // points, points, -1) for layer in patterns])
+    changes = _step_changes([layer.reshape(batch // points, points, layer.shape[1]) for layer in patterns])
     return (changes > 0).sum(1), changes.sum(1)
 
 

@@ -25,7 +25,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 
-from worker.engine.capture.loader import open_model  # noqa: E402
+from worker.engine.capture.loader import open_model
 
 
 def mlp() -> tuple[nn.Module, torch.Tensor]:
@@ -97,8 +97,9 @@ def main() -> None:
                     [lambda m=model, b=batch: m.infer(b), lambda m=model, b=batch: m.capture(b)], clock
                 )
                 print(
-                    f"{label:10s} {model.format:11s} threads={threads or 'default'} layers={len(model.layers)} "
-                    f"infer={plain * 1e3:7.2f} ms capture={capture * 1e3:7.2f} ms ratio={capture / plain:.2f}"
+                    f"{label:10s} {model.format:11s} threads={threads or 'default'} "
+                    f"layers={len(model.layers)} infer={plain * 1e3:7.2f} ms "
+                    f"capture={capture * 1e3:7.2f} ms ratio={capture / plain:.2f}"
                 )
 
 

@@ -280,3 +280,34 @@ def test_inputs_are_cast_to_the_declared_dtype(tmp_path: Path, x: torch.Tensor) 
     assert close(result.pre[0], pre[0])
     assert model.runtime.startswith("onnxruntime ") and model.runtime.endswith("CPUExecutionProvider")
     assert model.device == torch.device("cpu") and model.format == "onnx"
+
+
+def test_nameless_nodes_are_named_after_their_outputs(tmp_path: Path, x: torch.Tensor) -> None:
+    net = nn.Sequential(nn.Linear(WIDTH, 4), nn.ReLU(), nn.Linear(4, 4), nn.SiLU()).eval()
+    path = export_onnx(net, [x[:2]], tmp_path / "net.onnx", opset=13)
+    graph = onnx.load(str(path))
+    for node in graph.graph.node:
+        node.name = ""
+    onnx.save(graph, str(path))
+
+    model = open_model(path, device="cpu", example=np_batch(x=x[:2]))
+
+    relu, mul = (n for n in graph.graph.node if n.op_type in ("Relu", "Mul"))
+    assert [layer.name for layer in model.layers] == [relu.output[0], mul.output[0]]
+
+
+def test_weights_stored_as_external_data(tmp_path: Path, x: torch.Tensor) -> None:
+    net = nn.Sequential(nn.Linear(WIDTH, 4), nn.LeakyReLU(0.2)).eval()
+    path = export_onnx(net, [x[:2]], tmp_path / "inline.onnx", opset=13)
+    external = tmp_path / "external" / "model.onnx"
+    external.parent.mkdir()
+    onnx.save(
+        onnx.load(str(path)), str(external), save_as_external_data=True, size_threshold=0, location="w.bin"
+    )
+
+    model = open_model(external, device="cpu", example=np_batch(x=x[:2]))
+
+    _, pre, post = reference(net, [x])
+    result = model.capture(np_batch(x=x))
+    assert close(result.pre[0], pre[0]) and close(result.post[0], post[0])
+    assert close(model.infer(np_batch(x=x)), post[0])

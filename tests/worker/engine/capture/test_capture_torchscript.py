@@ -43,7 +43,7 @@ class _Branchy(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc(x)
-        if self.use_relu:
+        if self.use_relu:  # noqa: SIM108 (an if block in the scripted graph is the point)
             h = F.relu(h)
         else:
             h = torch.tanh(h)
@@ -213,3 +213,24 @@ def test_torch_tensor_batches(x: torch.Tensor, tmp_path: Path) -> None:
 
     _, pre, post = reference(net, [x])
     assert close(result.pre[0], pre[0]) and close(result.post[0], post[0])
+
+
+class _Gated(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(WIDTH, 2)
+        self.gate = nn.Parameter(torch.tensor([0.5, -1.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc(x)) * torch.sigmoid(self.gate)
+
+
+def test_activation_of_weights_is_not_a_layer_even_when_its_size_is_the_batch(
+    x: torch.Tensor, tmp_path: Path
+) -> None:
+    model = open_model(
+        save_script(_Gated().eval(), None, tmp_path / "net.pt"), device="cpu", example=np_batch(x=x[:2])
+    )
+
+    assert [layer.name for layer in model.layers] == ["aten::relu#0"]
+    assert model.capture(np_batch(x=x)).pre[0].shape == (7, 2)
