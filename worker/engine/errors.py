@@ -10,7 +10,8 @@ class AnalysisError(NeuronscopeError):
 
     Codes in use: ``model_invalid``, ``model_unsupported``, ``no_activation_layers``,
     ``unknown_layer``, ``dataset_invalid``, ``dataset_shape_mismatch``, ``labels_invalid``,
-    ``pairs_invalid``, ``device_unavailable``, ``cancelled``.
+    ``pairs_invalid``, ``device_unavailable``, ``cancelled``, and ``analysis_error`` for an internal
+    contract broken between engine parts (a bug, not an input problem).
     """
 
     code = "analysis_error"
