@@ -242,7 +242,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         _usage(f"the analysis engine is not installed here (pip install 'neuronscope[engine]'): {exc}")
     bar = ProgressBar(enabled=not args.quiet)
     try:
-        report = analyze(args.model, args.dataset, config, progress=bar.update)
+        report = analyze(args.model, args.dataset, config, progress=bar.update, trusted_model=True)
     except AnalysisError as exc:
         bar.close()
         code = EXIT_CANCELLED if exc.code == "cancelled" else EXIT_ANALYSIS_FAILED

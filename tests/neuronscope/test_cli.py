@@ -55,7 +55,10 @@ def engine(monkeypatch: pytest.MonkeyPatch, sample_report: Report) -> dict[str, 
 
     state: dict[str, Any] = {"result": sample_report, "calls": []}
 
-    def fake_analyze(model: Path, dataset: Path, config: AnalysisConfig, *, progress: Any = None) -> Report:
+    def fake_analyze(
+        model: Path, dataset: Path, config: AnalysisConfig, *, progress: Any = None, trusted_model: bool = False
+    ) -> Report:
+        assert trusted_model, "the local CLI analyses the user's own files: external ONNX data is allowed"
         state["calls"].append((model, dataset, config))
         if progress is not None:
             progress("capture", 0.5)

@@ -20,7 +20,7 @@ import torch
 from neuronscope.contracts.config import DEFAULT_BREAKPOINTS, AnalysisConfig, PairSample
 from neuronscope.contracts.report import Report
 from neuronscope.errors import InvalidInput
-from neuronscope.validation import load_dataset
+from neuronscope.validation import check_model_file, load_dataset
 from worker.engine.capture.base import ActivationLayer, CaptureModel, CaptureResult
 from worker.engine.capture.loader import model_inputs, open_model
 from worker.engine.errors import AnalysisError
@@ -68,8 +68,13 @@ def analyze(
     config: AnalysisConfig,
     *,
     progress: ProgressCallback | None = None,
+    trusted_model: bool = False,
 ) -> Report:
     """Run the whole analysis of ``model_path`` (ONNX or TorchScript) on ``dataset_path`` (.npz/.npy).
+
+    Both files are checked as untrusted uploads first (``neuronscope.validation``). With
+    ``trusted_model`` (a local file the caller vouches for, as in the CLI) the model check is
+    skipped and ONNX weights stored as external data are read from the model's directory.
 
     Raises:
         AnalysisError: the inputs cannot be analysed as given; ``code`` says why.
@@ -77,12 +82,13 @@ def analyze(
     report_progress: ProgressCallback = progress or (lambda stage, fraction: None)
     clock = _Clock()
     report_progress("load", 0.0)
-    bound, dataset_labels = _load_inputs(model_path, dataset_path)
+    bound, dataset_labels = _load_inputs(model_path, dataset_path, check_model=not trusted_model)
     model = open_model(
         model_path,
         device=config.device,
         layer_names=config.layers,
         example=bound.batch(0, min(2, bound.samples)),
+        trusted=trusted_model,
     )
     plans = plan_layers(model, config)
     report_progress("load", 1.0)
@@ -131,8 +137,13 @@ def analyze(
     )
 
 
-def _load_inputs(model_path: Path, dataset_path: Path) -> tuple[BoundInputs, np.ndarray | None]:
+def _load_inputs(
+    model_path: Path, dataset_path: Path, *, check_model: bool
+) -> tuple[BoundInputs, np.ndarray | None]:
+    """Check the files as untrusted uploads (external data, custom ops, zip bombs), then load."""
     try:
+        if check_model:
+            check_model_file(model_path)
         data = load_dataset(dataset_path)
     except InvalidInput as error:
         raise AnalysisError(error.message, code=error.code) from None
@@ -263,10 +274,27 @@ def transition_density(
     labels: torch.Tensor,
     progress: ProgressCallback,
 ) -> TransitionResult:
-    """TD and neuron changes for each of ``[P, 2]`` pairs, streaming ``points`` points per pair.
+    """TD and neuron changes for each of ``[P, 2]`` pairs (:func:`transition_counts`), with each
+    pair's label kind, PS and prediction distance."""
+    assert config.transition_density is not None
+    td, changes = transition_counts(model, bound, plans, pairs, config, progress)
+    return transition_result(pairs, config.transition_density.points, td, changes, capture, labels)
 
-    Whole paths share a model batch when ``points <= batch_size``; longer paths go through in
-    chunks with a :class:`TransitionCounter`. Memory never grows with P or with ``points``.
+
+def transition_counts(
+    model: CaptureModel,
+    bound: BoundInputs,
+    plans: Sequence[LayerPlan],
+    pairs: torch.Tensor,
+    config: AnalysisConfig,
+    progress: ProgressCallback,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[P]`` int64 TD and ``[P]`` int64 neuron changes of ``[P, 2]`` pairs, streaming ``points``
+    points per pair.
+
+    Whole paths share a model batch when ``points <= batch_size`` (``batch_size // points`` paths
+    per batch, in order); longer paths go through in chunks with a :class:`TransitionCounter`.
+    Memory never grows with P or with ``points``.
     """
     assert config.transition_density is not None
     points = config.transition_density.points
@@ -300,6 +328,18 @@ def transition_density(
                 counter.update(patterns_of(model.capture(batch), plans, config.space))
             td[index], changes[index] = counter.transitions, counter.neuron_changes
             progress("transition_density", (index + 1) / total)
+    return td, changes
+
+
+def transition_result(
+    pairs: torch.Tensor,
+    points: int,
+    td: torch.Tensor,
+    changes: torch.Tensor,
+    capture: DatasetCapture,
+    labels: torch.Tensor,
+) -> TransitionResult:
+    """TD and neuron changes of ``[P, 2]`` pairs with each pair's label kind, PS and distance."""
     same = labels[pairs[:, 0]] == labels[pairs[:, 1]]
     ps = pair_counts(capture.store, pairs).sum(0).double().cpu() / capture.store.total_neurons
     distance = pair_distances(capture.outputs, pairs.to(capture.outputs.device)).cpu()
@@ -339,5 +379,7 @@ __all__ = [
     "capture_dataset",
     "plan_layers",
     "predicted_labels",
+    "transition_counts",
     "transition_density",
+    "transition_result",
 ]

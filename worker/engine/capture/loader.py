@@ -74,7 +74,7 @@ def model_inputs(path: Path) -> list[InputSpec]:
     if detect_format(path) == "onnx":
         from worker.engine.capture.onnx_model import load_proto, onnx_inputs
 
-        return onnx_inputs(load_proto(path))
+        return onnx_inputs(load_proto(path, external_data="ignore"))
     import torch
 
     from worker.engine.capture.torchscript_model import load_script, script_inputs
@@ -88,11 +88,14 @@ def open_model(
     device: str = "auto",
     layer_names: Sequence[str] | None = None,
     example: Mapping[str, np.ndarray],
+    trusted: bool = False,
 ) -> CaptureModel:
     """Load ``path`` (ONNX or TorchScript, told apart by content) on ``device`` and discover its
     activation layers by running ``example`` (arrays ``[B, ...]``, B of 1 or 2, keyed by input name).
 
-    ``layer_names`` restricts the layers analysed; ``None`` keeps every activation found. Raises
+    ``layer_names`` restricts the layers analysed; ``None`` keeps every activation found.
+    ``trusted`` loads ONNX weights stored as external data from the model's directory; otherwise
+    such a model is refused with ``model_external_data``. Raises
     ``AnalysisError`` with ``model_invalid``, ``model_unsupported``, ``dataset_shape_mismatch``,
     ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
     """
@@ -100,7 +103,13 @@ def open_model(
     if detect_format(path) == "onnx":
         from worker.engine.capture.onnx_model import load_onnx
 
-        return load_onnx(path, device=device, layer_names=names, example=example)
+        return load_onnx(
+            path,
+            device=device,
+            layer_names=names,
+            example=example,
+            external_data="load" if trusted else "reject",
+        )
     from worker.engine.capture.torchscript_model import load_torchscript
 
     return load_torchscript(path, device=device, layer_names=names, example=example)

@@ -33,8 +33,16 @@ def _ort() -> Any:
     return onnxruntime
 
 
-def load_proto(path: Path) -> onnx.ModelProto:
-    """Parse ``path`` as an ONNX model; ``AnalysisError(code="model_invalid")`` when it is not one."""
+ExternalData = Literal["reject", "load", "ignore"]
+
+
+def load_proto(path: Path, *, external_data: ExternalData = "reject") -> onnx.ModelProto:
+    """Parse ``path`` as an ONNX model; ``AnalysisError(code="model_invalid")`` when it is not one.
+
+    Tensors stored as external data are refused (``model_external_data``) unless ``external_data``
+    is ``"load"`` (read from the model's directory: only for a model the caller trusts, such as a
+    local file given to the CLI) or ``"ignore"`` (left unloaded, for reading the inputs alone).
+    """
     try:
         proto = onnx.load_model_from_string(path.read_bytes())
     except Exception as exc:
@@ -49,9 +57,11 @@ def load_proto(path: Path) -> onnx.ModelProto:
             f"{len(proto.graph.output)} outputs",
             code="model_invalid",
         )
-    if proto.graph.initializer and any(
+    if external_data == "ignore" or not any(
         i.data_location == onnx.TensorProto.EXTERNAL for i in proto.graph.initializer
     ):
+        return proto
+    if external_data == "load":
         try:
             onnx.load_external_data_for_model(proto, str(path.parent))
         except Exception as exc:
@@ -59,6 +69,12 @@ def load_proto(path: Path) -> onnx.ModelProto:
                 f"expected the external weight files of {path.name} next to it, could not read them: {exc}",
                 code="model_invalid",
             ) from exc
+    else:
+        raise AnalysisError(
+            f"expected every weight of {path.name} inside the model file, got tensors stored as external "
+            "data (a model file must not make the engine open other paths)",
+            code="model_external_data",
+        )
     return proto
 
 
@@ -308,13 +324,14 @@ def load_onnx(
     device: str,
     layer_names: Sequence[str] | None,
     example: Mapping[str, np.ndarray],
+    external_data: ExternalData = "reject",
 ) -> OnnxCaptureModel:
     """Open an ONNX model and discover its activation layers on ``example`` (``[B, ...]`` per input).
 
     Raises ``AnalysisError`` with ``model_invalid``, ``dataset_shape_mismatch``,
     ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
     """
-    proto = load_proto(path)
+    proto = load_proto(path, external_data=external_data)
     inputs = onnx_inputs(proto)
     placement = ort_placement(device, list(_ort().get_available_providers()))
     size = batch_size(example, inputs)

@@ -125,6 +125,7 @@ def export_onnx(
                 opset_version=opset,
                 input_names=list(names),
                 dynamic_shapes=tuple({0: batch} for _ in inputs) if dynamic_batch else None,
+                external_data=False,
                 verbose=False,
             )
         else:

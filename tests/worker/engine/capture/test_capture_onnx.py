@@ -305,7 +305,11 @@ def test_weights_stored_as_external_data(tmp_path: Path, x: torch.Tensor) -> Non
         onnx.load(str(path)), str(external), save_as_external_data=True, size_threshold=0, location="w.bin"
     )
 
-    model = open_model(external, device="cpu", example=np_batch(x=x[:2]))
+    with pytest.raises(AnalysisError) as refused:
+        open_model(external, device="cpu", example=np_batch(x=x[:2]))
+    assert refused.value.code == "model_external_data"
+
+    model = open_model(external, device="cpu", example=np_batch(x=x[:2]), trusted=True)
 
     _, pre, post = reference(net, [x])
     result = model.capture(np_batch(x=x))
