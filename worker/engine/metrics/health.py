@@ -12,14 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
 import torch
 
 from worker.engine.metrics._checks import check_patterns, describe, require
 
 #: Above this many regions, per-region counts go through one scatter instead of a pass per region.
 _LOOP_REGIONS = 16
-#: Values upcast to float64 at a time when accumulating moments.
-_MOMENT_PIECE = 2**22
 
 
 @dataclass(frozen=True)
@@ -139,6 +138,9 @@ class HealthAccumulator:
 def _count_regions(counts: torch.Tensor, regions: torch.Tensor) -> None:
     """Add ``[b, M]`` region indices into ``[R, M]`` counts; row 0 is left to be derived."""
     n_regions, width = counts.shape
+    if n_regions == 2:
+        counts[1] += regions.sum(0, dtype=torch.int32)
+        return
     if n_regions <= _LOOP_REGIONS:
         for region in range(1, n_regions):
             counts[region] += (regions == region).sum(0, dtype=torch.int32)
@@ -153,20 +155,31 @@ class _Moments:
 
     def __init__(self, device: torch.device) -> None:
         self.count = 0
-        self._mean = torch.zeros((), dtype=torch.float64, device=device)
-        self._m2 = torch.zeros((), dtype=torch.float64, device=device)
+        self._mean = 0.0
+        self._m2 = 0.0
 
     def add(self, values: torch.Tensor) -> None:
-        flat = values.detach().flatten()
-        for start in range(0, flat.numel(), _MOMENT_PIECE):
-            exact = flat[start : start + _MOMENT_PIECE].to(device=self._mean.device, dtype=torch.float64)
-            piece_mean = exact.mean()
-            piece_m2 = (exact - piece_mean).square().sum()
-            total = self.count + exact.numel()
-            delta = piece_mean - self._mean
-            self._mean = self._mean + delta * (exact.numel() / total)
-            self._m2 = self._m2 + piece_m2 + delta.square() * (self.count * exact.numel() / total)
-            self.count = total
+        """Merge a batch of values (any shape): its exact float64 sum and sum of squares (a float32
+        square is exact in float64), then Chan et al.'s merge. On the CPU numpy accumulates in
+        float64 chunk by chunk, so no float64 copy of the batch is made."""
+        piece = values.numel()
+        if not piece:
+            return
+        flat = values.detach().reshape(-1)
+        if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
+            array = flat.contiguous().numpy()
+            total_sum = float(array.sum(dtype=np.float64))
+            total_squares = float(np.einsum("i,i->", array, array, dtype=np.float64))
+        else:
+            exact = flat.to(torch.float64)
+            total_sum, total_squares = float(exact.sum()), float(torch.dot(exact, exact))
+        piece_mean = total_sum / piece
+        piece_m2 = max(total_squares - total_sum * piece_mean, 0.0)
+        total = self.count + piece
+        delta = piece_mean - self._mean
+        self._mean += delta * (piece / total)
+        self._m2 += piece_m2 + delta * delta * (self.count * piece / total)
+        self.count = total
 
     def mean(self) -> float:
         return float(self._mean) if self.count else math.nan

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from worker.engine.metrics._checks import check_patterns, describe, require
@@ -68,9 +69,11 @@ def _bounds_for(values: torch.Tensor, breakpoints: torch.Tensor) -> torch.Tensor
 
 
 def _count_below(values: torch.Tensor, bounds: list[float]) -> torch.Tensor:
-    regions = (values > bounds[0]).to(torch.uint8)
-    for bound in bounds[1:]:
-        regions.add_(values > bound)
+    regions = torch.gt(values, bounds[0]).view(torch.uint8)
+    if len(bounds) > 1:
+        regions = regions.clone()
+        for bound in bounds[1:]:
+            regions.add_(torch.gt(values, bound).view(torch.uint8))
     return regions
 
 
@@ -83,6 +86,9 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
         tensor([[13,  1]], dtype=torch.uint8)
     """
     rows, width = bits.shape
+    if bits.device.type == "cpu":
+        packed = np.packbits(bits.contiguous().numpy(), axis=1, bitorder="little")
+        return torch.from_numpy(packed)
     padded = torch.nn.functional.pad(bits, (0, -width % 8)) if width % 8 else bits
     shifts = torch.tensor(_SHIFTS, dtype=torch.uint8, device=bits.device)
     return (padded.reshape(rows, (width + 7) // 8, 8) << shifts).sum(-1, dtype=torch.uint8)
