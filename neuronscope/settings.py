@@ -6,17 +6,86 @@ Every variable is documented in ``docs/configuration.md``; keep the two in step.
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: The Celery task that runs one analysis job. The API queues it by name, never by import.
 ANALYSIS_TASK = "analysis.run"
 
 _MIB = 1024 * 1024
+
+#: The tenant every request belongs to when no API keys are configured.
+DEFAULT_TENANT = "default"
+
+#: What an API key may contain (RFC 6750's token68, so it fits ``Authorization: Bearer KEY``).
+_API_KEY = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
+_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+API_KEY_MIN_CHARS = 16
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError("api_keys: the same key appears twice")
+        seen[key] = value
+    return seen
+
+
+def parse_api_keys(value: Any) -> dict[str, str]:
+    """``{"key": "tenant"}`` from a JSON object or ``key:tenant,key2:tenant2``; checked, never echoed.
+
+    Error messages name the entry by position, never by its key.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return {}
+        if text.startswith("{"):
+            try:
+                value = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+            except json.JSONDecodeError:
+                raise ValueError('api_keys: expected a JSON object {"key": "tenant"}') from None
+        else:
+            pairs: list[tuple[str, Any]] = []
+            entries = [entry.strip() for entry in text.split(",") if entry.strip()]
+            for n, entry in enumerate(entries, start=1):
+                key, sep, tenant = entry.partition(":")
+                if not sep:
+                    raise ValueError(f"api_keys: entry {n}: expected KEY:TENANT, got no ':'")
+                pairs.append((key.strip(), tenant.strip()))
+            value = _no_duplicate_keys(pairs)
+    if not isinstance(value, dict):
+        raise ValueError(f"api_keys: expected a mapping of key to tenant, got {type(value).__name__}")
+    keys: dict[str, str] = {}
+    for n, (key, tenant) in enumerate(value.items(), start=1):
+        if not isinstance(key, str) or not isinstance(tenant, str):
+            raise ValueError(f"api_keys: entry {n}: expected a string key and a string tenant")
+        if len(key) < API_KEY_MIN_CHARS or not _API_KEY.match(key):
+            got = "an empty key" if not key else f"{len(key)} characters"
+            if key and not _API_KEY.match(key):
+                got += " including others (spaces, ':', ',', quotes…)"
+            raise ValueError(
+                f"api_keys: entry {n}: expected a key of at least {API_KEY_MIN_CHARS} characters from "
+                "A-Z a-z 0-9 . _ ~ + / - "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'), "
+                f"got {got}"
+            )
+        if not _TENANT.match(tenant):
+            raise ValueError(
+                f"api_keys: entry {n}: expected a tenant name of 1 to 64 characters from A-Z a-z 0-9 _ . -, "
+                f"got {tenant!r}"
+            )
+        keys[key] = tenant
+    return keys
 
 
 def _default_data_dir() -> Path:
@@ -36,6 +105,7 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         populate_by_name=True,
+        hide_input_in_errors=True,  # a bad NEURONSCOPE_API_KEYS must not print the other keys
     )
 
     redis_url: str | None = Field(
@@ -62,6 +132,14 @@ class Settings(BaseSettings):
 
     max_upload_mb: Annotated[int, Field(gt=0)] = 2048
     allow_torchscript: bool = True
+
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        repr=False,
+        description="API key → tenant. Empty: no authentication, every client is the default tenant.",
+    )
+    max_active_jobs_per_tenant: Annotated[int, Field(ge=0)] = 100
+    idempotency_ttl_s: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] = 24 * 3600
     readyz_timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -73,6 +151,11 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
         return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_keys(cls, value: Any) -> dict[str, str]:
+        return parse_api_keys(value)
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +37,21 @@ class InvalidRequest(ApiError, InvalidInput):
     code = "invalid_request"
 
 
+class Unauthorized(ApiError):
+    """No API key, or one that is not configured. The detail never repeats what was sent."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+        challenge = 'Bearer realm="neuronscope"' + (', error="invalid_token"' if invalid_token else "")
+        super().__init__(message, headers={"WWW-Authenticate": challenge})
+
+
+class IdempotencyKeyReused(InvalidRequest):
+    code = "idempotency_key_reused"
+
+
 class NotFound(ApiError):
     status_code = 404
     code = "not_found"
@@ -61,9 +77,25 @@ class JobAlreadyFinished(ApiError):
     code = "job_finished"
 
 
+class IdempotencyKeyInUse(ApiError):
+    status_code = 409
+    code = "idempotency_key_in_use"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
 class PayloadTooLarge(ApiError):
     status_code = 413
     code = "payload_too_large"
+
+
+class TooManyJobs(ApiError):
+    status_code = 429
+    code = "too_many_jobs"
+
+    def __init__(self, message: str, *, retry_after_s: int = 15) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
 class ServiceUnavailable(ApiError):
@@ -81,10 +113,13 @@ class FeatureNotAvailable(ApiError):
 
 #: Descriptions for the error statuses routes declare in ``responses=``.
 _DESCRIPTIONS = {
-    404: "Unknown id, or no report yet",
+    400: "The body is not well-formed multipart/form-data",
+    401: "No API key, or an unknown one (see WWW-Authenticate); only when API keys are configured",
+    404: "Unknown id (or another tenant's), or no report yet",
     409: "The job has already finished",
-    413: "Upload larger than the configured limit",
+    413: "Request body or upload larger than the configured limit",
     422: "Invalid request, config, model or dataset",
+    429: "Too many unfinished jobs for this tenant (see Retry-After)",
     501: "Not available in this build",
     503: "Redis or the queue is unreachable (see Retry-After), or no worker answers",
 }
@@ -102,10 +137,17 @@ def error_responses(*statuses: int, json_route: bool = True) -> dict[int | str, 
     return {status: {"description": _DESCRIPTIONS[status], "content": content} for status in statuses}
 
 
-def _body(code: str, detail: str, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:
+def error_response(
+    code: str, detail: str, status: int, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The ``{"error", "detail"}`` response (also used by the middleware, outside the handlers)."""
     return JSONResponse(
         ErrorBody(error=code, detail=detail).model_dump(), status_code=status, headers=headers
     )
+
+
+def api_error_response(exc: ApiError) -> JSONResponse:
+    return error_response(exc.code, exc.message, exc.status_code, exc.headers)
 
 
 def _status_of(exc: NeuronscopeError) -> int:
@@ -123,23 +165,48 @@ def _format_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method the app documents for ``path`` (plus HEAD where GET is), for ``Allow``."""
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "allow_table", None)
+    if table is None:
+        table = []
+        for template, operations in app.openapi()["paths"].items():
+            parts = re.split(r"\{[^}]+\}", template)
+            pattern = re.compile("[^/]+".join(re.escape(part) for part in parts))
+            table.append((pattern, {method.upper() for method in operations}))
+        app.state.allow_table = table
+    methods: set[str] = set()
+    for pattern, operations in table:
+        if pattern.fullmatch(path):
+            methods |= operations
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_neuronscope_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, NeuronscopeError)
-        return _body(exc.code, exc.message, _status_of(exc), getattr(exc, "headers", None))
+        return error_response(exc.code, exc.message, _status_of(exc), getattr(exc, "headers", None))
 
     async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return _body("invalid_request", _format_validation(exc), 422)
+        return error_response("invalid_request", _format_validation(exc), 422)
 
-    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _body(code, str(exc.detail), exc.status_code, exc.headers)
+        code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette lists only the first route that matched the path; list them all.
+            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path)) or headers.get("Allow", "")
+        return error_response(code, str(exc.detail), exc.status_code, headers)
 
     async def on_redis_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("redis unreachable: %s", exc)
-        return _body(
+        return error_response(
             "redis_unavailable",
             "the job store (Redis) is unreachable; retry later",
             503,
@@ -148,7 +215,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return _body("internal_error", "an unexpected error occurred; it has been logged", 500)
+        return error_response("internal_error", "an unexpected error occurred; it has been logged", 500)
 
     app.add_exception_handler(NeuronscopeError, on_neuronscope_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -13,20 +13,33 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import neuronscope
-from neuronscope.settings import Settings
-from service.api.deps import app_services
+from neuronscope.settings import DEFAULT_TENANT, Settings
+from service.api.deps import app_services, app_settings
 from service.api.routes import analyze, artifacts, health, jobs
 from service.errors import install_error_handlers
+from service.middleware import RequestGuard
 
 DESCRIPTION = """\
 Upload an ONNX or TorchScript model and a dataset, get a job id at once, poll the job, fetch the
 dying-neuron report. Every error body is `{"error": CODE, "detail": MESSAGE}`.
+
+When the server has API keys configured, every `/v1` route needs `Authorization: Bearer KEY`
+(401 otherwise). Each key belongs to a tenant, and a tenant sees only its own jobs, reports and
+uploads: anyone else's ids answer 404, exactly like unknown ones.
 """
+
+log = logging.getLogger("neuronscope.api")
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    app_services(app)  # fail at start-up, not on the first request, when settings are unusable
+    # Fail at start-up, not on the first request, when settings are unusable.
+    if not app_services(app).auth.enabled:
+        log.warning(
+            "no API keys configured (NEURONSCOPE_API_KEYS): every client is tenant %r; "
+            "serve only on a trusted network",
+            DEFAULT_TENANT,
+        )
     yield
     services = getattr(app.state, "services", None)
     if services is not None:
@@ -45,6 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.services = None
     install_error_handlers(app)
+    app.add_middleware(
+        RequestGuard,
+        settings=lambda: app_settings(app),
+        authenticator=lambda: app_services(app).auth,
+    )
     for module in (analyze, artifacts, jobs, health):
         app.include_router(module.router)
     logging.getLogger("neuronscope").setLevel(settings.log_level if settings else logging.INFO)

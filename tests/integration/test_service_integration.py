@@ -163,3 +163,32 @@ def test_two_jobs_at_once(stack: Stack) -> None:
     assert [r.provenance.seed for r in reports] == [1, 2]
     listed = [j["job_id"] for j in stack.client.get("/v1/jobs", params={"limit": 2}).json()["jobs"]]
     assert listed == jobs[::-1]
+
+
+def test_a_tenants_job_limit_frees_up_when_the_worker_finishes(stack: Stack) -> None:
+    """The per-tenant count is kept by neuronscope.jobs, so the real worker's updates free places."""
+    key = "integration-key-0123456789"
+    settings = stack.settings.model_copy(update={"api_keys": {key: "acme"}, "max_active_jobs_per_tenant": 1})
+    files = {"model": ("m.onnx", stack.model.read_bytes()), "dataset": ("d.npz", stack.dataset.read_bytes())}
+    data = {"config": json.dumps(SMALL)}
+    headers = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app(settings)) as client:
+        first = client.post("/v1/analyze", files=files, data=data, headers=headers)
+        assert first.status_code == 202, first.text
+        refused = client.post("/v1/analyze", files=files, data=data, headers=headers)
+        assert refused.status_code == 429 and refused.json()["error"] == "too_many_jobs", refused.text
+        assert int(refused.headers["Retry-After"]) > 0
+        job_id = first.json()["job_id"]
+        deadline = time.monotonic() + 90
+        while client.get(f"/v1/jobs/{job_id}", headers=headers).json()["status"] not in (
+            "succeeded",
+            "failed",
+        ):
+            assert time.monotonic() < deadline, stack.worker.log_text()[-4000:]
+            time.sleep(0.1)
+        assert client.get(f"/v1/jobs/{job_id}", headers=headers).json()["status"] == "succeeded"
+        again = client.post("/v1/analyze", files=files, data=data, headers=headers)
+        assert again.status_code == 202, again.text
+        # The tenant's jobs are its own: the default tenant's client does not see them.
+        assert stack.client.get(f"/v1/jobs/{job_id}").status_code == 404
+        assert client.delete(f"/v1/jobs/{again.json()['job_id']}", headers=headers).status_code in (200, 409)

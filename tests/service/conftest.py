@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
+from api_testlib import npz_bytes
 from fastapi.testclient import TestClient
 
 from neuronscope.contracts import AnalysisConfig, Report
@@ -63,13 +62,6 @@ def job_store(settings: Settings) -> Iterator[JobStore]:
 @pytest.fixture
 def storage(settings: Settings) -> FileSystemStorage:
     return FileSystemStorage(settings.data_dir)
-
-
-def npz_bytes(samples: int = 8, features: int = 16, seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    np.savez(buf, x=rng.normal(size=(samples, features)).astype(np.float32), y=rng.integers(0, 4, samples))
-    return buf.getvalue()
 
 
 @pytest.fixture

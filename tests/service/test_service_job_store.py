@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from neuronscope.jobs import ArtifactRef, InvalidCursor, JobError, JobStore, is_job_id
+from neuronscope.jobs import ArtifactRef, InvalidCursor, JobError, JobStore, TooManyActiveJobs, is_job_id
 
 MODEL = ArtifactRef(id="a" * 64, format="onnx")
 DATASET = ArtifactRef(id="b" * 64, format="npz")
@@ -115,3 +115,70 @@ def test_ttl_applies_to_records(job_store: JobStore) -> None:
     store = JobStore(job_store._r, prefix=f"{job_store._prefix}-ttl", ttl_s=100)
     job_id = new(store)
     assert 0 < store._r.ttl(store._key(job_id)) <= 100
+
+
+# -- tenants and the per-tenant count of unfinished jobs ------------------------------------------
+
+
+def test_tenants_see_only_their_own_jobs(job_store: JobStore) -> None:
+    alice = job_store.create(model=MODEL, dataset=DATASET, config="{}", tenant="alice").job_id
+    bob = job_store.create(model=MODEL, dataset=DATASET, config="{}", tenant="bob").job_id
+    assert job_store.get(alice, tenant="alice") is not None
+    assert job_store.get(alice, tenant="bob") is None
+    assert job_store.get(alice) is not None  # the worker's view: by id alone
+    assert [r.job_id for r in job_store.list(limit=10, tenant="alice")[0]] == [alice]
+    assert [r.job_id for r in job_store.list(limit=10, tenant="bob")[0]] == [bob]
+    assert job_store.list(limit=10, tenant="carol") == ([], None)
+    # Another tenant's cancel neither sees nor changes the job.
+    assert job_store.cancel(alice, tenant="bob") == (None, False)
+    assert job_store.status(alice) == "queued"
+    record, changed = job_store.cancel(alice, tenant="alice")
+    assert changed and record is not None and record.tenant == "alice"
+
+
+def test_active_count_follows_every_way_a_job_ends(job_store: JobStore) -> None:
+    def create() -> str:
+        return job_store.create(model=MODEL, dataset=DATASET, config="{}", tenant="t", max_active=10).job_id
+
+    ids = [create() for _ in range(5)]
+    assert job_store.active_count("t") == 5
+    job_store.start(ids[0], max_attempts=3)
+    assert job_store.active_count("t") == 5  # running still counts
+    job_store.finish(ids[0], "succeeded")
+    job_store.start(ids[1], max_attempts=3)
+    job_store.finish(ids[1], "failed", JobError(code="x", message="y"))
+    job_store.cancel(ids[2])
+    for _ in range(2):  # the worker died twice: the third start fails the job
+        job_store.start(ids[3], max_attempts=1)
+    assert job_store.status(ids[3]) == "failed"
+    job_store._r.delete(job_store._key(ids[4]))  # a record that expired while queued
+    assert job_store.active_count("t") == 0
+    job_store.delete(create())
+    assert job_store.active_count("t") == 0
+
+
+def test_the_limit_holds_under_concurrent_creates(job_store: JobStore) -> None:
+    barrier = threading.Barrier(12)
+    outcomes: list[str] = []
+
+    def create() -> None:
+        barrier.wait()
+        try:
+            job_store.create(model=MODEL, dataset=DATASET, config="{}", tenant="busy", max_active=4)
+            outcomes.append("created")
+        except TooManyActiveJobs as exc:
+            assert (exc.active, exc.limit) == (4, 4)
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=create) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["created"] * 4 + ["refused"] * 8
+    assert job_store.active_count("busy") == 4
+    # Other tenants are not affected; a finished job frees a place.
+    job_store.create(model=MODEL, dataset=DATASET, config="{}", tenant="calm", max_active=4)
+    (first, *_), _ = job_store.list(limit=1, tenant="busy")
+    job_store.cancel(first.job_id)
+    job_store.create(model=MODEL, dataset=DATASET, config="{}", tenant="busy", max_active=4)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
@@ -11,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis
+from api_testlib import assert_error, queued_messages
 from fastapi.testclient import TestClient
 
 from neuronscope.contracts import Report
@@ -21,30 +20,6 @@ from neuronscope.storage import FileSystemStorage
 from service.main import create_app
 
 SMALL_TD = {"transition_density": {"pairs": {"count": 4}, "points": 16}}
-
-
-def queued_messages(settings: Settings) -> list[dict[str, Any]]:
-    """The Celery messages waiting in this test's queue, decoded."""
-    client = redis.Redis.from_url(settings.require_redis_url())
-    try:
-        raw = client.lrange(f"{settings.key_prefix}:celery:{settings.queue}", 0, -1)
-    finally:
-        client.close()
-    messages = []
-    for item in raw:
-        message = json.loads(item)
-        args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
-        messages.append({"task": message["headers"]["task"], "args": args, "kwargs": kwargs})
-    return messages
-
-
-def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "detail"}, body
-    assert body["error"] == code, body
-    assert body["detail"]
-    return dict(body)
 
 
 def submit(client: TestClient, onnx: bytes, dataset: bytes, config: dict[str, Any] | None = None) -> Any:
@@ -289,6 +264,24 @@ def test_report_404_until_it_exists(
 def test_unknown_route_and_method_use_the_error_body(client: TestClient) -> None:
     assert_error(client.get("/v1/nothing-here"), 404, "not_found")
     assert_error(client.put("/v1/jobs"), 405, "method_not_allowed")
+
+
+def test_405_lists_every_method_of_the_path(client: TestClient) -> None:
+    # Found by the schemathesis run: Starlette listed only the first matching route's methods.
+    response = client.put(f"/v1/jobs/{uuid.uuid4()}")
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["Allow"] == "DELETE, GET, HEAD"
+    assert client.request("OPTIONS", "/v1/analyze").headers["Allow"] == "POST"
+
+
+def test_a_malformed_multipart_body_is_400(client: TestClient) -> None:
+    # Found by the schemathesis run: an undocumented 400 with the generic "http_error" code.
+    response = client.post(
+        "/v1/analyze",
+        content=b"--b\r\nFalse--b--\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert_error(response, 400, "malformed_body")
 
 
 def test_redis_down_is_503_and_leaves_no_job(

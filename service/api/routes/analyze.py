@@ -1,23 +1,52 @@
-"""``POST /v1/analyze``: check the config, store the uploads, record the job, then queue it."""
+"""``POST /v1/analyze``: check the config, store the uploads, record the job, then queue it.
+
+With an ``Idempotency-Key`` the job id is claimed for (tenant, key, request fingerprint) before
+the job is recorded, so a retried request gets the job of the first one instead of a second job.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Response, UploadFile
 from pydantic import ValidationError
 
 from neuronscope.contracts import AnalysisConfig
-from neuronscope.jobs import ArtifactRef
+from neuronscope.jobs import ArtifactRef, JobRecord, TooManyActiveJobs, new_job_id
 from neuronscope.storage import ArtifactKind
-from service.api.deps import JobStoreDep, QueueDep, SettingsDep, StorageDep
-from service.errors import ArtifactNotFound, InvalidRequest, ServiceUnavailable, error_responses
+from service.api.deps import (
+    IdempotencyDep,
+    JobStoreDep,
+    OwnershipDep,
+    QueueDep,
+    SettingsDep,
+    StorageDep,
+    TenantDep,
+    get_tenant,
+)
+from service.api.routes.artifacts import owned_artifact
+from service.core.idempotency import Claim, ClaimContended, FingerprintMismatch, fingerprint
+from service.errors import (
+    ArtifactNotFound,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    ServiceUnavailable,
+    TooManyJobs,
+    error_responses,
+)
 from service.schemas import AnalyzeAccepted
 from service.uploads import store_upload
 
 log = logging.getLogger("neuronscope.api")
-router = APIRouter(prefix="/v1", tags=["analysis"])
+router = APIRouter(prefix="/v1", tags=["analysis"], dependencies=[Depends(get_tenant)])
+
+#: How long a request waits for a concurrent one with the same Idempotency-Key to record its job.
+REPLAY_WAIT_S = 5.0
+#: Printable ASCII without spaces, like the keys clients generate (UUIDs, ULIDs, hashes).
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 
 
 def parse_config(raw: str | None) -> str:
@@ -40,6 +69,8 @@ def _resolve(
     artifact_id: str | None,
     settings: SettingsDep,
     storage: StorageDep,
+    ownership: OwnershipDep,
+    tenant: str,
 ) -> ArtifactRef:
     field = "model" if kind == "model" else "dataset"
     if (upload is None) == (artifact_id is None):
@@ -49,9 +80,10 @@ def _resolve(
         )
     if upload is not None:
         info, _ = store_upload(storage, settings, upload.file, kind)
+        ownership.grant(tenant, kind, info.id)
     else:
         assert artifact_id is not None
-        found = storage.artifact(kind, artifact_id.strip().lower())
+        found = owned_artifact(kind, artifact_id.strip().lower(), storage, ownership, tenant)
         if found is None:
             raise ArtifactNotFound(
                 f"no {kind} with id {artifact_id!r}: upload it with POST /v1/{kind}s first, or send the file"
@@ -64,7 +96,14 @@ def _resolve(
     "/analyze",
     status_code=202,
     response_model=AnalyzeAccepted,
-    responses=error_responses(404, 413, 422, 503),
+    responses={
+        200: {
+            "model": AnalyzeAccepted,
+            "description": "A retry with the same Idempotency-Key and the same request: the first "
+            "request's job (header Idempotent-Replayed: true)",
+        },
+        **error_responses(400, 401, 404, 409, 413, 422, 429, 503),
+    },
 )
 def analyze(
     response: Response,
@@ -72,6 +111,9 @@ def analyze(
     storage: StorageDep,
     jobs: JobStoreDep,
     queue: QueueDep,
+    ownership: OwnershipDep,
+    idempotency: IdempotencyDep,
+    tenant: TenantDep,
     model: Annotated[UploadFile | None, File(description="An ONNX model or a TorchScript archive.")] = None,
     model_id: Annotated[str | None, Form(description="Id of a model uploaded with POST /v1/models.")] = None,
     dataset: Annotated[UploadFile | None, File(description="A .npz (x, optional y) or .npy dataset.")] = None,
@@ -82,17 +124,109 @@ def analyze(
         str | None,
         Form(description="The analysis config as a JSON object (AnalysisConfig); {} for defaults."),
     ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Any unique string (a UUID, say). A retry with the same key and the same "
+            "model, dataset and config returns the first request's job (200) instead of queueing "
+            "another; the same key with a different request is 422 idempotency_key_reused. Keys "
+            "are per tenant and remembered for NEURONSCOPE_IDEMPOTENCY_TTL_S.",
+        ),
+    ] = None,
 ) -> AnalyzeAccepted:
     """Queue an analysis of a model on a dataset; poll the returned ``status_url``."""
     config_json = parse_config(config)
-    model_ref = _resolve("model", model, model_id, settings, storage)
-    dataset_ref = _resolve("dataset", dataset, dataset_id, settings, storage)
-    record = jobs.create(model=model_ref, dataset=dataset_ref, config=config_json)
+    model_ref = _resolve("model", model, model_id, settings, storage, ownership, tenant)
+    dataset_ref = _resolve("dataset", dataset, dataset_id, settings, storage, ownership, tenant)
+
+    job_id = new_job_id()
+    claim = None
+    if idempotency_key is not None:
+        request_fingerprint = fingerprint(model_ref.id, dataset_ref.id, config_json)
+        claim, earlier = _claim_or_replay(
+            idempotency, jobs, tenant, idempotency_key, request_fingerprint, job_id
+        )
+        if earlier is not None:
+            response.status_code = 200
+            response.headers["Idempotent-Replayed"] = "true"
+            response.headers["Location"] = f"/v1/jobs/{earlier.job_id}"
+            return AnalyzeAccepted.of(earlier)
+
+    try:
+        record = _create_and_queue(jobs, queue, job_id, model_ref, dataset_ref, config_json, tenant, settings)
+    except BaseException:
+        if claim is not None:  # no job came of it: let a retry with this key try again
+            idempotency.release(tenant, claim)
+        raise
+    response.headers["Location"] = f"/v1/jobs/{record.job_id}"
+    return AnalyzeAccepted.of(record)
+
+
+def _claim_or_replay(
+    idempotency: IdempotencyDep,
+    jobs: JobStoreDep,
+    tenant: str,
+    key: str,
+    request_fingerprint: str,
+    job_id: str,
+) -> tuple[Claim | None, JobRecord | None]:
+    """Claim ``key`` for ``job_id``, or find the job an earlier request with it created.
+
+    A request racing the first one with the same key waits (briefly) until that one has recorded
+    its job, or has given the key up after failing, in which case this one claims it.
+    """
+    deadline = time.monotonic() + REPLAY_WAIT_S
+    while True:
+        try:
+            claim = idempotency.claim(tenant, key, request_fingerprint, job_id)
+        except FingerprintMismatch:
+            raise IdempotencyKeyReused(
+                "Idempotency-Key: expected the same model, dataset and config as the request that "
+                "first used this key, got a different request; use a new key for a new analysis"
+            ) from None
+        except ClaimContended:
+            raise IdempotencyKeyInUse("Idempotency-Key: other requests keep using this key; retry") from None
+        if claim.new:
+            return claim, None
+        earlier = jobs.get(claim.job_id, tenant=tenant)
+        if earlier is not None:
+            return None, earlier
+        if time.monotonic() > deadline:
+            raise IdempotencyKeyInUse(
+                "Idempotency-Key: the request that first used this key has not recorded its job yet "
+                "(or that job's record expired); retry in a moment"
+            )
+        time.sleep(0.05)
+
+
+def _create_and_queue(
+    jobs: JobStoreDep,
+    queue: QueueDep,
+    job_id: str,
+    model: ArtifactRef,
+    dataset: ArtifactRef,
+    config_json: str,
+    tenant: str,
+    settings: SettingsDep,
+) -> JobRecord:
+    """Record the job (within the tenant's limit), then queue it; no record stays if queueing fails."""
+    try:
+        record = jobs.create(
+            model=model,
+            dataset=dataset,
+            config=config_json,
+            tenant=tenant,
+            job_id=job_id,
+            max_active=settings.max_active_jobs_per_tenant,
+        )
+    except TooManyActiveJobs as exc:
+        raise TooManyJobs(exc.message) from exc
     try:
         queue.enqueue(record.job_id)
     except Exception as exc:  # kombu raises transport-specific errors
         log.warning("could not queue job %s: %s", record.job_id, exc)
         jobs.delete(record.job_id)
         raise ServiceUnavailable("the queue (Redis) is unreachable; nothing was queued, retry later") from exc
-    response.headers["Location"] = f"/v1/jobs/{record.job_id}"
-    return AnalyzeAccepted.of(record)
+    return record

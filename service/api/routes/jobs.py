@@ -1,15 +1,16 @@
-"""Job status, listing, cancellation and reports: all from the service's own records."""
+"""Job status, listing, cancellation and reports: all from the service's own records, and only
+the caller's tenant's (anyone else's job answers 404 ``job_not_found``, as an unknown id does)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import HTMLResponse
 
 from neuronscope.contracts import Report
-from neuronscope.jobs import InvalidCursor, JobRecord
-from service.api.deps import JobStoreDep, StorageDep
+from neuronscope.jobs import CURSOR_PATTERN, InvalidCursor, JobRecord
+from service.api.deps import JobStoreDep, StorageDep, TenantDep, get_tenant
 from service.errors import (
     FeatureNotAvailable,
     InvalidRequest,
@@ -20,45 +21,53 @@ from service.errors import (
 )
 from service.schemas import JobList, JobOut
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(get_tenant)])
 
 _HTML_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/html": {}}, "description": "The report as one self-contained HTML page"},
-    **error_responses(404, 422, 501, 503, json_route=False),
+    **error_responses(401, 404, 422, 501, 503, json_route=False),
 }
 
 
-def _job(jobs: JobStoreDep, job_id: str) -> JobRecord:
-    record = jobs.get(job_id)
+def _job(jobs: JobStoreDep, job_id: str, tenant: str) -> JobRecord:
+    record = jobs.get(job_id, tenant=tenant)
     if record is None:
         raise JobNotFound(job_id)
     return record
 
 
-@router.get("", response_model=JobList, responses=error_responses(422, 503))
+@router.get("", response_model=JobList, responses=error_responses(401, 422, 503))
 def list_jobs(
     jobs: JobStoreDep,
+    tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            description="next_cursor of the previous page.",
+            # Documented here, checked by the job store (422 invalid_cursor).
+            json_schema_extra={"pattern": CURSOR_PATTERN},
+        ),
+    ] = None,
 ) -> JobList:
-    """Jobs, newest first, a page at a time."""
+    """This tenant's jobs, newest first, a page at a time."""
     try:
-        records, next_cursor = jobs.list(limit=limit, cursor=cursor)
+        records, next_cursor = jobs.list(limit=limit, cursor=cursor, tenant=tenant)
     except InvalidCursor as exc:
         raise InvalidRequest(str(exc), code="invalid_cursor") from exc
     return JobList(jobs=[JobOut.of(r) for r in records], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=error_responses(404, 422, 503))
-def get_job(job_id: str, jobs: JobStoreDep) -> JobOut:
+@router.get("/{job_id}", response_model=JobOut, responses=error_responses(401, 404, 422, 503))
+def get_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep) -> JobOut:
     """Status, progress, timestamps and, on failure, the error."""
-    return JobOut.of(_job(jobs, job_id))
+    return JobOut.of(_job(jobs, job_id, tenant))
 
 
-@router.delete("/{job_id}", response_model=JobOut, responses=error_responses(404, 409, 422, 503))
-def cancel_job(job_id: str, jobs: JobStoreDep) -> JobOut:
+@router.delete("/{job_id}", response_model=JobOut, responses=error_responses(401, 404, 409, 422, 503))
+def cancel_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep) -> JobOut:
     """Cancel a queued or running job (a running analysis is stopped within about a second)."""
-    record, changed = jobs.cancel(job_id)
+    record, changed = jobs.cancel(job_id, tenant=tenant)
     if record is None:
         raise JobNotFound(job_id)
     if not changed:
@@ -66,8 +75,8 @@ def cancel_job(job_id: str, jobs: JobStoreDep) -> JobOut:
     return JobOut.of(record)
 
 
-def _report_bytes(job_id: str, jobs: JobStoreDep, storage: StorageDep) -> bytes:
-    record = _job(jobs, job_id)
+def _report_bytes(job_id: str, jobs: JobStoreDep, storage: StorageDep, tenant: str) -> bytes:
+    record = _job(jobs, job_id, tenant)
     data = storage.get_report(job_id) if record.status == "succeeded" else None
     if data is None:
         hint = {
@@ -80,10 +89,10 @@ def _report_bytes(job_id: str, jobs: JobStoreDep, storage: StorageDep) -> bytes:
     return data
 
 
-@router.get("/{job_id}/report", response_model=Report, responses=error_responses(404, 422, 503))
-def get_report(job_id: str, jobs: JobStoreDep, storage: StorageDep) -> Response:
+@router.get("/{job_id}/report", response_model=Report, responses=error_responses(401, 404, 422, 503))
+def get_report(job_id: str, jobs: JobStoreDep, storage: StorageDep, tenant: TenantDep) -> Response:
     """The JSON report of a job that succeeded (404 ``report_not_ready`` until then)."""
-    return Response(content=_report_bytes(job_id, jobs, storage), media_type="application/json")
+    return Response(content=_report_bytes(job_id, jobs, storage, tenant), media_type="application/json")
 
 
 @router.get(
@@ -91,9 +100,9 @@ def get_report(job_id: str, jobs: JobStoreDep, storage: StorageDep) -> Response:
     response_class=HTMLResponse,
     responses=_HTML_RESPONSES,
 )
-def get_report_html(job_id: str, jobs: JobStoreDep, storage: StorageDep) -> HTMLResponse:
+def get_report_html(job_id: str, jobs: JobStoreDep, storage: StorageDep, tenant: TenantDep) -> HTMLResponse:
     """The report rendered as a self-contained HTML page."""
-    data = _report_bytes(job_id, jobs, storage)
+    data = _report_bytes(job_id, jobs, storage, tenant)
     try:
         from neuronscope.report_html import render_html  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
