@@ -139,7 +139,11 @@ def _count_regions(counts: torch.Tensor, regions: torch.Tensor) -> None:
     """Add ``[b, M]`` region indices into ``[R, M]`` counts; row 0 is left to be derived."""
     n_regions, width = counts.shape
     if n_regions == 2:
-        counts[1] += regions.sum(0, dtype=torch.int32)
+        if regions.device.type == "cpu":
+            ones = np.add.reduce(regions.contiguous().numpy(), axis=0, dtype=np.int32)
+            counts[1] += torch.from_numpy(ones)
+        else:
+            counts[1] += regions.sum(0, dtype=torch.int32)
         return
     if n_regions <= _LOOP_REGIONS:
         for region in range(1, n_regions):

@@ -69,12 +69,24 @@ def _bounds_for(values: torch.Tensor, breakpoints: torch.Tensor) -> torch.Tensor
 
 
 def _count_below(values: torch.Tensor, bounds: list[float]) -> torch.Tensor:
+    if values.device.type == "cpu":
+        array = values.detach().contiguous().numpy()
+        counted = np.greater(array, bounds[0]).view(np.uint8)
+        for bound in bounds[1:]:
+            counted = counted + np.greater(array, bound).view(np.uint8)
+        return torch.from_numpy(counted)
     regions = torch.gt(values, bounds[0]).view(torch.uint8)
     if len(bounds) > 1:
         regions = regions.clone()
         for bound in bounds[1:]:
             regions.add_(torch.gt(values, bound).view(torch.uint8))
     return regions
+
+
+def _max_index(regions: torch.Tensor) -> int:
+    if regions.device.type == "cpu":
+        return int(regions.contiguous().numpy().max())
+    return int(regions.max())
 
 
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
@@ -190,7 +202,7 @@ class PatternStore:
         )
         stop = self.filled + batch
         for layer, tensor in enumerate(patterns):
-            top = int(tensor.max()) if batch else 0
+            top = _max_index(tensor) if batch else 0
             require(
                 top < self.regions[layer],
                 f"patterns[{layer}]: expected region indices below {self.regions[layer]}, got {top}",
