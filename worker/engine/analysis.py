@@ -28,7 +28,7 @@ from worker.engine.inputs import BoundInputs, bind_inputs
 from worker.engine.metrics.correlation import spearman
 from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
 from worker.engine.metrics.pairs import AllPairs, PairLists, PairSets, select_pairs
-from worker.engine.metrics.patterns import PatternStore, region_indices
+from worker.engine.metrics.patterns import PatternStore, RegionCoder
 from worker.engine.metrics.similarity import SimilaritySummary, pair_counts, pattern_similarity
 from worker.engine.metrics.transition import TransitionCounter, interpolation_points, path_transitions
 from worker.engine.prediction import DistanceSummary, distance_summary, pair_distances
@@ -55,11 +55,11 @@ class _Clock:
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """One analysed layer and its breakpoints Γ, as a ``[n]`` float32 tensor on the model's device."""
+    """One analysed layer, its breakpoints Γ and the coder that turns values into region indices."""
 
     layer: ActivationLayer
     breakpoints: list[float]
-    boundaries: torch.Tensor
+    coder: RegionCoder
 
 
 def analyze(
@@ -165,15 +165,15 @@ def plan_layers(model: CaptureModel, config: AnalysisConfig) -> list[LayerPlan]:
     for layer in model.layers:
         fallback = list(layer.default_breakpoints) if layer.default_breakpoints is not None else None
         breakpoints = config.breakpoints_for(layer.name, layer.op_type, fallback)
-        boundaries = torch.tensor(breakpoints, dtype=torch.float32, device=model.device)
-        plans.append(LayerPlan(layer, breakpoints, boundaries))
+        coder = RegionCoder(torch.tensor(breakpoints, dtype=torch.float64), device=model.device)
+        plans.append(LayerPlan(layer, breakpoints, coder))
     return plans
 
 
 def patterns_of(result: CaptureResult, plans: Sequence[LayerPlan], space: str) -> list[torch.Tensor]:
     """Per layer ``[B, M_l]`` uint8 region indices of one captured batch."""
     values = result.pre if space == "pre" else result.post
-    return [region_indices(v, plan.boundaries) for v, plan in zip(values, plans, strict=True)]
+    return [plan.coder(v) for v, plan in zip(values, plans, strict=True)]
 
 
 @dataclass

@@ -5,7 +5,7 @@ health and rank correlation. Nothing here knows about models."""
 from worker.engine.metrics.correlation import average_ranks, spearman
 from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
 from worker.engine.metrics.pairs import AllPairs, PairLists, PairSets, select_pairs, split_by_label
-from worker.engine.metrics.patterns import PatternStore, pack_bits, region_indices, unpack_bits
+from worker.engine.metrics.patterns import PatternStore, RegionCoder, pack_bits, region_indices, unpack_bits
 from worker.engine.metrics.similarity import (
     CountHistogram,
     KindSummary,
@@ -25,6 +25,7 @@ __all__ = [
     "PairLists",
     "PairSets",
     "PatternStore",
+    "RegionCoder",
     "SimilaritySummary",
     "TransitionCounter",
     "average_ranks",

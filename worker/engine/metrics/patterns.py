@@ -43,10 +43,42 @@ def region_indices(values: torch.Tensor, breakpoints: torch.Tensor) -> torch.Ten
     )
     bounds = _bounds_for(values, breakpoints)
     work = values if values.dtype in (torch.float32, torch.float64) else values.float()
-    if bounds.numel() <= _COMPARE_LIMIT:
-        return _count_below(work, bounds.tolist())
-    regions = torch.bucketize(work, bounds, right=False, out_int32=True).to(torch.uint8)
-    return regions.masked_fill_(torch.isnan(work), 0)
+    return _encode(work, bounds, bounds.tolist())
+
+
+class RegionCoder:
+    """:func:`region_indices` under one fixed Γ: the breakpoints are checked and rounded once, for
+    values of ``dtype`` on ``device`` (other values take the general path).
+
+    Example:
+        >>> coder = RegionCoder(torch.tensor([0.0, 1.0], dtype=torch.float64))
+        >>> coder(torch.tensor([[-1.0, 0.0, 0.5, 1.0, 2.0]])), coder.regions
+        (tensor([[0, 0, 1, 1, 2]], dtype=torch.uint8), 3)
+    """
+
+    def __init__(
+        self,
+        breakpoints: torch.Tensor,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.bounds = _bounds_for(torch.empty(0, dtype=dtype, device=device), breakpoints)
+        self._listed = self.bounds.tolist()
+        self.regions = len(self._listed) + 1
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        """``[B, M]`` values to ``[B, M]`` uint8 region indices."""
+        if values.ndim != 2 or values.dtype != self.bounds.dtype or values.device != self.bounds.device:
+            return region_indices(values, self.bounds)
+        return _encode(values, self.bounds, self._listed)
+
+
+def _encode(values: torch.Tensor, bounds: torch.Tensor, listed: list[float]) -> torch.Tensor:
+    if len(listed) <= _COMPARE_LIMIT:
+        return _count_below(values, listed)
+    regions = torch.bucketize(values, bounds, right=False, out_int32=True).to(torch.uint8)
+    return regions.masked_fill_(torch.isnan(values), 0)
 
 
 def _bounds_for(values: torch.Tensor, breakpoints: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from worker.engine.metrics._checks import check_patterns, describe, require, widths
@@ -48,8 +49,20 @@ def interpolation_points(
         f"expected points >= 2 and 0 <= start < stop <= points, got {points=}, {start=}, stop={end}",
     )
     steps = torch.arange(start, end, dtype=torch.float64) / (points - 1)
+    if x1.device.type == "cpu":
+        return torch.from_numpy(_lerp(x1.numpy(), x2.numpy(), steps.numpy().astype(x1.numpy().dtype)))
     weight = steps.to(dtype=x1.dtype, device=x1.device).reshape(-1, *([1] * x1.ndim))
     return torch.lerp(x1.unsqueeze(0), x2.unsqueeze(0), weight)
+
+
+def _lerp(start: np.ndarray, end: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``torch.lerp``'s formula in numpy (single-threaded): ``start + w (end - start)`` for
+    ``w < 0.5``, ``end - (end - start)(1 - w)`` otherwise, so both endpoints are exact."""
+    difference = (end - start)[np.newaxis]
+    shaped = weights.reshape(-1, *([1] * start.ndim))
+    low = start[np.newaxis] + shaped * difference
+    high = end[np.newaxis] - difference * (1 - shaped)
+    return np.where(shaped < 0.5, low, high)
 
 
 class TransitionCounter:
@@ -131,6 +144,13 @@ def path_transitions(patterns: Sequence[torch.Tensor], points: int) -> tuple[tor
 def _step_changes(sequence: Sequence[torch.Tensor]) -> torch.Tensor:
     """``[..., b - 1]`` int64 region changes between consecutive points (dimension -2), summed over
     neurons and layers."""
+    if sequence[0].device.type == "cpu":
+        counted = None
+        for layer in sequence:
+            array = layer.contiguous().numpy()
+            changed = np.count_nonzero(array[..., 1:, :] != array[..., :-1, :], axis=-1)
+            counted = changed if counted is None else counted + changed
+        return torch.from_numpy(np.asarray(counted, dtype=np.int64))
     total = (sequence[0][..., 1:, :] != sequence[0][..., :-1, :]).sum(-1)
     for layer in sequence[1:]:
         total += (layer[..., 1:, :] != layer[..., :-1, :]).sum(-1)
