@@ -62,7 +62,8 @@ def _lerp(start: np.ndarray, end: np.ndarray, weights: np.ndarray) -> np.ndarray
     shaped = weights.reshape(-1, *([1] * start.ndim))
     low = start[np.newaxis] + shaped * difference
     high = end[np.newaxis] - difference * (1 - shaped)
-    return np.where(shaped < 0.5, low, high)
+    points: np.ndarray = np.where(shaped < 0.5, low, high)
+    return points
 
 
 class TransitionCounter:
