@@ -4,7 +4,7 @@ selected activation's input and output tensors, so one ``run`` captures all laye
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -103,10 +103,33 @@ def onnx_inputs(proto: onnx.ModelProto) -> list[InputSpec]:
 
 @dataclass(frozen=True)
 class _Slot:
-    """Where a layer's value comes from: output ``index`` of the capture session, or the feed."""
+    """Where a layer's value comes from: output ``index`` of the capture session, the feed, or
+    (post-activations only) ``derive`` applied to the layer's pre-activation."""
 
     index: int | None
     feed: str | None = None
+    derive: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+def _post_from_pre(candidate: Candidate) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The exact torch twin of a piecewise-linear activation, so its output need not leave the
+    session: exposing a convolution's activated output costs a layout conversion, and exposing its
+    input already prevents fusing the activation into the convolution."""
+    node = candidate.anchor
+    if node.op_type == "Relu":
+        return torch.relu
+    if node.op_type == "LeakyRelu":
+        alpha = next((float(a.f) for a in node.attribute if a.name == "alpha"), 0.01)
+        return lambda pre: torch.nn.functional.leaky_relu(pre, alpha)
+    if node.op_type == "Clip":
+        bounds = {"relu6": (0.0, 6.0), "hardtanh": (-1.0, 1.0)}.get(candidate.op_type)
+        if bounds is None and candidate.default_breakpoints and len(candidate.default_breakpoints) == 2:
+            low, high = candidate.default_breakpoints
+            bounds = (low, high)
+        if bounds is not None:
+            low, high = bounds
+            return lambda pre: torch.clamp(pre, low, high)
+    return None
 
 
 class _OrtRunner:
@@ -231,7 +254,9 @@ class OnnxCaptureModel:
             return self._to_torch(array.reshape(size, -1))
 
         pre = [value(p) for p, _ in self._slots]
-        post = [value(q) for _, q in self._slots]
+        post = [
+            q.derive(pre[k]) if q.derive is not None else value(q) for k, (_, q) in enumerate(self._slots)
+        ]
         return CaptureResult(outputs=self._to_torch(arrays[0]), pre=pre, post=post)
 
     def infer(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
@@ -293,10 +318,11 @@ def _discover(
 
 
 def _plan(
-    proto: onnx.ModelProto, candidates: Sequence[Candidate], feed_names: set[str]
+    proto: onnx.ModelProto, candidates: Sequence[Candidate], feed_names: set[str], *, derive: bool = False
 ) -> tuple[list[str], list[tuple[_Slot, _Slot]]]:
     """Session output names (the model's first output, then every value to expose, deduplicated)
-    and, per candidate, where its pre / post values land."""
+    and, per candidate, where its pre / post values land; with ``derive``, piecewise-linear
+    post-activations are computed from the pre-activations instead of exposed."""
     existing = [out.name for out in proto.graph.output]
     output_names = [existing[0]]
     position = {existing[0]: 0}
@@ -309,7 +335,13 @@ def _plan(
             output_names.append(name)
         return _Slot(position[name])
 
-    slots = [(slot(c.pre), slot(c.post)) for c in candidates]
+    def post_slot(candidate: Candidate) -> _Slot:
+        twin = _post_from_pre(candidate) if derive else None
+        if twin is not None and candidate.post not in position:
+            return _Slot(None, derive=twin)
+        return slot(candidate.post)
+
+    slots = [(slot(c.pre), post_slot(c)) for c in candidates]
     return output_names, slots
 
 
@@ -366,7 +398,7 @@ def load_onnx(
         wanted = set(layer_names)
         kept = [entry for entry in kept if entry[1] in wanted]
     selected = [candidate for candidate, _, _ in kept]
-    output_names, slots = _plan(proto, selected, {spec.name for spec in inputs})
+    output_names, slots = _plan(proto, selected, {spec.name for spec in inputs}, derive=True)
     if output_names != discovery_outputs:
         runner = _OrtRunner(_session_bytes(proto, output_names), placement, inputs)
     layers = [
