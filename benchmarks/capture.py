@@ -5,6 +5,8 @@ over the same dataset."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from benchmarks.context import Context, bound, config_for, infer_all
 from benchmarks.models import FORMATS, INPUT, RUNTIMES, Network
 from benchmarks.report import Row, fmt_seconds
@@ -23,7 +25,7 @@ def run(ctx: Context) -> list[Row]:
             feed = {INPUT: network.batch}
             repeats = ctx.sizes.repeats if network.label == "fcnn" else ctx.sizes.slow_repeats + 2
             timings = compare(
-                {"infer": lambda m=model: m.infer(feed), "capture": lambda m=model: m.capture(feed)},
+                {"infer": partial(model.infer, feed), "capture": partial(model.capture, feed)},
                 repeats=repeats,
                 warmup=ctx.sizes.warmup,
             )

@@ -14,8 +14,6 @@ from worker.engine.capture.base import CaptureModel
 from worker.engine.inputs import BoundInputs
 
 
-
-
 @dataclass(frozen=True)
 class Context:
     sizes: Sizes

@@ -62,8 +62,8 @@ def run(ctx: Context) -> list[Row]:
                 f"{result['neurons']:,} neurons",
                 None,
                 f"{per:.3f} B/neuron-sample (store {fmt_bytes(result['store_bytes'])}); peak RSS "
-                f"+{fmt_bytes(result['increase'])} during capture_dataset{_exact(result)}; "
-                f"child peak RSS {fmt_bytes(result['process_peak'])}",
+                f"+{fmt_bytes(result['increase'])} during capture_dataset{_exact(result)} (child RSS before: "
+                f"{fmt_bytes(result['before'])}, inputs {fmt_bytes(samples * 784 * 4)})",
                 "≤ 1 B (0.125 bit-packed)",
                 per <= 1.0,
             )
@@ -78,16 +78,16 @@ def run(ctx: Context) -> list[Row]:
             f"store {fmt_bytes(first['store_bytes'])} → {fmt_bytes(last['store_bytes'])}; peak RSS increase "
             f"{fmt_bytes(first['increase'])} → {fmt_bytes(last['increase'])} (inputs excluded)",
             "linear",
-            abs(last["store_bytes"] / first["store_bytes"] - last["samples"] / first["samples"]) < 0.01
-            * last["samples"]
-            / first["samples"],
+            abs(last["store_bytes"] / first["store_bytes"] - last["samples"] / first["samples"])
+            < 0.01 * last["samples"] / first["samples"],
         )
     )
     flat = large["increase"] <= 1.25 * small["increase"] or large["increase"] - small["increase"] < 8 * 2**20
     rows.append(
         Row(
             SECTION,
-            f"TD peak RSS increase, {10 * pairs} pairs / {pairs} pairs ({points} points each, {network.title})",
+            f"TD peak RSS increase, {10 * pairs} pairs / {pairs} pairs "
+            f"({points} points each, {network.title})",
             large["increase"] / max(small["increase"], 1),
             f"+{fmt_bytes(small['increase'])} → +{fmt_bytes(large['increase'])}{_exact(small)}",
             "flat (≈ 1×)",
@@ -111,13 +111,17 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
     from neuronscope.contracts.config import AnalysisConfig, PairSample
     from worker.engine.analysis import capture_dataset, plan_layers, transition_density
     from worker.engine.capture.loader import open_model
-    from worker.engine.metrics import select_pairs
+    from worker.engine.metrics import PairLists, select_pairs
 
     samples = job.get("samples") or max(2 * job["pairs"], 64)
     rng = np.random.default_rng(1)
     inputs = rng.standard_normal((samples, 784), dtype=np.float32)
     model = open_model(Path(job["model"]), device="cpu", example={"x": inputs[:2]})
-    td = {"pairs": {"count": job["pairs"], "seed": 0}, "points": job["points"]} if job["kind"] == "td" else None
+    td = (
+        {"pairs": {"count": job["pairs"], "seed": 0}, "points": job["points"]}
+        if job["kind"] == "td"
+        else None
+    )
     config = AnalysisConfig(batch_size=job["batch"], device="cpu", transition_density=td)
     plans = plan_layers(model, config)
     data = bound(inputs)
@@ -132,7 +136,8 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
         dataset = capture()
         labels = torch.from_numpy(rng.integers(0, 10, size=samples))
         chosen = select_pairs(PairSample(count=job["pairs"], seed=0), samples, labels)
-        pairs = getattr(chosen, "random")  # noqa: B009 - PairLists for a sample
+        assert isinstance(chosen, PairLists)
+        pairs = chosen.random
         _, peak = peak_during(
             lambda: transition_density(model, data, plans, pairs, config, dataset, labels, lambda s, f: None)
         )
@@ -144,7 +149,6 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
         "peak": peak.peak,
         "increase": peak.increase,
         "exact": peak.exact,
-        "process_peak": peak.process_peak,
         **extra,
     }
 

@@ -33,13 +33,13 @@ def _reset_peak() -> bool:
 
 @dataclass(frozen=True)
 class Peak:
-    """Resident bytes before the call, the peak during it (``exact``: the peak was reset first, so
-    it belongs to the call alone) and the process peak since it started."""
+    """Resident bytes before the call and at the peak during it (``exact``: the high-water mark was
+    reset first, so the peak belongs to the call alone; else it is the process peak, which on Linux
+    also counts the parent's peak from before ``execve``)."""
 
     before: int
     peak: int
     exact: bool
-    process_peak: int
 
     @property
     def increase(self) -> int:
@@ -52,6 +52,6 @@ def peak_during(fn: Callable[[], T]) -> tuple[T, Peak]:
     exact = _reset_peak()
     result = fn()
     hwm = _status_kib("VmHWM")
-    process_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    peak = hwm * 1024 if hwm is not None and exact else process_peak
-    return result, Peak(before, peak, exact, process_peak)
+    if hwm is not None and exact:
+        return result, Peak(before, hwm * 1024, True)
+    return result, Peak(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, False)

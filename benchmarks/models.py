@@ -6,10 +6,12 @@ TorchScript (traced), and opened with the engine's ``open_model``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,14 +64,15 @@ class FCNN(nn.Module):
     def __init__(self, width: int = 256, depth: int = 9) -> None:
         super().__init__()
         sizes = [784] + [width] * depth
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:], strict=False))
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.act = nn.ModuleList(nn.ReLU() for _ in range(depth))
         self.head = nn.Linear(width, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for linear, act in zip(self.hidden, self.act, strict=True):
             x = act(linear(x))
-        return self.head(x)
+        logits: torch.Tensor = self.head(x)
+        return logits
 
 
 class VGG(nn.Module):
@@ -92,7 +95,8 @@ class VGG(nn.Module):
         self.head = nn.Linear(c * 4 * 4, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.flatten(self.features(x), 1))
+        logits: torch.Tensor = self.head(torch.flatten(self.features(x), 1))
+        return logits
 
 
 def activation_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -131,8 +135,9 @@ def build(label: str, directory: Path, *, batch: int, width: int | None = None, 
                 output_names=["logits"],
                 dynamic_axes={INPUT: {0: "batch"}, "logits": {0: "batch"}},
             )
+            trace: Any = torch.jit.trace
             with torch.no_grad():
-                torch.jit.save(torch.jit.trace(module, example), str(script_path))
+                torch.jit.save(trace(module, example), str(script_path))
         finally:
             logging.disable(logging.NOTSET)
     return Network(label, title, module, onnx_path, script_path, inputs)

@@ -77,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- **Run**: preset `{preset}`, {elapsed:.0f} s; load average (1/5/15 min) {load_before} at the "
         f"start, {load_average()} at the end",
         "- **Method**: every comparison runs both sides in this one process, interleaved round by round "
-        f"({sizes.repeats} rounds for fast cases, {sizes.slow_repeats}+ for slow ones, after warm-up); "
+        f"({sizes.repeats} rounds for fast cases, {sizes.slow_repeats} for slow ones, {sizes.heavy_repeats} "
+        "for the multi-second ones, after warm-up); "
         "a ratio is the median over rounds of contender time / baseline time in the same round, "
         "absolute figures are medians. Ratios are what count: this machine is shared and noisy.",
     ]

@@ -5,6 +5,9 @@ path is bounded by)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import numpy as np
 import torch
 
@@ -12,9 +15,15 @@ from benchmarks.context import Context, bound, config_for
 from benchmarks.memory_probe import peak_during
 from benchmarks.models import Network
 from benchmarks.report import Row, fmt_bytes, fmt_seconds
-from benchmarks.timing import compare
+from benchmarks.timing import Timings, compare
 from worker.engine.analysis import capture_dataset, plan_layers
-from worker.engine.metrics import PatternStore, pair_counts, pattern_similarity, select_pairs
+from worker.engine.metrics import (
+    PatternStore,
+    SimilaritySummary,
+    pair_counts,
+    pattern_similarity,
+    select_pairs,
+)
 
 SECTION = "3"
 FORMAT = "torchscript"
@@ -51,6 +60,25 @@ def numpy_loop(p: np.ndarray, pairs: np.ndarray) -> list[float]:
     return [float((p[i] == p[j]).mean()) for i, j in pairs]
 
 
+def _loop(store: PatternStore, pairs: np.ndarray, repeats: int) -> tuple[float, bool]:
+    """Seconds per pair of the numpy loop, and whether it agrees with the engine's counts."""
+    p = unpacked(store)
+    loop = compare({"loop": partial(numpy_loop, p, pairs)}, repeats=repeats, warmup=0)
+    expected = pair_counts(store, torch.from_numpy(pairs).long()).sum(0).double() / store.total_neurons
+    agrees = bool(np.allclose(np.asarray(numpy_loop(p, pairs)), expected.numpy()))
+    return loop.median("loop") / len(pairs), agrees
+
+
+def _against_matmul(store: PatternStore, engine: Callable[[], object], repeats: int, warmup: int) -> Timings:
+    """The engine and one float32 ``B @ B.T`` of the ``[N, M]`` patterns, interleaved."""
+    matrix = torch.from_numpy(unpacked(store)).to(torch.float32)
+
+    def matmul() -> torch.Tensor:
+        return matrix @ matrix.T
+
+    return compare({"engine": engine, "matmul": matmul}, repeats=repeats, warmup=warmup)
+
+
 def run(ctx: Context) -> list[Row]:
     rows: list[Row] = []
     for network, samples in ((ctx.fcnn, ctx.sizes.ps_samples_fcnn), (ctx.vgg, ctx.sizes.ps_samples_vgg)):
@@ -66,27 +94,17 @@ def _rows(ctx: Context, network: Network, samples: int) -> list[Row]:
     lambdas = config_for(network).lambdas
     everything = select_pairs("all", n, labels)
 
-    def engine() -> object:
+    def engine() -> SimilaritySummary:
         return pattern_similarity(store, everything, lambdas)
 
     # Memory first, before the reference matrices below take their share of the heap.
     summary, peak = peak_during(engine)
     assert summary.random.pairs == total_pairs
 
-    p = unpacked(store)
     pairs = random_pairs(n, ctx.sizes.loop_pairs)
-    loop = compare({"loop": lambda: numpy_loop(p, pairs)}, repeats=min(3, ctx.sizes.repeats), warmup=0)
-    loop_per_pair = loop.median("loop") / len(pairs)
-    expected = pair_counts(store, torch.from_numpy(pairs).long()).sum(0).double() / m
-    agrees = np.allclose(np.asarray(numpy_loop(p, pairs)), expected.numpy())
-
-    matrix = torch.from_numpy(p).to(torch.float32)
-    del p
-    repeats = ctx.sizes.repeats if m < 100_000 else ctx.sizes.slow_repeats
-    timings = compare(
-        {"engine": engine, "matmul": lambda: matrix @ matrix.T}, repeats=repeats, warmup=ctx.sizes.warmup
-    )
-    del matrix
+    loop_per_pair, agrees = _loop(store, pairs, min(3, ctx.sizes.repeats))
+    repeats = ctx.sizes.repeats if m < 100_000 else ctx.sizes.heavy_repeats
+    timings = _against_matmul(store, engine, repeats, min(ctx.sizes.warmup, 1))
     engine_s, matmul_s = timings.median("engine"), timings.median("matmul")
     loop_total = loop_per_pair * total_pairs
     shape = f"N = {n:,} samples × {m:,} neurons ({network.title}), {total_pairs:,} pairs"

@@ -17,6 +17,8 @@ class Sizes:
     #: Timed rounds per comparison (medians over them), for fast and for slow contenders.
     repeats: int
     slow_repeats: int
+    #: Rounds of the multi-second comparisons (all-pairs PS and TD of the conv net).
+    heavy_repeats: int
     #: Untimed calls of each contender before the timed rounds.
     warmup: int
     #: Batches pushed through ``capture_dataset`` (the full engine pass) per round.
@@ -43,15 +45,16 @@ FULL = Sizes(
     vgg_width=64,
     fcnn_batch=256,
     vgg_batch=64,
-    repeats=11,
-    slow_repeats=5,
+    repeats=15,
+    slow_repeats=7,
+    heavy_repeats=3,
     warmup=3,
     dataset_batches=4,
     ps_samples_fcnn=1000,
     ps_samples_vgg=1000,
     loop_pairs=2000,
     td_pairs_fcnn=16,
-    td_pairs_vgg=2,
+    td_pairs_vgg=1,
     td_points=512,
     memory_samples=(1000, 4000, 16000),
     memory_td_pairs=20,
@@ -61,15 +64,16 @@ FULL = Sizes(
 QUICK = Sizes(
     name="quick",
     fcnn_width=256,
-    vgg_width=32,
+    vgg_width=16,
     fcnn_batch=256,
     vgg_batch=32,
-    repeats=5,
-    slow_repeats=3,
-    warmup=2,
+    repeats=4,
+    slow_repeats=2,
+    heavy_repeats=1,
+    warmup=1,
     dataset_batches=2,
     ps_samples_fcnn=1000,
-    ps_samples_vgg=250,
+    ps_samples_vgg=200,
     loop_pairs=500,
     td_pairs_fcnn=4,
     td_pairs_vgg=1,
@@ -87,6 +91,7 @@ SMOKE = Sizes(
     vgg_batch=8,
     repeats=1,
     slow_repeats=1,
+    heavy_repeats=1,
     warmup=0,
     dataset_batches=2,
     ps_samples_fcnn=64,

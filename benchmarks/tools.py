@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 
 import torch
 from torch import nn
@@ -44,7 +45,9 @@ def _hooks(module: nn.Module, layers: list[nn.Module]) -> tuple[Capture, ExitSta
 
 
 def _captum(module: nn.Module, layers: list[nn.Module], *, one_per_layer: bool) -> Capture:
-    from captum.attr import LayerActivation
+    from captum.attr import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        LayerActivation,
+    )
 
     if one_per_layer:
         each = [LayerActivation(module, layer) for layer in layers]
@@ -120,84 +123,90 @@ def _network_rows(ctx: Context, network: Network) -> list[Row]:
     layers = [layer for _, layer in activation_modules(module)]
     x = torch.from_numpy(network.batch)
     engine = network.open("torchscript")
-    ours: Capture = lambda batch: engine.capture({INPUT: batch.numpy()}).pre  # noqa: E731
+
+    def ours(batch: torch.Tensor) -> list[torch.Tensor]:
+        return engine.capture({INPUT: batch.numpy()}).pre
+
+    def eager(batch: torch.Tensor) -> list[torch.Tensor]:
+        with torch.inference_mode():
+            module(batch)
+        return []
+
     reference = [value.reshape(x.shape[0], -1) for value in ours(x)]
     label = f"{network.title}, batch {x.shape[0]}, {len(layers)} ReLU layers"
-    rows: list[Row] = []
+    repeats = ctx.sizes.repeats if network.label == "fcnn" else ctx.sizes.slow_repeats
+    captum = f"Captum {_version('captum')} LayerActivation"
+    builders: list[tuple[str, Callable[[], Capture]]] = [
+        (
+            f"{captum}, one per layer ({len(layers)} forward passes)",
+            partial(_captum, module, layers, one_per_layer=True),
+        ),
+        (
+            f"{captum} over the list of layers (one pass)",
+            partial(_captum, module, layers, one_per_layer=False),
+        ),
+    ]
+    lens_name = f"TorchLens {_version('torchlens')} trace, saving only the ReLU inputs"
+    results: dict[str, tuple[Timings, bool] | str] = {}
     with ExitStack() as cleanup:
         hooks, handles = _hooks(module, layers)
         cleanup.enter_context(handles)
-        tools: dict[str, Capture | str] = {"forward hooks (register_forward_hook)": hooks}
-        for name, builder in (
-            (
-                f"Captum {_version('captum')} LayerActivation, one per layer "
-                f"({len(layers)} forward passes)",
-                lambda: _captum(module, layers, one_per_layer=True),
-            ),
-            (
-                f"Captum {_version('captum')} LayerActivation over the list of layers (one pass)",
-                lambda: _captum(module, layers, one_per_layer=False),
-            ),
-            (
-                f"TorchLens {_version('torchlens')} trace, saving only the ReLU inputs",
-                lambda: _torchlens(module, _producers(module, x)),
-            ),
-        ):
+        tools: dict[str, Capture] = {"forward hooks (register_forward_hook)": hooks}
+        for name, builder in builders:
             try:
                 tools[name] = builder()
             except ImportError as exc:
-                tools[name] = f"not installed ({exc.name})"
-        runnable = {name: tool for name, tool in tools.items() if not isinstance(tool, str)}
-        checks = {name: _matches(tool(x), reference) for name, tool in runnable.items()}
-
-        def eager() -> None:
-            with torch.inference_mode():
-                module(x)
-
-        repeats = ctx.sizes.repeats if network.label == "fcnn" else ctx.sizes.slow_repeats
+                results[name] = f"not installed ({exc.name})"
+        contenders = {BASELINE: ours, "eager": eager, **tools}
+        first = compare(
+            {name: partial(tool, x) for name, tool in contenders.items()},
+            repeats=repeats,
+            warmup=ctx.sizes.warmup,
+        )
+        results.update({name: (first, _matches(tool(x), reference)) for name, tool in tools.items()})
         # TorchLens wraps every torch function on its first call and leaves them wrapped, which
-        # would slow the other tools down: it is timed on its own against neuronscope, then undone.
-        lens = [name for name in runnable if name.startswith("TorchLens")]
-        timings: dict[str, Timings] = {}
-        plain: dict[str, Callable[[], object]] = {BASELINE: lambda: ours(x), "eager": eager}
-        plain.update({name: (lambda t=tool: t(x)) for name, tool in runnable.items() if name not in lens})
-        first = compare(plain, repeats=repeats, warmup=ctx.sizes.warmup)
-        timings.update({name: first for name in plain})
-        if lens:
+        # would slow the tools above down: it runs after them, against neuronscope again, then is undone.
+        try:
+            lens = _torchlens(module, _producers(module, x))
+        except ImportError as exc:
+            results[lens_name] = f"not installed ({exc.name})"
+        else:
             cleanup.callback(_unwrap_torchlens, module)
+            matches = _matches(lens(x), reference)
             second = compare(
-                {BASELINE: lambda: ours(x), lens[0]: lambda: runnable[lens[0]](x)},
+                {BASELINE: partial(ours, x), lens_name: partial(lens, x)},
                 repeats=repeats,
                 warmup=ctx.sizes.warmup,
             )
-            timings[lens[0]] = second
-        base = first.median(BASELINE)
+            results[lens_name] = (second, matches)
+    base = first.median(BASELINE)
+    rows = [
+        Row(
+            SECTION,
+            f"plain eager forward, nothing captured / neuronscope TorchScript capture — {label}",
+            first.ratio("eager", BASELINE),
+            f"eager {fmt_seconds(first.median('eager'))} vs neuronscope {fmt_seconds(base)}",
+            note="reference: the floor any hook-based tool starts from",
+        )
+    ]
+    for name in ["forward hooks (register_forward_hook)", *(n for n, _ in builders), lens_name]:
+        result = results[name]
+        if isinstance(result, str):
+            rows.append(Row(SECTION, f"{name} / neuronscope — {label}", None, result, "> 1×"))
+            continue
+        timings, matches = result
+        ratio = timings.ratio(name, BASELINE)
         rows.append(
             Row(
                 SECTION,
-                f"plain eager forward, nothing captured / neuronscope TorchScript capture — {label}",
-                first.ratio("eager", BASELINE),
-                f"eager {fmt_seconds(first.median('eager'))} vs neuronscope {fmt_seconds(base)}",
-                note="reference: the floor any hook-based tool starts from",
+                f"{name} / neuronscope — {label}",
+                ratio,
+                f"{fmt_seconds(timings.median(name))} vs neuronscope {fmt_seconds(timings.median(BASELINE))}",
+                "> 1×",
+                ratio > 1.0,
+                note="" if matches else "values differ from neuronscope's!",
             )
         )
-        for name, tool in tools.items():
-            if isinstance(tool, str):
-                rows.append(Row(SECTION, f"{name} / neuronscope — {label}", None, tool, "> 1×"))
-                continue
-            ratio = timings[name].ratio(name, BASELINE)
-            rows.append(
-                Row(
-                    SECTION,
-                    f"{name} / neuronscope — {label}",
-                    ratio,
-                    f"{fmt_seconds(timings[name].median(name))} vs neuronscope "
-                    f"{fmt_seconds(timings[name].median(BASELINE))}",
-                    "> 1×",
-                    ratio > 1.0,
-                    note="" if checks[name] else "values differ from neuronscope's!",
-                )
-            )
     return rows
 
 

@@ -13,7 +13,7 @@ from benchmarks.report import Row, fmt_seconds
 from benchmarks.timing import compare
 from neuronscope.contracts.config import PairSample
 from worker.engine.analysis import capture_dataset, plan_layers, transition_density
-from worker.engine.metrics import interpolation_points, select_pairs
+from worker.engine.metrics import PairLists, interpolation_points, select_pairs
 
 SECTION = "4"
 
@@ -34,7 +34,7 @@ def _row(ctx: Context, network: Network, fmt: str, count: int, points: int) -> R
     capture = capture_dataset(model, data, plans, config, lambda s, f: None)
     labels = torch.from_numpy(np.random.default_rng(0).integers(0, 10, size=data.samples))
     chosen = select_pairs(PairSample(count=count, seed=0), data.samples, labels)
-    assert not isinstance(chosen, type(select_pairs("all", 2, labels[:2])))
+    assert isinstance(chosen, PairLists)
     pairs = chosen.random
     x = torch.from_numpy(data.arrays["x"])
     path_points = torch.cat([interpolation_points(x[i], x[j], points) for i, j in pairs.tolist()]).numpy()
@@ -46,8 +46,8 @@ def _row(ctx: Context, network: Network, fmt: str, count: int, points: int) -> R
     slow = network.label != "fcnn"
     timings = compare(
         {"td": engine, "infer": lambda: infer_all(model, baseline, config.batch_size)},
-        repeats=ctx.sizes.slow_repeats if slow else ctx.sizes.repeats,
-        warmup=ctx.sizes.warmup,
+        repeats=ctx.sizes.heavy_repeats if slow else ctx.sizes.repeats,
+        warmup=min(ctx.sizes.warmup, 1) if slow else ctx.sizes.warmup,
     )
     total = pairs.shape[0] * points
     td_s, infer_s = timings.median("td"), timings.median("infer")
