@@ -1,7 +1,9 @@
 """The workers' Celery app: ``celery -A worker.celery_app worker``.
 
-Configuration comes from :meth:`neuronscope.settings.Settings.celery_config`, read lazily when
-Celery first needs it (not at import), the same settings the API publishes with.
+Configuration comes from :meth:`neuronscope.settings.Settings.celery_config` (the same settings the
+API publishes with) plus what only consumers need (:mod:`worker.config`): the visibility timeout
+and how often to sweep for jobs whose worker died, and a result backend for the chords that run a
+split analysis. It is read lazily when Celery first needs it (not at import).
 """
 
 from __future__ import annotations
@@ -11,17 +13,45 @@ from typing import Any
 from celery import Celery
 
 from neuronscope.settings import Settings, get_settings
+from worker.config import WorkerSettings, get_worker_settings
+
+#: Chord bookkeeping is kept this long; a split analysis must finish within it.
+RESULT_EXPIRES_S = 7 * 24 * 3600
 
 
-def create_celery(settings: Settings | None = None) -> Celery:
+def worker_config(settings: Settings, worker: WorkerSettings) -> dict[str, Any]:
+    """The API's Celery settings with the consumer side added.
+
+    Redis redelivers a job nobody acknowledged after the visibility timeout; workers look for such
+    jobs when they start and then every :meth:`WorkerSettings.restore_interval_for` seconds.
+    """
+    config = settings.celery_config()
+    config["broker_transport_options"] = {
+        **config["broker_transport_options"],
+        "visibility_timeout": worker.visibility_timeout_for(settings),
+        "unacked_restore_interval": worker.restore_interval_for(settings),
+        "unacked_restore_throttle": 1,
+    }
+    config.update(
+        {
+            "result_backend": settings.require_redis_url(),
+            "result_backend_transport_options": {"global_keyprefix": f"{settings.key_prefix}:celery:"},
+            "result_expires": RESULT_EXPIRES_S,
+            "result_extended": False,
+        }
+    )
+    return config
+
+
+def create_celery(settings: Settings | None = None, worker: WorkerSettings | None = None) -> Celery:
     """A Celery app for ``settings`` (``None``: the environment's, read on first use)."""
     celery = Celery("neuronscope", set_as_current=False, include=["worker.tasks"])
     if settings is not None:
-        celery.conf.update(settings.celery_config())
+        celery.conf.update(worker_config(settings, worker or WorkerSettings()))
     else:
 
         def defaults() -> dict[str, Any]:
-            return get_settings().celery_config()
+            return worker_config(get_settings(), get_worker_settings())
 
         celery.add_defaults(defaults)
     return celery

@@ -1,8 +1,11 @@
 """The analysis child process: ``python -m worker.runner --model M --dataset D --config C --report R``.
 
-One process per job, started by :mod:`worker.sandbox`. Before it loads anything it limits itself
-(address space, CPU time, no core dumps) and arranges to die with its parent. It then runs
-``worker.engine.analyze`` and speaks to the parent in JSON lines on its original stdout::
+One process per job (or per stage of a split job: ``--stage prepare|ps|td|merge --work DIR``,
+see :mod:`worker.chunking`), started by :mod:`worker.sandbox`. Before it loads anything it limits
+itself (address space, CPU time, no core dumps) and arranges to die with its parent. With
+``--no-torchscript`` it refuses a model file whose content is TorchScript, whatever the job record
+says. It then runs ``worker.engine.analyze`` (or the stage) and speaks to the parent in JSON lines
+on its original stdout::
 
     {"event": "progress", "stage": "capture", "fraction": 0.4}
     {"event": "error", "code": "dataset_shape_mismatch", "message": "..."}
@@ -29,18 +32,36 @@ from typing import IO, Any
 
 _MIB = 1024 * 1024
 _PR_SET_PDEATHSIG = 1
+STAGES = ("prepare", "ps", "td", "merge")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m worker.runner", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--dataset", type=Path, required=True)
-    parser.add_argument("--config", type=Path, required=True, help="AnalysisConfig JSON file")
-    parser.add_argument("--report", type=Path, required=True, help="where to write the report JSON")
+    parser.add_argument("--stage", choices=["analyze", *STAGES], default="analyze")
+    parser.add_argument("--model", type=Path, help="the model file (analyze, prepare, td)")
+    parser.add_argument("--dataset", type=Path, help="the dataset file (analyze, prepare, td)")
+    parser.add_argument("--config", type=Path, help="AnalysisConfig JSON file (analyze, prepare, td)")
+    parser.add_argument("--report", type=Path, help="where to write the report JSON (analyze, merge)")
+    parser.add_argument("--work", type=Path, help="the split job's files: plan.json, stage outputs")
+    parser.add_argument("--chunk", type=int, default=0, help="the chunk index (ps, td)")
     parser.add_argument("--memory-mb", type=int, default=0, help="address-space limit; 0: none")
     parser.add_argument("--cpu-seconds", type=int, default=0, help="CPU-time limit; 0: none")
-    parser.add_argument("--parent-pid", type=int, default=0, help="die when this process dies")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--parent-pid", type=int, default=0, help="exit unless this is the parent; 0: no check"
+    )
+    parser.add_argument("--no-torchscript", action="store_true", help="refuse TorchScript model files")
+    args = parser.parse_args(argv)
+    needed = {
+        "analyze": ("model", "dataset", "config", "report"),
+        "prepare": ("model", "dataset", "config", "work"),
+        "ps": ("work",),
+        "td": ("model", "dataset", "config", "work"),
+        "merge": ("work", "report"),
+    }[args.stage]
+    missing = [f"--{name}" for name in needed if getattr(args, name) is None]
+    if missing:
+        parser.error(f"--stage {args.stage} needs {', '.join(missing)}")
+    return args
 
 
 def set_limits(memory_mb: int, cpu_seconds: int) -> None:
@@ -55,14 +76,16 @@ def set_limits(memory_mb: int, cpu_seconds: int) -> None:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    if not parent_pid or not sys.platform.startswith("linux"):
+    """SIGKILL this process when its parent dies; exit now if the parent is not ``parent_pid``
+    (it died before ``prctl`` took effect). ``0`` skips that check (under a sandbox command)."""
+    if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    if parent_pid and os.getppid() != parent_pid:
         os._exit(1)
 
 
@@ -97,18 +120,68 @@ class _Channel:
         self.send("progress", stage=str(stage), fraction=float(fraction))
 
 
-def run(args: argparse.Namespace, channel: _Channel) -> int:
-    """Run the analysis and report its outcome on ``channel``; the exit status."""
+def refuse_torchscript(model: Path) -> None:
+    """Raise ``AnalysisError(torchscript_disabled)`` when the engine would open ``model`` as
+    TorchScript (the same content check the engine's loader makes)."""
+    from worker.engine.capture.loader import detect_format
+    from worker.engine.errors import AnalysisError
+
+    if detect_format(model) == "torchscript":
+        raise AnalysisError(
+            "model: TorchScript models are switched off on this worker "
+            "(NEURONSCOPE_ALLOW_TORCHSCRIPT=false); export the model to ONNX",
+            code="torchscript_disabled",
+        )
+
+
+def _run_stage(args: argparse.Namespace, channel: _Channel) -> None:
     from neuronscope.contracts import AnalysisConfig
+    from worker.chunking import BASE_REPORT_FILE, PATTERNS_FILE, PLAN_FILE, TD_PAIRS_FILE, chunk_file
+
+    if args.no_torchscript and args.model is not None:
+        refuse_torchscript(args.model)
+    config = AnalysisConfig.model_validate_json(args.config.read_text()) if args.config else None
+    channel.progress("loading", 0.0)
+    if args.stage == "analyze":
+        from worker.engine import analyze
+
+        assert config is not None
+        report = analyze(args.model, args.dataset, config, progress=channel.progress)
+        args.report.write_text(report.to_json(indent=None))
+        return
+    from worker.engine import chunks
+
+    work: Path = args.work
+    plan = chunks.read_plan(work / PLAN_FILE)
+    if args.stage == "prepare":
+        assert config is not None
+        chunks.prepare(args.model, args.dataset, config, plan, work, channel.progress)
+    elif args.stage == "ps":
+        device = config.device if config is not None else "auto"
+        out = work / chunk_file("ps", args.chunk)
+        chunks.run_ps_chunk(
+            work / PATTERNS_FILE, plan, args.chunk, out, device=device, progress=channel.progress
+        )
+    elif args.stage == "td":
+        assert config is not None
+        out = work / chunk_file("td", args.chunk)
+        chunks.run_td_chunk(
+            args.model, args.dataset, config, plan, work / TD_PAIRS_FILE, args.chunk, out, channel.progress
+        )
+    else:
+        paths = {(kind, index): work / chunk_file(kind, index) for kind, index in plan.chunks()}
+        td_pairs = work / TD_PAIRS_FILE if plan.td_ranges else None
+        report = chunks.merge(plan, work / BASE_REPORT_FILE, paths, td_pairs)
+        args.report.write_text(report.to_json(indent=None))
+
+
+def run(args: argparse.Namespace, channel: _Channel) -> int:
+    """Run the analysis (or one stage of a split one) and report its outcome on ``channel``;
+    the exit status."""
     from neuronscope.errors import NeuronscopeError
 
     try:
-        config = AnalysisConfig.model_validate_json(args.config.read_text())
-        channel.progress("loading", 0.0)
-        from worker.engine import analyze
-
-        report = analyze(args.model, args.dataset, config, progress=channel.progress)
-        args.report.write_text(report.to_json(indent=None))
+        _run_stage(args, channel)
     except NeuronscopeError as exc:
         channel.send("error", code=exc.code, message=exc.message)
         return 2

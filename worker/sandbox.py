@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,12 +26,14 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import ValidationError
+from redis import Redis
 
 import worker
 from neuronscope.contracts import Report
-from neuronscope.jobs import JobError, JobStore, connect
+from neuronscope.jobs import JobError, JobRecord, JobStore, connect
 from neuronscope.settings import Settings
-from neuronscope.storage import Storage, open_storage
+from neuronscope.storage import ArtifactKind, Storage, open_storage
+from worker.config import WorkerSettings
 
 log = logging.getLogger("neuronscope.worker")
 
@@ -248,20 +251,29 @@ def outcome_error(result: ChildResult, limits: Limits) -> JobError | None:
 
 @dataclass
 class WorkerContext:
-    """What a worker process needs to run jobs: settings, job records, storage."""
+    """What a worker process needs to run jobs: settings, job records, storage, a Redis client."""
 
     settings: Settings
     jobs: JobStore
     storage: Storage
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    redis_client: Redis | None = None
 
     @classmethod
-    def of(cls, settings: Settings) -> WorkerContext:
+    def of(cls, settings: Settings, worker: WorkerSettings | None = None) -> WorkerContext:
         client = connect(settings.require_redis_url())
         return cls(
             settings=settings,
             jobs=JobStore(client, prefix=settings.key_prefix, ttl_s=settings.job_ttl_s),
             storage=open_storage(settings.storage_backend, settings.data_dir),
+            worker=worker or WorkerSettings(),
+            redis_client=client,
         )
+
+    def client(self) -> Redis:
+        if self.redis_client is None:
+            raise RuntimeError("this WorkerContext has no Redis client; build it with WorkerContext.of")
+        return self.redis_client
 
 
 class _Progress:
@@ -283,14 +295,113 @@ class _Progress:
             log.warning("job %s: could not record progress: %s", self._job_id, exc)
 
 
-RunOutcome = Literal["succeeded", "failed", "cancelled", "skipped", "missing"]
+RunOutcome = Literal["succeeded", "failed", "cancelled", "skipped", "missing", "split"]
 
 
-def run_job(job_id: str, ctx: WorkerContext, *, python: str = sys.executable) -> RunOutcome:
+@dataclass(frozen=True)
+class JobInputs:
+    """A job's model, dataset and config, as private copies in its temporary directory."""
+
+    workdir: Path
+    model: Path
+    dataset: Path
+    config: Path
+
+
+#: Decides whether a claimed job runs as one analysis (``None``) or starts a split one.
+SplitHook = Callable[[JobRecord, JobInputs], RunOutcome | None]
+
+
+def private_copy(storage: Storage, kind: ArtifactKind, artifact_id: str, dest: Path) -> None:
+    """Copy an artifact to ``dest`` as a file of its own: never a hard link to the stored bytes,
+    which the analysis process could otherwise rewrite for every other job using them."""
+    link = dest.with_name(dest.name + ".fetched")
+    storage.fetch(kind, artifact_id, link)
+    try:
+        shutil.copyfile(link, dest)
+    finally:
+        link.unlink(missing_ok=True)
+
+
+def fetch_inputs(ctx: WorkerContext, record: JobRecord, workdir: Path) -> JobInputs:
+    """The job's inputs copied into ``workdir``; ``FileSystemStorage`` raises FileNotFoundError."""
+    inputs = JobInputs(
+        workdir=workdir,
+        model=workdir / f"model{_SUFFIX.get(record.model_format, '')}",
+        dataset=workdir / f"dataset{_SUFFIX.get(record.dataset_format, '')}",
+        config=workdir / "config.json",
+    )
+    private_copy(ctx.storage, "model", record.model_id, inputs.model)
+    private_copy(ctx.storage, "dataset", record.dataset_id, inputs.dataset)
+    inputs.config.write_text(record.config)
+    return inputs
+
+
+def torchscript_refused(ctx: WorkerContext, record: JobRecord) -> JobError | None:
+    """The worker's own check of ``NEURONSCOPE_ALLOW_TORCHSCRIPT`` (the API checks it too)."""
+    if record.model_format == "torchscript" and not ctx.settings.allow_torchscript:
+        return JobError(
+            code="torchscript_disabled",
+            message="TorchScript models are switched off on this worker "
+            "(NEURONSCOPE_ALLOW_TORCHSCRIPT=false); export the model to ONNX",
+        )
+    return None
+
+
+def run_runner(
+    ctx: WorkerContext,
+    job_id: str,
+    workdir: Path,
+    args: list[str],
+    *,
+    python: str = sys.executable,
+    on_progress: Callable[[str, float], None] | None = None,
+) -> tuple[ChildResult, JobError | None]:
+    """Run ``python -m worker.runner ARGS`` for ``job_id`` in ``workdir`` under the job's limits.
+
+    Returns the child's result and why it failed (``None`` when it succeeded or was cancelled).
+    """
+    limits = Limits.of(ctx.settings)
+    prefix = ctx.worker.sandbox_prefix
+    command = [
+        *prefix, python, "-m", "worker.runner", *args,
+        "--memory-mb", str(limits.memory_mb), "--cpu-seconds", str(limits.cpu_s),
+        # Under a sandbox command the runner's parent is that command, not this process.
+        "--parent-pid", "0" if prefix else str(os.getpid()),
+    ]  # fmt: skip
+    if not ctx.settings.allow_torchscript:
+        command.append("--no-torchscript")
+    result = run_child(
+        command,
+        cwd=workdir,
+        env=child_env(workdir, limits.threads),
+        wall_s=limits.wall_s,
+        on_progress=on_progress or _Progress(ctx.jobs, job_id),
+        should_cancel=lambda: ctx.jobs.status(job_id) == "cancelled",
+    )
+    if result.cancelled:
+        log.info("job %s: cancelled; analysis process stopped", job_id)
+        return result, None
+    error = outcome_error(result, limits)
+    if error is not None and result.returncode != 0 and result.error is None:
+        log.warning(
+            "job %s: analysis process ended with %s; stderr:\n%s",
+            job_id,
+            result.returncode,
+            result.stderr_tail,
+        )
+    return result, error
+
+
+def run_job(
+    job_id: str, ctx: WorkerContext, *, python: str = sys.executable, split: SplitHook | None = None
+) -> RunOutcome:
     """Run one job end to end; safe to call again for the same job (at-least-once delivery).
 
     A finished job is left alone; a job whose report was stored by an earlier attempt is only
-    marked succeeded; otherwise the analysis runs (again) in a fresh child process.
+    marked succeeded; otherwise the analysis runs (again) in a fresh child process. ``split``
+    may take the job over instead (a large analysis split into parallel tasks): then the outcome
+    is ``"split"`` and the job finishes later, elsewhere.
     """
     record = ctx.jobs.start(job_id, max_attempts=ctx.settings.job_max_attempts)
     if record is None:
@@ -300,69 +411,55 @@ def run_job(job_id: str, ctx: WorkerContext, *, python: str = sys.executable) ->
         log.info("job %s: already %s; not running it again", job_id, record.status)
         return "skipped"
     if ctx.storage.get_report(job_id) is not None:
-        return _finish(ctx, job_id, "succeeded")
+        return finish(ctx, job_id, "succeeded")
+    refused = torchscript_refused(ctx, record)
+    if refused is not None:
+        return finish(ctx, job_id, "failed", refused)
 
-    limits = Limits.of(ctx.settings)
     with tempfile.TemporaryDirectory(prefix=f"neuronscope-{job_id[:8]}-") as tmp:
-        workdir = Path(tmp)
-        model = workdir / f"model{_SUFFIX.get(record.model_format, '')}"
-        dataset = workdir / f"dataset{_SUFFIX.get(record.dataset_format, '')}"
-        config, report = workdir / "config.json", workdir / "report.json"
         try:
-            ctx.storage.fetch("model", record.model_id, model)
-            ctx.storage.fetch("dataset", record.dataset_id, dataset)
+            inputs = fetch_inputs(ctx, record, Path(tmp))
         except FileNotFoundError as exc:
-            return _finish(
+            return finish(
                 ctx,
                 job_id,
                 "failed",
                 JobError(code="artifact_missing", message=f"an input is gone from storage: {exc}"),
             )
-        config.write_text(record.config)
-        command = [
-            python, "-m", "worker.runner",
-            "--model", str(model), "--dataset", str(dataset),
-            "--config", str(config), "--report", str(report),
-            "--memory-mb", str(limits.memory_mb), "--cpu-seconds", str(limits.cpu_s),
-            "--parent-pid", str(os.getpid()),
+        if split is not None:
+            outcome = split(record, inputs)
+            if outcome is not None:
+                return outcome
+        report = inputs.workdir / "report.json"
+        args = [
+            "--model", str(inputs.model), "--dataset", str(inputs.dataset),
+            "--config", str(inputs.config), "--report", str(report),
         ]  # fmt: skip
         log.info("job %s: attempt %d starting", job_id, record.attempts)
-        result = run_child(
-            command,
-            cwd=workdir,
-            env=child_env(workdir, limits.threads),
-            wall_s=limits.wall_s,
-            on_progress=_Progress(ctx.jobs, job_id),
-            should_cancel=lambda: ctx.jobs.status(job_id) == "cancelled",
-        )
+        result, error = run_runner(ctx, job_id, inputs.workdir, args, python=python)
         if result.cancelled:
-            log.info("job %s: cancelled; analysis process stopped", job_id)
             return "cancelled"
-        error = outcome_error(result, limits)
         if error is None:
-            try:
-                data = Report.model_validate_json(report.read_bytes()).to_json(indent=None).encode()
-            except (OSError, ValidationError) as exc:
-                error = JobError(
-                    code="internal_error", message=f"the analysis produced no valid report: {exc}"
-                )
-            else:
-                ctx.jobs.set_progress(job_id, "saving report", 1.0)
-                ctx.storage.put_report(job_id, data)
-                return _finish(ctx, job_id, "succeeded")
-        if result.returncode != 0 and result.error is None:
-            log.warning(
-                "job %s: analysis process ended with %s; stderr:\n%s",
-                job_id,
-                result.returncode,
-                result.stderr_tail,
-            )
-        return _finish(ctx, job_id, "failed", error)
+            return store_report(ctx, job_id, report)
+        return finish(ctx, job_id, "failed", error)
 
 
-def _finish(
+def store_report(ctx: WorkerContext, job_id: str, report: Path) -> RunOutcome:
+    """Validate the report the child wrote, store it once and mark the job succeeded."""
+    try:
+        data = Report.model_validate_json(report.read_bytes()).to_json(indent=None).encode()
+    except (OSError, ValidationError) as exc:
+        error = JobError(code="internal_error", message=f"the analysis produced no valid report: {exc}")
+        return finish(ctx, job_id, "failed", error)
+    ctx.jobs.set_progress(job_id, "saving report", 1.0)
+    ctx.storage.put_report(job_id, data)
+    return finish(ctx, job_id, "succeeded")
+
+
+def finish(
     ctx: WorkerContext, job_id: str, status: Literal["succeeded", "failed"], error: JobError | None = None
 ) -> RunOutcome:
+    """Move a running job to ``status``; a job cancelled meanwhile stays cancelled."""
     record = ctx.jobs.finish(job_id, status, error)
     if record is None:
         return "missing"

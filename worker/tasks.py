@@ -1,41 +1,89 @@
-"""Celery tasks: thin adapters from a queued job id to :func:`worker.sandbox.run_job`."""
+"""Celery tasks: thin adapters from queued job ids to :mod:`worker.sandbox` and :mod:`worker.split`.
+
+``analysis.run`` runs a job (the API queues it). A job large enough to split (see
+:mod:`worker.chunking`) continues as a chord: ``analysis.chunk`` tasks in parallel on any
+worker, then ``analysis.merge``. Every task is acknowledged after it ran and requeued if the
+process running it dies; payloads are ids only.
+"""
 
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+from functools import lru_cache, partial
+from typing import Any
 
+from celery import chord
 from celery.exceptions import SoftTimeLimitExceeded
 
 from neuronscope.jobs import JobError
 from neuronscope.settings import ANALYSIS_TASK, get_settings
 from worker.celery_app import app
-from worker.sandbox import WorkerContext, run_job
+from worker.chunking import ChunkKind, ChunkPlan
+from worker.config import get_worker_settings
+from worker.sandbox import RunOutcome, WorkerContext, run_job
+from worker.split import ChunkOutcome, finish_split, maybe_split, run_chunk
 
 log = logging.getLogger("neuronscope.worker")
+
+CHUNK_TASK = "analysis.chunk"
+MERGE_TASK = "analysis.merge"
+
+_RELIABLE: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
 
 
 @lru_cache(maxsize=1)
 def worker_context() -> WorkerContext:
     """This worker process's Redis client and storage, made on first use (after the pool forked)."""
-    return WorkerContext.of(get_settings())
+    return WorkerContext.of(get_settings(), get_worker_settings())
+
+
+def _time_limit_exceeded(ctx: WorkerContext, job_id: str) -> None:
+    ctx.jobs.finish(
+        job_id,
+        "failed",
+        JobError(code="time_limit_exceeded", message="the job ran past the worker's time limit"),
+    )
+
+
+def dispatch_chunks(job_id: str, plan: ChunkPlan) -> None:
+    """Queue a split job's chunks as a chord whose callback merges them."""
+    header = [run_chunk_task.si(job_id, kind, index) for kind, index in plan.chunks()]
+    chord(header)(merge_task.si(job_id))
 
 
 def _run_analysis(job_id: str) -> str:
     """Run job ``job_id`` (its record says what to analyse); returns how it ended."""
     ctx = worker_context()
     try:
-        return run_job(job_id, ctx)
+        return run_job(job_id, ctx, split=partial(maybe_split, ctx, dispatch=dispatch_chunks))
     except SoftTimeLimitExceeded:
-        ctx.jobs.finish(
-            job_id,
-            "failed",
-            JobError(code="time_limit_exceeded", message="the job ran past the worker's time limit"),
-        )
+        _time_limit_exceeded(ctx, job_id)
+        return "failed"
+
+
+def _run_chunk(job_id: str, kind: ChunkKind, index: int) -> ChunkOutcome:
+    """One chunk of a split job; never raises for the job's own failures, so the chord completes
+    and its merge task cleans up."""
+    ctx = worker_context()
+    try:
+        return run_chunk(ctx, job_id, kind, index)
+    except SoftTimeLimitExceeded:
+        _time_limit_exceeded(ctx, job_id)
+        return "failed"
+
+
+def _merge(job_id: str) -> RunOutcome:
+    ctx = worker_context()
+    try:
+        return finish_split(ctx, job_id)
+    except SoftTimeLimitExceeded:
+        _time_limit_exceeded(ctx, job_id)
         return "failed"
 
 
 #: ``analysis.run``: acknowledged after it ran, requeued if the process running it dies.
-run_analysis = app.task(name=ANALYSIS_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(
-    _run_analysis
-)
+run_analysis = app.task(name=ANALYSIS_TASK, ignore_result=True, **_RELIABLE)(_run_analysis)
+#: ``analysis.chunk``: its (deterministic) result feeds the chord, so it is kept.
+run_chunk_task = app.task(name=CHUNK_TASK, ignore_result=False, **_RELIABLE)(_run_chunk)
+#: ``analysis.merge``: the chord's callback.
+merge_task = app.task(name=MERGE_TASK, ignore_result=True, **_RELIABLE)(_merge)

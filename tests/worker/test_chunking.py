@@ -1,0 +1,111 @@
+"""Splitting an analysis: the plan's ranges, and the staged engine (prepare, PS and TD chunks,
+merge) giving the single analysis's report number for number, in one process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from neuronscope.contracts import AnalysisConfig, Report
+from worker.chunking import (
+    BASE_REPORT_FILE,
+    PATTERNS_FILE,
+    PLAN_FILE,
+    TD_PAIRS_FILE,
+    ChunkKind,
+    chunk_file,
+    plan_chunks,
+    td_pair_count,
+)
+
+
+def _config(**values: Any) -> AnalysisConfig:
+    return AnalysisConfig.model_validate(values)
+
+
+@pytest.mark.parametrize(
+    ("td", "batch_size", "td_points"),
+    [
+        ({"pairs": {"count": 50}, "points": 16}, 64, 100),  # 4 paths per batch
+        ({"pairs": {"count": 7}, "points": 300}, 64, 1000),  # paths streamed in batches
+        ({"pairs": "all", "points": 8}, 256, 40),
+        ({"pairs": [[0, 1], [2, 3], [4, 5]], "points": 2}, 2, 1),
+    ],
+)
+def test_td_blocks_cover_every_pair_once_in_whole_batches(
+    td: dict[str, Any], batch_size: int, td_points: int
+) -> None:
+    config = _config(transition_density=td, batch_size=batch_size)
+    plan = plan_chunks(config, 40, td_points=td_points, ps_pairs=0)
+    pairs = td_pair_count(config, 40)
+    assert plan.td_pairs == pairs and plan.split
+    assert plan.td_ranges[0][0] == 0 and plan.td_ranges[-1][1] == pairs
+    assert all(a[1] == b[0] for a, b in zip(plan.td_ranges, plan.td_ranges[1:], strict=False))
+    points = config.transition_density.points if config.transition_density else 0
+    per_batch = batch_size // points if points <= batch_size else 1
+    assert all((stop - start) % per_batch == 0 for start, stop in plan.td_ranges[:-1])
+
+
+def test_ps_row_blocks_hold_about_the_asked_pairs() -> None:
+    plan = plan_chunks(_config(transition_density=None), 1000, td_points=0, ps_pairs=50_000)
+    assert plan.ps_rows[0][0] == 0 and plan.ps_rows[-1][1] == 999
+    sizes = [sum(999 - r for r in range(a, b)) for a, b in plan.ps_rows]
+    assert sum(sizes) == 1000 * 999 // 2
+    assert all(50_000 <= s < 51_000 for s in sizes[:-1]) and sizes[-1] <= 51_000
+
+
+def test_small_jobs_and_listed_pairs_are_not_split() -> None:
+    config = _config(transition_density={"pairs": {"count": 10}, "points": 100})
+    assert not plan_chunks(config, 100, td_points=2_000_000, ps_pairs=100_000_000).split
+    assert not plan_chunks(config, 100, td_points=0, ps_pairs=0).split
+    listed = _config(pairs={"count": 100}, transition_density=None)
+    assert not plan_chunks(listed, 10_000, td_points=1, ps_pairs=1).split
+
+
+def _comparable(report: Report) -> dict[str, Any]:
+    data = json.loads(report.to_json())
+    data.pop("timings")
+    data["provenance"].pop("created_at")
+    return dict(data)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        # all-pairs PS in row blocks, TD paths several to a batch
+        {"transition_density": {"pairs": {"count": 9}, "points": 16}, "batch_size": 64},
+        # TD paths streamed through batches, predicted labels
+        {
+            "transition_density": {"pairs": {"count": 5}, "points": 100},
+            "batch_size": 32,
+            "labels": "predicted",
+        },
+        # sampled PS pairs (not split), TD over every pair, post-activation patterns
+        {"pairs": {"count": 50}, "transition_density": {"pairs": "all", "points": 4}, "space": "post"},
+    ],
+)
+def test_staged_analysis_equals_the_single_one(
+    values: dict[str, Any], tiny_model: Any, tmp_path: Path
+) -> None:
+    from worker.engine import analyze, chunks
+
+    config = _config(device="cpu", **values)
+    plan = plan_chunks(config, tiny_model.samples, td_points=48, ps_pairs=900)
+    assert plan.split
+    (tmp_path / PLAN_FILE).write_text(plan.model_dump_json())
+    chunks.prepare(tiny_model.model, tiny_model.dataset, config, plan, tmp_path)
+    paths: dict[tuple[ChunkKind, int], Path] = {}
+    for kind, index in plan.chunks():
+        out = paths[kind, index] = tmp_path / chunk_file(kind, index)
+        if kind == "ps":
+            chunks.run_ps_chunk(tmp_path / PATTERNS_FILE, plan, index, out, device="cpu")
+        else:
+            chunks.run_td_chunk(
+                tiny_model.model, tiny_model.dataset, config, plan, tmp_path / TD_PAIRS_FILE, index, out
+            )
+    td_pairs = tmp_path / TD_PAIRS_FILE if plan.td_ranges else None
+    merged = chunks.merge(plan, tmp_path / BASE_REPORT_FILE, paths, td_pairs)
+    assert _comparable(merged) == _comparable(analyze(tiny_model.model, tiny_model.dataset, config))
