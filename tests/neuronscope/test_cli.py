@@ -56,7 +56,12 @@ def engine(monkeypatch: pytest.MonkeyPatch, sample_report: Report) -> dict[str, 
     state: dict[str, Any] = {"result": sample_report, "calls": []}
 
     def fake_analyze(
-        model: Path, dataset: Path, config: AnalysisConfig, *, progress: Any = None, trusted_model: bool = False
+        model: Path,
+        dataset: Path,
+        config: AnalysisConfig,
+        *,
+        progress: Any = None,
+        trusted_model: bool = False,
     ) -> Report:
         assert trusted_model, "the local CLI analyses the user's own files: external ONNX data is allowed"
         state["calls"].append((model, dataset, config))
