@@ -42,7 +42,7 @@ CORRELATION_PAIRS = 200_000
 
 
 @dataclass
-class _Clock:
+class StageClock:
     started: float = field(default_factory=time.perf_counter)
     marks: dict[str, float] = field(default_factory=dict)
     _last: float = field(default_factory=time.perf_counter)
@@ -80,9 +80,9 @@ def analyze(
         AnalysisError: the inputs cannot be analysed as given; ``code`` says why.
     """
     report_progress: ProgressCallback = progress or (lambda stage, fraction: None)
-    clock = _Clock()
+    clock = StageClock()
     report_progress("load", 0.0)
-    bound, dataset_labels = _load_inputs(model_path, dataset_path, check_model=not trusted_model)
+    bound, dataset_labels = load_inputs(model_path, dataset_path, check_model=not trusted_model)
     model = open_model(
         model_path,
         device=config.device,
@@ -95,7 +95,7 @@ def analyze(
     clock.lap("load")
 
     capture = capture_dataset(model, bound, plans, config, report_progress)
-    labels, labels_source = _labels(capture.outputs, dataset_labels, config)
+    labels, labels_source = resolve_labels(capture.outputs, dataset_labels, config)
     clock.lap("capture")
 
     pairs = select_pairs(config.pairs, bound.samples, labels)
@@ -105,8 +105,8 @@ def analyze(
         config.lambdas,
         progress=lambda fraction: report_progress("pattern_similarity", fraction),
     )
-    distances = distance_summary(capture.outputs, _to_device(pairs, capture.outputs.device))
-    correlation = _ps_distance_correlation(capture, pairs, labels, config.seed)
+    distances = distance_summary(capture.outputs, pairs_on_device(pairs, capture.outputs.device))
+    correlation = ps_distance_correlation(capture, pairs, labels, config.seed)
     clock.lap("pattern_similarity")
 
     transition = None
@@ -126,7 +126,7 @@ def analyze(
             samples=bound.samples,
             labels_source=labels_source,
             classes=int(torch.unique(labels).numel()),
-            accuracy=_accuracy(capture.outputs, dataset_labels) if labels_source == "dataset" else None,
+            accuracy=top1_accuracy(capture.outputs, dataset_labels) if labels_source == "dataset" else None,
             similarity=similarity,
             health=capture.health,
             distances=distances,
@@ -137,7 +137,7 @@ def analyze(
     )
 
 
-def _load_inputs(
+def load_inputs(
     model_path: Path, dataset_path: Path, *, check_model: bool
 ) -> tuple[BoundInputs, np.ndarray | None]:
     """Check the files as untrusted uploads (external data, custom ops, zip bombs), then load."""
@@ -208,7 +208,7 @@ def capture_dataset(
     return DatasetCapture(store, health, torch.cat(outputs))
 
 
-def _labels(
+def resolve_labels(
     outputs: torch.Tensor, dataset_labels: np.ndarray | None, config: AnalysisConfig
 ) -> tuple[torch.Tensor, Literal["dataset", "predicted"]]:
     if config.labels == "dataset" and dataset_labels is not None:
@@ -229,7 +229,7 @@ def predicted_labels(outputs: torch.Tensor) -> torch.Tensor:
     return outputs.argmax(dim=1)
 
 
-def _accuracy(outputs: torch.Tensor, labels: np.ndarray | None) -> float | None:
+def top1_accuracy(outputs: torch.Tensor, labels: np.ndarray | None) -> float | None:
     if labels is None or outputs.shape[1] < 2:
         return None
     truth = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=outputs.device)
@@ -238,13 +238,13 @@ def _accuracy(outputs: torch.Tensor, labels: np.ndarray | None) -> float | None:
     return float((outputs.argmax(dim=1) == truth).double().mean())
 
 
-def _to_device(pairs: PairSets, device: torch.device) -> PairSets:
+def pairs_on_device(pairs: PairSets, device: torch.device) -> PairSets:
     if isinstance(pairs, AllPairs):
         return AllPairs(pairs.labels.to(device))
     return pairs
 
 
-def _ps_distance_correlation(
+def ps_distance_correlation(
     capture: DatasetCapture, pairs: PairSets, labels: torch.Tensor, seed: int
 ) -> Correlation:
     n = capture.store.n_samples

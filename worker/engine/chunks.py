@@ -28,14 +28,14 @@ from neuronscope.contracts.report import Report
 from worker.chunking import BASE_REPORT_FILE, PATTERNS_FILE, TD_PAIRS_FILE, ChunkKind, ChunkPlan
 from worker.engine.analysis import (
     ProgressCallback,
-    _accuracy,
-    _Clock,
-    _labels,
-    _load_inputs,
-    _ps_distance_correlation,
-    _to_device,
+    StageClock,
     capture_dataset,
+    load_inputs,
+    pairs_on_device,
     plan_layers,
+    ps_distance_correlation,
+    resolve_labels,
+    top1_accuracy,
     transition_counts,
     transition_density,
     transition_result,
@@ -50,19 +50,19 @@ from worker.engine.metrics.similarity import (
     CountHistogram,
     KindSummary,
     SimilaritySummary,
-    _add_by_kind,
-    _default_row_block,
-    _layer_block,
-    _pair_kinds,
+    add_by_kind,
+    default_row_block,
+    layer_block,
+    pair_kinds,
     pattern_similarity,
 )
 from worker.engine.prediction import distance_summary
 from worker.engine.report_builder import (
     ReportInputs,
     TransitionResult,
-    _similarity_section,
-    _transition_section,
     build_report,
+    similarity_section,
+    transition_section,
 )
 
 #: Bytes of unpacked patterns rebuilt at a time when a PS chunk loads the stored patterns.
@@ -91,9 +91,9 @@ def prepare(
     ``td-pairs.npz`` when TD is split (the TD pairs with their label kind, PS and distance).
     """
     report_progress: ProgressCallback = progress or (lambda stage, fraction: None)
-    clock = _Clock()
+    clock = StageClock()
     report_progress("load", 0.0)
-    bound, dataset_labels = _load_inputs(model_path, dataset_path, check_model=True)
+    bound, dataset_labels = load_inputs(model_path, dataset_path, check_model=True)
     if bound.samples != plan.samples:
         raise _internal(f"plan: expected {bound.samples} samples, the plan was made for {plan.samples}")
     model = open_model(
@@ -107,7 +107,7 @@ def prepare(
     clock.lap("load")
 
     capture = capture_dataset(model, bound, plans, config, report_progress)
-    labels, labels_source = _labels(capture.outputs, dataset_labels, config)
+    labels, labels_source = resolve_labels(capture.outputs, dataset_labels, config)
     clock.lap("capture")
 
     pairs = select_pairs(config.pairs, bound.samples, labels)
@@ -123,8 +123,8 @@ def prepare(
             config.lambdas,
             progress=lambda fraction: report_progress("pattern_similarity", fraction),
         )
-    distances = distance_summary(capture.outputs, _to_device(pairs, capture.outputs.device))
-    correlation = _ps_distance_correlation(capture, pairs, labels, config.seed)
+    distances = distance_summary(capture.outputs, pairs_on_device(pairs, capture.outputs.device))
+    correlation = ps_distance_correlation(capture, pairs, labels, config.seed)
     clock.lap("pattern_similarity")
 
     transition = None
@@ -155,7 +155,7 @@ def prepare(
             samples=bound.samples,
             labels_source=labels_source,
             classes=int(torch.unique(labels).numel()),
-            accuracy=_accuracy(capture.outputs, dataset_labels) if labels_source == "dataset" else None,
+            accuracy=top1_accuracy(capture.outputs, dataset_labels) if labels_source == "dataset" else None,
             similarity=similarity,
             health=capture.health,
             distances=distances,
@@ -253,16 +253,16 @@ def run_ps_chunk(
     n = store.n_samples
     totals = [CountHistogram(store.total_neurons, target) for _ in range(2)]
     per_layer = [[CountHistogram(m, target) for m in store.neurons] for _ in range(2)]
-    block_rows = _default_row_block(n)
+    block_rows = default_row_block(n)
     for first in range(rows_start, rows_stop, block_rows):
         rows = (first, min(rows_stop, first + block_rows))
-        kinds = _pair_kinds(labels, rows)
+        kinds = pair_kinds(labels, rows)
         total = torch.zeros(rows[1] - first, n - first, dtype=torch.int64, device=target)
         for layer in range(store.num_layers):
-            block = _layer_block(store, layer, rows, first, target, None)
-            _add_by_kind(block, kinds, [hists[layer] for hists in per_layer])
+            block = layer_block(store, layer, rows, first, target, None)
+            add_by_kind(block, kinds, [hists[layer] for hists in per_layer])
             total += block
-        _add_by_kind(total, kinds, totals)
+        add_by_kind(total, kinds, totals)
         if progress is not None:
             progress("pattern_similarity", (rows[1] - rows_start) / max(rows_stop - rows_start, 1))
     np.savez(
@@ -286,7 +286,7 @@ def run_td_chunk(
     """TD chunk ``index``: TD and neuron changes of its block of the TD pairs (loads the model)."""
     started = time.perf_counter()
     start, stop = plan.td_ranges[index]
-    bound, _ = _load_inputs(model_path, dataset_path, check_model=True)
+    bound, _ = load_inputs(model_path, dataset_path, check_model=True)
     model = open_model(
         model_path,
         device=config.device,
@@ -333,7 +333,7 @@ def merge(
         ps_paths = [chunk_paths["ps", i] for i in range(len(plan.ps_rows))]
         summary, seconds["ps"] = _merged_similarity(base, ps_paths)
         layers = [ActivationLayer(info.name, info.op_type, tuple(info.shape)) for info in base.model.layers]
-        update["pattern_similarity"] = _similarity_section(summary, layers)
+        update["pattern_similarity"] = similarity_section(summary, layers)
     if plan.td_ranges:
         if td_pairs_path is None or base.provenance.config.transition_density is None:
             raise _internal("merge: TD chunks need the TD pairs file and a transition_density config")
@@ -343,7 +343,7 @@ def merge(
             td_pairs_path,
             [chunk_paths["td", i] for i in range(len(plan.td_ranges))],
         )
-        update["transition_density"] = _transition_section(result)
+        update["transition_density"] = transition_section(result)
         update["prediction_distance"] = base.prediction_distance.model_copy(
             update={"spearman_vs_td": result.spearman_distance}
         )

@@ -116,8 +116,8 @@ def build_report(inputs: ReportInputs) -> Report:
             accuracy=inputs.accuracy,
             sha256=file_sha256(inputs.dataset_path),
         ),
-        pattern_similarity=_similarity_section(inputs.similarity, layers),
-        transition_density=_transition_section(inputs.transition) if inputs.transition is not None else None,
+        pattern_similarity=similarity_section(inputs.similarity, layers),
+        transition_density=transition_section(inputs.transition) if inputs.transition is not None else None,
         layers=[
             LayerHealth(
                 name=layer.name,
@@ -179,9 +179,7 @@ def _kind_stats(summary: KindSummary, lambdas: list[float]) -> PairKindStats:
     )
 
 
-def _similarity_section(
-    summary: SimilaritySummary, layers: list[ActivationLayer]
-) -> PatternSimilaritySection:
+def similarity_section(summary: SimilaritySummary, layers: list[ActivationLayer]) -> PatternSimilaritySection:
     kinds = (summary.random, summary.same_label, summary.different_label)
     per_layer = []
     for index, layer in enumerate(layers):
@@ -230,7 +228,7 @@ def _td_kind(result: TransitionResult, mask: torch.Tensor) -> TdKindStats:
     )
 
 
-def _transition_section(result: TransitionResult) -> TransitionDensitySection:
+def transition_section(result: TransitionResult) -> TransitionDensitySection:
     td = result.td.double()
     return TransitionDensitySection(
         pairs=int(result.pairs.shape[0]),

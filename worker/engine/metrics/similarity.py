@@ -270,7 +270,7 @@ def equal_count_matrix(
     layers = range(store.num_layers) if layer is None else [layer]
     total = torch.zeros(stop - row_start, store.n_samples, dtype=torch.int64, device=target)
     for index in layers:
-        total += _layer_block(store, index, (row_start, stop), 0, target, chunk_neurons)
+        total += layer_block(store, index, (row_start, stop), 0, target, chunk_neurons)
     return total
 
 
@@ -314,7 +314,7 @@ def _all_pairs_summary(
 ) -> SimilaritySummary:
     n = store.n_samples
     labels = labels.to(device)
-    block_rows = row_block or _default_row_block(n)
+    block_rows = row_block or default_row_block(n)
     totals = [CountHistogram(store.total_neurons, device) for _ in range(2)]
     per_layer = [[CountHistogram(m, device) for m in store.neurons] for _ in range(2)]
     starts = range(0, n, block_rows)
@@ -323,16 +323,16 @@ def _all_pairs_summary(
     done = 0
     for r0, block_work in zip(starts, work, strict=True):
         rows = (r0, min(n, r0 + block_rows))
-        kinds = _pair_kinds(labels, rows)
+        kinds = pair_kinds(labels, rows)
         total = torch.zeros(rows[1] - r0, n - r0, dtype=torch.int64, device=device)
         for layer in range(store.num_layers):
-            block = _layer_block(store, layer, rows, r0, device, chunk_neurons)
-            _add_by_kind(block, kinds, [hists[layer] for hists in per_layer])
+            block = layer_block(store, layer, rows, r0, device, chunk_neurons)
+            add_by_kind(block, kinds, [hists[layer] for hists in per_layer])
             total += block
             done += block_work * store.neurons[layer]
             if progress is not None:
                 progress(done / all_work)
-        _add_by_kind(total, kinds, totals)
+        add_by_kind(total, kinds, totals)
     same, different = (
         KindSummary.from_histograms(total, layers, lambdas)
         for total, layers in zip(totals, per_layer, strict=True)
@@ -343,14 +343,14 @@ def _all_pairs_summary(
     return SimilaritySummary("all", list(lambdas), everything, same, different)
 
 
-def _default_row_block(n: int) -> int:
+def default_row_block(n: int) -> int:
     """A quarter of the rows (blocks below the first skip the lower triangle), at least 256, and
     no more than the block budget allows."""
     budget_rows = max(1, _BLOCK_BYTES // (32 * max(n, 1)))
     return min(budget_rows, max(256, -(-n // 4)))
 
 
-def _pair_kinds(labels: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
+def pair_kinds(labels: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
     """Kind of each entry of a row block whose columns start at its first row: 0 for ``j <= i``
     (not a pair), 1 for a same-label pair, 2 for a different-label pair; int64."""
     start, stop = rows
@@ -361,7 +361,7 @@ def _pair_kinds(labels: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
     return upper.to(torch.int64) * (1 + different.to(torch.int64))
 
 
-def _add_by_kind(counts: torch.Tensor, kinds: torch.Tensor, hists: Sequence[CountHistogram]) -> None:
+def add_by_kind(counts: torch.Tensor, kinds: torch.Tensor, hists: Sequence[CountHistogram]) -> None:
     """Add the same-label and the different-label entries of ``counts`` to ``hists[0]`` and
     ``hists[1]``, in one pass."""
     width = hists[0].neurons + 1
@@ -370,7 +370,7 @@ def _add_by_kind(counts: torch.Tensor, kinds: torch.Tensor, hists: Sequence[Coun
         hist.bins += binned[:, kind]
 
 
-def _layer_block(
+def layer_block(
     store: PatternStore,
     layer: int,
     rows: tuple[int, int],

@@ -41,7 +41,7 @@ def _patterns(seed: int = 0, n: int = N) -> list[np.ndarray]:
     return layers
 
 
-def _labels(n: int = N) -> np.ndarray:
+def resolve_labels(n: int = N) -> np.ndarray:
     return np.arange(n) * 7 % 4
 
 
@@ -111,7 +111,7 @@ def test_pair_counts_and_matrix_match_brute_force() -> None:
 
 
 def test_all_pairs_summary_matches_brute_force_per_kind_and_layer() -> None:
-    layers, labels = _patterns(1), _labels()
+    layers, labels = _patterns(1), resolve_labels()
     summary = pattern_similarity(_store(layers), AllPairs(torch.from_numpy(labels)), LAMBDAS)
     every = [(i, j) for i in range(N) for j in range(i + 1, N)]
     assert summary.selection == "all" and summary.lambdas == LAMBDAS
@@ -126,7 +126,7 @@ def test_all_pairs_summary_matches_brute_force_per_kind_and_layer() -> None:
 
 @pytest.mark.parametrize("spec", [PairSample(count=30, seed=3), [(0, 1), (3, 7), (9, 2), (4, 8), (22, 21)]])
 def test_listed_summary_matches_brute_force(spec: PairSample | list[tuple[int, int]]) -> None:
-    layers, labels = _patterns(2), _labels()
+    layers, labels = _patterns(2), resolve_labels()
     pairs = select_pairs(spec, N, torch.from_numpy(labels))
     assert isinstance(pairs, PairLists)
     summary = pattern_similarity(_store(layers), pairs, LAMBDAS)
@@ -137,7 +137,7 @@ def test_listed_summary_matches_brute_force(spec: PairSample | list[tuple[int, i
 
 
 def test_all_pairs_equals_listing_every_pair() -> None:
-    layers, labels = _patterns(3), torch.from_numpy(_labels())
+    layers, labels = _patterns(3), torch.from_numpy(resolve_labels())
     store = _store(layers)
     matrix = pattern_similarity(store, AllPairs(labels), LAMBDAS)
     listed = pattern_similarity(store, AllPairs(labels).materialize(), LAMBDAS)
@@ -156,7 +156,7 @@ def test_self_similarity_is_one_and_matrix_is_symmetric() -> None:
 
 
 def test_permuting_neurons_changes_nothing() -> None:
-    layers, labels = _patterns(5), torch.from_numpy(_labels())
+    layers, labels = _patterns(5), torch.from_numpy(resolve_labels())
     rng = np.random.default_rng(0)
     shuffled = [a[:, rng.permutation(a.shape[1])] for a in layers]
     for pairs in (AllPairs(labels), select_pairs(PairSample(count=25, seed=0), N, labels)):
@@ -167,7 +167,7 @@ def test_permuting_neurons_changes_nothing() -> None:
 
 
 def test_bit_packed_and_unpacked_storage_agree() -> None:
-    layers, labels = _patterns(6), torch.from_numpy(_labels())
+    layers, labels = _patterns(6), torch.from_numpy(resolve_labels())
     packed, unpacked = _store(layers, pack=True), _store(layers, pack=False)
     assert packed.is_packed(0) and not unpacked.is_packed(0)
     assert torch.equal(equal_count_matrix(packed), equal_count_matrix(unpacked))
@@ -183,7 +183,7 @@ def test_bit_packed_and_unpacked_storage_agree() -> None:
 def test_chunk_sizes_do_not_change_results(
     row_block: int | None, chunk_neurons: int | None, chunk_pairs: int | None
 ) -> None:
-    layers, labels = _patterns(7), torch.from_numpy(_labels())
+    layers, labels = _patterns(7), torch.from_numpy(resolve_labels())
     store = _store(layers, batch=4)
     sampled = select_pairs(PairSample(count=40, seed=2), N, labels)
     for pairs in (AllPairs(labels), sampled):
@@ -241,7 +241,7 @@ def test_kinds_without_pairs_are_nan() -> None:
 
 
 def test_progress_reaches_one_and_can_cancel() -> None:
-    store, labels = _store(_patterns(10)), torch.from_numpy(_labels())
+    store, labels = _store(_patterns(10)), torch.from_numpy(resolve_labels())
     seen: list[float] = []
     pattern_similarity(store, AllPairs(labels), [0.5], row_block=4, progress=seen.append)
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and len(seen) == 6 * len(NEURONS)
@@ -262,4 +262,4 @@ def test_incomplete_store_and_bad_arguments_are_refused() -> None:
         pair_counts(store, torch.tensor([0, 1]))
     full = _store(_patterns(0))
     with pytest.raises(AnalysisError, match="row_block: expected None or > 0, got -1"):
-        pattern_similarity(full, AllPairs(torch.from_numpy(_labels())), [0.5], row_block=-1)
+        pattern_similarity(full, AllPairs(torch.from_numpy(resolve_labels())), [0.5], row_block=-1)
