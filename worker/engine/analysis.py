@@ -79,6 +79,56 @@ def analyze(
     Raises:
         AnalysisError: the inputs cannot be analysed as given; ``code`` says why.
     """
+    stage = capture_stage(model_path, dataset_path, config, progress=progress, trusted_model=trusted_model)
+    pairs = select_pairs(config.pairs, stage.bound.samples, stage.labels)
+    similarity = pattern_similarity(
+        stage.capture.store,
+        pairs,
+        config.lambdas,
+        progress=lambda fraction: stage.progress("pattern_similarity", fraction),
+    )
+    distances = distance_summary(stage.capture.outputs, pairs_on_device(pairs, stage.capture.outputs.device))
+    correlation = ps_distance_correlation(stage.capture, pairs, stage.labels, config.seed)
+    stage.clock.lap("pattern_similarity")
+
+    transition = None
+    if config.transition_density is not None:
+        chosen = transition_pairs(stage)
+        transition = transition_density(
+            stage.model, stage.bound, stage.plans, chosen, config, stage.capture, stage.labels, stage.progress
+        )
+    stage.clock.lap("transition_density")
+    return assemble_report(stage, similarity, distances, correlation, transition)
+
+
+@dataclass
+class CapturedStage:
+    """Everything an analysis holds after its one pass over the dataset; shared by :func:`analyze`
+    and the stages of a split analysis (``worker.engine.chunks``)."""
+
+    config: AnalysisConfig
+    model_path: Path
+    dataset_path: Path
+    bound: BoundInputs
+    dataset_labels: np.ndarray | None
+    model: CaptureModel
+    plans: list[LayerPlan]
+    capture: DatasetCapture
+    labels: torch.Tensor
+    labels_source: Literal["dataset", "predicted"]
+    clock: StageClock
+    progress: ProgressCallback
+
+
+def capture_stage(
+    model_path: Path,
+    dataset_path: Path,
+    config: AnalysisConfig,
+    *,
+    progress: ProgressCallback | None = None,
+    trusted_model: bool = False,
+) -> CapturedStage:
+    """Load and check the inputs, open the model, capture the dataset and settle the labels."""
     report_progress: ProgressCallback = progress or (lambda stage, fraction: None)
     clock = StageClock()
     report_progress("load", 0.0)
@@ -97,42 +147,56 @@ def analyze(
     capture = capture_dataset(model, bound, plans, config, report_progress)
     labels, labels_source = resolve_labels(capture.outputs, dataset_labels, config)
     clock.lap("capture")
-
-    pairs = select_pairs(config.pairs, bound.samples, labels)
-    similarity = pattern_similarity(
-        capture.store,
-        pairs,
-        config.lambdas,
-        progress=lambda fraction: report_progress("pattern_similarity", fraction),
+    return CapturedStage(
+        config,
+        model_path,
+        dataset_path,
+        bound,
+        dataset_labels,
+        model,
+        plans,
+        capture,
+        labels,
+        labels_source,
+        clock,
+        report_progress,
     )
-    distances = distance_summary(capture.outputs, pairs_on_device(pairs, capture.outputs.device))
-    correlation = ps_distance_correlation(capture, pairs, labels, config.seed)
-    clock.lap("pattern_similarity")
 
-    transition = None
-    if config.transition_density is not None:
-        td_pairs = select_pairs(config.transition_density.pairs, bound.samples, labels)
-        chosen = td_pairs.materialize().random if isinstance(td_pairs, AllPairs) else td_pairs.random
-        transition = transition_density(model, bound, plans, chosen, config, capture, labels, report_progress)
-    clock.lap("transition_density")
 
+def transition_pairs(stage: CapturedStage) -> torch.Tensor:
+    """``[P, 2]`` the pairs whose segments transition density walks."""
+    assert stage.config.transition_density is not None
+    chosen = select_pairs(stage.config.transition_density.pairs, stage.bound.samples, stage.labels)
+    return chosen.materialize().random if isinstance(chosen, AllPairs) else chosen.random
+
+
+def assemble_report(
+    stage: CapturedStage,
+    similarity: SimilaritySummary,
+    distances: DistanceSummary,
+    correlation: Correlation,
+    transition: TransitionResult | None,
+) -> Report:
+    """The report of a captured stage and its pair metrics."""
     return build_report(
         ReportInputs(
-            config=config,
-            model=model,
-            model_path=model_path,
-            dataset_path=dataset_path,
-            plans=[(p.layer, p.breakpoints) for p in plans],
-            samples=bound.samples,
-            labels_source=labels_source,
-            classes=int(torch.unique(labels).numel()),
-            accuracy=top1_accuracy(capture.outputs, dataset_labels) if labels_source == "dataset" else None,
+            config=stage.config,
+            model=stage.model,
+            model_path=stage.model_path,
+            dataset_path=stage.dataset_path,
+            plans=[(p.layer, p.breakpoints) for p in stage.plans],
+            samples=stage.bound.samples,
+            labels_source=stage.labels_source,
+            classes=int(torch.unique(stage.labels).numel()),
+            accuracy=top1_accuracy(stage.capture.outputs, stage.dataset_labels)
+            if stage.labels_source == "dataset"
+            else None,
             similarity=similarity,
-            health=capture.health,
+            health=stage.capture.health,
             distances=distances,
             correlation=correlation,
             transition=transition,
-            timings={**clock.marks, "total": time.perf_counter() - clock.started},
+            timings={**stage.clock.marks, "total": time.perf_counter() - stage.clock.started},
         )
     )
 

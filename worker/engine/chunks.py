@@ -28,16 +28,15 @@ from neuronscope.contracts.report import Report
 from worker.chunking import BASE_REPORT_FILE, PATTERNS_FILE, TD_PAIRS_FILE, ChunkKind, ChunkPlan
 from worker.engine.analysis import (
     ProgressCallback,
-    StageClock,
-    capture_dataset,
+    assemble_report,
+    capture_stage,
     load_inputs,
     pairs_on_device,
     plan_layers,
     ps_distance_correlation,
-    resolve_labels,
-    top1_accuracy,
     transition_counts,
     transition_density,
+    transition_pairs,
     transition_result,
 )
 from worker.engine.capture.base import ActivationLayer
@@ -58,9 +57,7 @@ from worker.engine.metrics.similarity import (
 )
 from worker.engine.prediction import distance_summary
 from worker.engine.report_builder import (
-    ReportInputs,
     TransitionResult,
-    build_report,
     similarity_section,
     transition_section,
 )
@@ -90,38 +87,23 @@ def prepare(
     ``patterns.npz`` when PS is split (every sample's pattern and the labels) and
     ``td-pairs.npz`` when TD is split (the TD pairs with their label kind, PS and distance).
     """
-    report_progress: ProgressCallback = progress or (lambda stage, fraction: None)
-    clock = StageClock()
-    report_progress("load", 0.0)
-    bound, dataset_labels = load_inputs(model_path, dataset_path, check_model=True)
+    stage = capture_stage(model_path, dataset_path, config, progress=progress)
+    bound, capture, labels, clock = stage.bound, stage.capture, stage.labels, stage.clock
     if bound.samples != plan.samples:
         raise _internal(f"plan: expected {bound.samples} samples, the plan was made for {plan.samples}")
-    model = open_model(
-        model_path,
-        device=config.device,
-        layer_names=config.layers,
-        example=bound.batch(0, min(2, bound.samples)),
-    )
-    plans = plan_layers(model, config)
-    report_progress("load", 1.0)
-    clock.lap("load")
-
-    capture = capture_dataset(model, bound, plans, config, report_progress)
-    labels, labels_source = resolve_labels(capture.outputs, dataset_labels, config)
-    clock.lap("capture")
 
     pairs = select_pairs(config.pairs, bound.samples, labels)
     if plan.ps_rows:
         if not isinstance(pairs, AllPairs):
             raise _internal("plan: PS row blocks need pairs 'all'")
-        similarity = _placeholder_similarity(config.lambdas, len(plans))
+        similarity = _placeholder_similarity(config.lambdas, len(stage.plans))
         save_patterns(out_dir / PATTERNS_FILE, capture.store, labels)
     else:
         similarity = pattern_similarity(
             capture.store,
             pairs,
             config.lambdas,
-            progress=lambda fraction: report_progress("pattern_similarity", fraction),
+            progress=lambda fraction: stage.progress("pattern_similarity", fraction),
         )
     distances = distance_summary(capture.outputs, pairs_on_device(pairs, capture.outputs.device))
     correlation = ps_distance_correlation(capture, pairs, labels, config.seed)
@@ -129,8 +111,7 @@ def prepare(
 
     transition = None
     if config.transition_density is not None:
-        td_pairs = select_pairs(config.transition_density.pairs, bound.samples, labels)
-        chosen = td_pairs.materialize().random if isinstance(td_pairs, AllPairs) else td_pairs.random
+        chosen = transition_pairs(stage)
         if chosen.shape[0] != plan.td_pairs:
             raise _internal(f"plan: expected {plan.td_pairs} TD pairs, the config gives {chosen.shape[0]}")
         if plan.td_ranges:
@@ -141,29 +122,11 @@ def prepare(
             )
         else:
             transition = transition_density(
-                model, bound, plans, chosen, config, capture, labels, report_progress
+                stage.model, bound, stage.plans, chosen, config, capture, labels, stage.progress
             )
     clock.lap("transition_density")
 
-    report = build_report(
-        ReportInputs(
-            config=config,
-            model=model,
-            model_path=model_path,
-            dataset_path=dataset_path,
-            plans=[(p.layer, p.breakpoints) for p in plans],
-            samples=bound.samples,
-            labels_source=labels_source,
-            classes=int(torch.unique(labels).numel()),
-            accuracy=top1_accuracy(capture.outputs, dataset_labels) if labels_source == "dataset" else None,
-            similarity=similarity,
-            health=capture.health,
-            distances=distances,
-            correlation=correlation,
-            transition=transition,
-            timings={**clock.marks, "total": time.perf_counter() - clock.started},
-        )
-    )
+    report = assemble_report(stage, similarity, distances, correlation, transition)
     (out_dir / BASE_REPORT_FILE).write_text(report.to_json(indent=None))
 
 
