@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import shlex
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from neuronscope.settings import Settings
 
 
 class WorkerSettings(BaseSettings):
-    """``NEURONSCOPE_VISIBILITY_TIMEOUT_S``, ``NEURONSCOPE_SANDBOX_COMMAND``, ``NEURONSCOPE_CHUNK_*``."""
+    """``NEURONSCOPE_VISIBILITY_TIMEOUT_S``, ``NEURONSCOPE_SANDBOX_*``, ``NEURONSCOPE_CHUNK_*``."""
 
     model_config = SettingsConfigDict(
         env_prefix="NEURONSCOPE_", env_file=None, extra="ignore", frozen=True, populate_by_name=True
@@ -34,6 +34,12 @@ class WorkerSettings(BaseSettings):
         "",
         description="A command prefix the analysis process runs under (e.g. an nsjail or bwrap "
         "invocation ending in `--`); empty: run it directly.",
+    )
+    sandbox_launch: Literal["fork", "exec"] | None = Field(
+        None,
+        description="How the analysis process starts: `fork` from a warm launcher process per worker "
+        "process that has the libraries imported (fast), or `exec` as a fresh Python process. Unset: "
+        "`fork`, or `exec` when a sandbox command is set (a command prefix cannot wrap a fork).",
     )
     chunk_td_points: Annotated[int, Field(ge=0)] = Field(
         2_000_000,
@@ -54,6 +60,19 @@ class WorkerSettings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"expected a shell-quoted command prefix, got {value!r}: {exc}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _launch_fits(self) -> WorkerSettings:
+        if self.sandbox_launch == "fork" and self.sandbox_command:
+            raise ValueError("sandbox_launch: fork cannot run under a sandbox command; unset it or use exec")
+        return self
+
+    @property
+    def launch(self) -> Literal["fork", "exec"]:
+        """How analysis processes start: exec under a sandbox command, else the setting (fork)."""
+        if self.sandbox_command:
+            return "exec"
+        return self.sandbox_launch or "fork"
 
     @property
     def sandbox_prefix(self) -> list[str]:

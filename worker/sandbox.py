@@ -5,6 +5,10 @@ environment without the service's settings, resource limits, and its own process
 cancel or a time-out kills it and everything it started. Whatever it does (a segfault, running
 out of memory, hanging), this process only sees an exit status and fails the job with a code a
 person can act on.
+
+By default (``NEURONSCOPE_SANDBOX_LAUNCH=fork``) the child is forked from this worker process's
+warm launcher (:mod:`worker.zygote`), which has the libraries imported already; with
+``exec`` or a ``NEURONSCOPE_SANDBOX_COMMAND`` it is a fresh ``python -m worker.runner``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 from redis import Redis
@@ -34,6 +38,7 @@ from neuronscope.jobs import JobError, JobRecord, JobStore, connect
 from neuronscope.settings import Settings
 from neuronscope.storage import ArtifactKind, Storage, open_storage
 from worker.config import WorkerSettings
+from worker.zygote import Zygote, ZygoteError, get_zygote
 
 log = logging.getLogger("neuronscope.worker")
 
@@ -86,7 +91,32 @@ def child_env(workdir: Path, threads: int) -> dict[str, str]:
     return env
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def launcher_env(threads: int) -> dict[str, str]:
+    """The environment the zygote starts with: the analysis environment without a job's parts
+    (the thread counts too, so the runtimes' thread pools are sized as in a fresh process)."""
+    env = child_env(Path(tempfile.gettempdir()), threads=threads)
+    env.pop("TMPDIR", None)
+    if "TMPDIR" in os.environ:
+        env["TMPDIR"] = os.environ["TMPDIR"]
+    return env
+
+
+def worker_zygote(threads: int) -> Zygote:
+    """This worker process's zygote for jobs with ``threads`` threads (started on first use)."""
+    return get_zygote(launcher_env(threads))
+
+
+class _Child(Protocol):
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+def _kill_group(proc: _Child) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
@@ -102,27 +132,43 @@ def run_child(
     on_progress: Callable[[str, float], None],
     should_cancel: Callable[[], bool],
     poll_s: float = 0.5,
+    zygote: Zygote | None = None,
 ) -> ChildResult:
     """Run ``command`` in its own process group and follow its JSON-lines channel on stdout.
 
+    With ``zygote``, ``command`` is Python's arguments (``-m MODULE ...`` or ``-c CODE ...``) and
+    the child is forked from it; otherwise it is a command line to execute.
     Returns once it exited, or after killing it (with its whole group) when ``should_cancel()``
     turns true or ``wall_s`` has passed.
     """
     stderr_path = cwd / "stderr.log"
     result = ChildResult(returncode=None)
     deadline = time.monotonic() + wall_s
+    proc: _Child
     with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            start_new_session=True,
-        )
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
+        if zygote is None:
+            popen = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+            )
+            assert popen.stdout is not None
+            proc, reader = popen, popen.stdout
+        else:
+            read_end, write_end = os.pipe()
+            try:
+                proc = zygote.spawn(command, cwd=cwd, env=env, stdout=write_end, stderr=stderr.fileno())
+            except BaseException:
+                os.close(read_end)
+                raise
+            finally:
+                os.close(write_end)
+            reader = os.fdopen(read_end, "rb")
+    fd = reader.fileno()
     os.set_blocking(fd, False)
     buffer = b""
     eof = False
@@ -186,7 +232,7 @@ def run_child(
         if proc.poll() is None:
             _kill_group(proc)
         result.returncode = proc.wait()
-        proc.stdout.close()
+        reader.close()
         result.stderr_tail = _tail(stderr_path)
     return result
 
@@ -262,11 +308,15 @@ class WorkerContext:
     @classmethod
     def of(cls, settings: Settings, worker: WorkerSettings | None = None) -> WorkerContext:
         client = connect(settings.require_redis_url())
+        worker = worker or WorkerSettings()
+        if worker.launch == "fork":
+            # it imports the libraries while the first job's inputs are fetched
+            worker_zygote(settings.job_threads).start()
         return cls(
             settings=settings,
             jobs=JobStore(client, prefix=settings.key_prefix, ttl_s=settings.job_ttl_s),
             storage=open_storage(settings.storage_backend, settings.data_dir),
-            worker=worker or WorkerSettings(),
+            worker=worker,
             redis_client=client,
         )
 
@@ -363,22 +413,31 @@ def run_runner(
     """
     limits = Limits.of(ctx.settings)
     prefix = ctx.worker.sandbox_prefix
-    command = [
-        *prefix, python, "-m", "worker.runner", *args,
+    fork = ctx.worker.launch == "fork" and python == sys.executable
+    runner = [
+        "-m", "worker.runner", *args,
         "--memory-mb", str(limits.memory_mb), "--cpu-seconds", str(limits.cpu_s),
-        # Under a sandbox command the runner's parent is that command, not this process.
-        "--parent-pid", "0" if prefix else str(os.getpid()),
+        # Under a sandbox command the runner's parent is that command, not this process; a forked
+        # runner's parent is the zygote, which checks that itself.
+        "--parent-pid", "0" if prefix or fork else str(os.getpid()),
     ]  # fmt: skip
     if not ctx.settings.allow_torchscript:
-        command.append("--no-torchscript")
-    result = run_child(
-        command,
-        cwd=workdir,
-        env=child_env(workdir, limits.threads),
-        wall_s=limits.wall_s,
-        on_progress=on_progress or _Progress(ctx.jobs, job_id),
-        should_cancel=lambda: ctx.jobs.status(job_id) == "cancelled",
-    )
+        runner.append("--no-torchscript")
+    options: dict[str, Any] = {
+        "cwd": workdir,
+        "env": child_env(workdir, limits.threads),
+        "wall_s": limits.wall_s,
+        "on_progress": on_progress or _Progress(ctx.jobs, job_id),
+        "should_cancel": lambda: ctx.jobs.status(job_id) == "cancelled",
+    }
+    result: ChildResult | None = None
+    if fork:
+        try:
+            result = run_child(runner, zygote=worker_zygote(limits.threads), **options)
+        except ZygoteError as exc:
+            log.warning("job %s: the warm launcher failed (%s); starting a fresh process", job_id, exc)
+    if result is None:
+        result = run_child([*prefix, python, *runner], **options)
     if result.cancelled:
         log.info("job %s: cancelled; analysis process stopped", job_id)
         return result, None

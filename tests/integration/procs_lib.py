@@ -184,16 +184,21 @@ def celery_worker(
 
 
 def runner_pids(job_id: str) -> list[int]:
-    """Live analysis processes of ``job_id`` (their inputs live in a per-job temp dir)."""
+    """Live analysis processes of ``job_id`` (their inputs live in a per-job temp dir): started as
+    ``python -m worker.runner`` naming it, or forked from the zygote with it as working directory."""
     pids = []
+    tag = f"neuronscope-{job_id[:8]}-"
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
             state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cwd = os.readlink(f"/proc/{entry}/cwd")
         except OSError:
             continue
-        if "worker.runner" in cmdline and f"neuronscope-{job_id[:8]}-" in cmdline and state != "Z":
+        started = "worker.runner" in cmdline and tag in cmdline
+        forked = "worker.zygote" in cmdline and tag in cwd
+        if (started or forked) and state != "Z":
             pids.append(int(entry))
     return pids

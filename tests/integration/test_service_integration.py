@@ -4,7 +4,6 @@ subprocess running analyses in child processes."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from procs_lib import runner_pids
 
 from neuronscope.contracts import AnalysisConfig, Report
 from neuronscope.settings import Settings
@@ -21,6 +21,9 @@ from service.main import create_app
 pytestmark = pytest.mark.integration
 
 SMALL = {"transition_density": {"pairs": {"count": 4}, "points": 16}, "device": "cpu"}
+#: About a second of work each (with warm analysis processes a SMALL job may end before the next
+#: one starts): long enough for two jobs to overlap.
+BOTH = {"transition_density": {"pairs": {"count": 8}, "points": 50_000}, "device": "cpu"}
 #: Enough transition-density work to keep a job busy for much longer than the test waits.
 SLOW = {"transition_density": {"pairs": {"count": 2000}, "points": 100_000}, "device": "cpu"}
 
@@ -74,22 +77,6 @@ def comparable(report: dict[str, Any]) -> dict[str, Any]:
     report.pop("timings")
     report["provenance"].pop("created_at")
     return report
-
-
-def runner_pids(job_id: str) -> list[int]:
-    """Analysis child processes working on ``job_id`` (their inputs live in a per-job temp dir)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if "worker.runner" in cmdline and f"neuronscope-{job_id[:8]}-" in cmdline and state != "Z":
-            pids.append(int(entry))
-    return pids
 
 
 def test_ready_once_a_worker_answers(stack: Stack) -> None:
@@ -152,9 +139,7 @@ def test_two_jobs_at_once(stack: Stack) -> None:
     dataset_id = stack.client.post(
         "/v1/datasets", files={"file": ("d.npz", stack.dataset.read_bytes())}
     ).json()["id"]
-    jobs = [
-        submit(stack, SMALL | {"seed": seed}, model_id=model_id, dataset_id=dataset_id) for seed in (1, 2)
-    ]
+    jobs = [submit(stack, BOTH | {"seed": seed}, model_id=model_id, dataset_id=dataset_id) for seed in (1, 2)]
     done = [wait_for(stack, job_id, {"succeeded", "failed"}) for job_id in jobs]
     assert [j["status"] for j in done] == ["succeeded", "succeeded"], done
     # Both ran at the same time on the worker's two processes.

@@ -57,3 +57,14 @@ def test_every_task_is_acknowledged_late_and_requeued_when_its_worker_dies(
         assert not app.tasks[worker.tasks.CHUNK_TASK].ignore_result  # the chord needs its result
     finally:
         get_settings.cache_clear()
+
+
+def test_analysis_processes_fork_unless_a_sandbox_command_is_set() -> None:
+    assert WorkerSettings().launch == "fork"
+    assert WorkerSettings(sandbox_launch="exec").launch == "exec"
+    assert WorkerSettings(sandbox_command="bwrap --").launch == "exec"
+    assert WorkerSettings(sandbox_command="bwrap --", sandbox_launch="exec").launch == "exec"
+    with pytest.raises(ValidationError, match="sandbox command"):
+        WorkerSettings(sandbox_command="bwrap --", sandbox_launch="fork")
+    with pytest.raises(ValidationError):
+        WorkerSettings(sandbox_launch="spawn")  # type: ignore[arg-type]
