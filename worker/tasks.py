@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import chord
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
 
 from neuronscope.jobs import JobError
 from neuronscope.settings import ANALYSIS_TASK, get_settings
@@ -35,6 +36,17 @@ _RELIABLE: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
 def worker_context() -> WorkerContext:
     """This worker process's Redis client and storage, made on first use (after the pool forked)."""
     return WorkerContext.of(get_settings(), get_worker_settings())
+
+
+def _warm_up(**_: Any) -> None:
+    """Open this pool process's context (and start its zygote) before the first job arrives."""
+    try:
+        worker_context()
+    except Exception:  # the first job builds it again and reports what is wrong
+        log.warning("could not prepare the worker process before its first job", exc_info=True)
+
+
+worker_process_init.connect(_warm_up, weak=False)
 
 
 def _time_limit_exceeded(ctx: WorkerContext, job_id: str) -> None:
