@@ -191,6 +191,25 @@ class Settings(BaseSettings):
         """How long Redis waits for an ack before redelivering; always above the hard limit."""
         return self.hard_time_limit_s + 600
 
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that give a subprocess exactly these settings.
+
+        API keys included: hand it only to the service's own processes (the analysis child gets a
+        scrubbed environment).
+        """
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            variable = "REDIS_URL" if name == "redis_url" else f"NEURONSCOPE_{name.upper()}"
+            if isinstance(value, bool):
+                env[variable] = "true" if value else "false"
+            elif isinstance(value, dict):
+                env[variable] = json.dumps(value)
+            else:
+                env[variable] = str(value)
+        return env
+
     def require_redis_url(self) -> str:
         if self.redis_url is None:
             raise SettingsError(

@@ -175,12 +175,8 @@ def worker_command(settings: Settings, concurrency: int) -> list[str]:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a subprocess these settings."""
-    env = dict(os.environ)
-    env["REDIS_URL"] = settings.require_redis_url()
-    env["NEURONSCOPE_DATA_DIR"] = str(settings.data_dir)
-    env["NEURONSCOPE_KEY_PREFIX"] = settings.key_prefix
-    env["NEURONSCOPE_QUEUE"] = settings.queue
-    return env
+    settings.require_redis_url()
+    return {**os.environ, **settings.to_env()}
 
 
 @contextmanager

@@ -105,20 +105,8 @@ def redis_process(data: Path) -> Iterator[RedisProcess]:
 def worker_env(settings: Any, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment that hands ``settings`` (and ``extra`` worker settings) to a worker."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEURONSCOPE_", "REDIS_"))}
-    env |= {
-        "REDIS_URL": settings.redis_url,
-        "NEURONSCOPE_DATA_DIR": str(settings.data_dir),
-        "NEURONSCOPE_KEY_PREFIX": settings.key_prefix,
-        "NEURONSCOPE_QUEUE": settings.queue,
-        "NEURONSCOPE_JOB_TIME_LIMIT_S": str(settings.job_time_limit_s),
-        "NEURONSCOPE_JOB_CPU_TIME_LIMIT_S": str(settings.job_cpu_time_limit_s),
-        "NEURONSCOPE_JOB_MEMORY_LIMIT_MB": str(settings.job_memory_limit_mb),
-        "NEURONSCOPE_JOB_MAX_ATTEMPTS": str(settings.job_max_attempts),
-        "NEURONSCOPE_JOB_THREADS": str(settings.job_threads),
-        "NEURONSCOPE_ALLOW_TORCHSCRIPT": str(settings.allow_torchscript).lower(),
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-    }
-    return env | (extra or {})
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return env | settings.to_env() | {"PYTHONPATH": pythonpath} | (extra or {})
 
 
 @dataclass

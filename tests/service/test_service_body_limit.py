@@ -6,7 +6,6 @@ is not read at all."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import socket
 import subprocess
@@ -65,13 +64,8 @@ def server(make_settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     settings: Settings = make_settings(max_upload_mb=1, api_keys={ALICE_KEY: "alice"})
     tmpdir = tmp_path_factory.mktemp("server-tmp")
     log = tmpdir.parent / f"{tmpdir.name}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEURONSCOPE_")} | {
-        "REDIS_URL": settings.require_redis_url(),
-        "NEURONSCOPE_DATA_DIR": str(settings.data_dir),
-        "NEURONSCOPE_KEY_PREFIX": settings.key_prefix,
-        "NEURONSCOPE_QUEUE": settings.queue,
-        "NEURONSCOPE_MAX_UPLOAD_MB": "1",
-        "NEURONSCOPE_API_KEYS": json.dumps(settings.api_keys),
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEURONSCOPE_", "REDIS_"))}
+    env |= settings.to_env() | {
         "TMPDIR": str(tmpdir),  # where Starlette spools multipart files
         "PYTHONPATH": str(ROOT),
     }
