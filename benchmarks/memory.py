@@ -109,10 +109,12 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
     from benchmarks.context import bound
     from benchmarks.memory_probe import peak_during
     from neuronscope.contracts.config import AnalysisConfig, PairSample
+    from worker.engine.allocator import keep_freed_memory
     from worker.engine.analysis import capture_dataset, plan_layers, transition_density
     from worker.engine.capture.loader import open_model
     from worker.engine.metrics import PairLists, select_pairs
 
+    keep_freed_memory()
     samples = job.get("samples") or max(2 * job["pairs"], 64)
     rng = np.random.default_rng(1)
     inputs = rng.standard_normal((samples, 784), dtype=np.float32)

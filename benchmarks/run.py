@@ -18,6 +18,7 @@ from benchmarks import capture, memory, similarity, tools, transition
 from benchmarks.context import Context
 from benchmarks.report import Row, device_lines, load_average, render
 from benchmarks.sizes import PRESETS
+from worker.engine.allocator import keep_freed_memory
 
 SECTIONS: dict[str, tuple[str, Callable[[Context], list[Row]]]] = {
     "1": ("capture overhead", capture.run),
@@ -63,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"unknown sections {unknown}; expected some of {sorted(SECTIONS)}", file=sys.stderr)
         return 2
     started, load_before = time.perf_counter(), load_average()
+    kept = keep_freed_memory()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="neuronscope-bench-") as scratch:
         ctx = Context.create(sizes, Path(scratch))
@@ -81,6 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "for the multi-second ones, after warm-up); "
         "a ratio is the median over rounds of contender time / baseline time in the same round, "
         "absolute figures are medians. Ratios are what count: this machine is shared and noisy.",
+        "- **Allocator**: "
+        + (
+            "glibc malloc keeps freed memory (`worker.engine.allocator`), as in the analysis processes"
+            if kept
+            else "default (not glibc): freed memory is not kept as on a glibc worker"
+        ),
     ]
     text = render(rows, header, [])
     print(text)

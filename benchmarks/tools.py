@@ -21,6 +21,7 @@ from benchmarks.timing import Timings, compare
 
 SECTION = "2"
 BASELINE = "neuronscope"
+ONNX_PATH = "neuronscope (ONNX export)"
 Capture = Callable[[torch.Tensor], list[torch.Tensor]]
 
 
@@ -124,8 +125,13 @@ def _network_rows(ctx: Context, network: Network) -> list[Row]:
     x = torch.from_numpy(network.batch)
     engine = network.open("torchscript")
 
+    exported = network.open("onnx")
+
     def ours(batch: torch.Tensor) -> list[torch.Tensor]:
         return engine.capture({INPUT: batch.numpy()}).pre
+
+    def ours_onnx(batch: torch.Tensor) -> list[torch.Tensor]:
+        return exported.capture({INPUT: batch.numpy()}).pre
 
     def eager(batch: torch.Tensor) -> list[torch.Tensor]:
         with torch.inference_mode():
@@ -157,7 +163,7 @@ def _network_rows(ctx: Context, network: Network) -> list[Row]:
                 tools[name] = builder()
             except ImportError as exc:
                 results[name] = f"not installed ({exc.name})"
-        contenders = {BASELINE: ours, "eager": eager, **tools}
+        contenders = {BASELINE: ours, "eager": eager, ONNX_PATH: ours_onnx, **tools}
         first = compare(
             {name: partial(tool, x) for name, tool in contenders.items()},
             repeats=repeats,
@@ -189,7 +195,17 @@ def _network_rows(ctx: Context, network: Network) -> list[Row]:
             note="reference: the floor any hook-based tool starts from",
         )
     ]
-    for name in ["forward hooks (register_forward_hook)", *(n for n, _ in builders), lens_name]:
+    hooks_name = "forward hooks (register_forward_hook)"
+    rows.append(
+        Row(
+            SECTION,
+            f"forward hooks / neuronscope's ONNX Runtime capture of the model's ONNX export — {label}",
+            first.ratio(hooks_name, ONNX_PATH),
+            f"{fmt_seconds(first.median(hooks_name))} vs {fmt_seconds(first.median(ONNX_PATH))}",
+            note="another runtime: what a user gains by uploading the ONNX export instead",
+        )
+    )
+    for name in [hooks_name, *(n for n, _ in builders), lens_name]:
         result = results[name]
         if isinstance(result, str):
             rows.append(Row(SECTION, f"{name} / neuronscope — {label}", None, result, "> 1×"))

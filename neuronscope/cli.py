@@ -237,9 +237,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     _require_file(args.dataset, "dataset")
     try:
         from worker.engine import analyze
+        from worker.engine.allocator import keep_freed_memory
         from worker.engine.errors import AnalysisError
     except ImportError as exc:
         _usage(f"the analysis engine is not installed here (pip install 'neuronscope[engine]'): {exc}")
+    keep_freed_memory()
     bar = ProgressBar(enabled=not args.quiet)
     try:
         report = analyze(args.model, args.dataset, config, progress=bar.update, trusted_model=True)

@@ -4,8 +4,9 @@ One process per job (or per stage of a split job: ``--stage prepare|ps|td|merge 
 see :mod:`worker.chunking`), started by :mod:`worker.sandbox`. Before it loads anything it limits
 itself (address space, CPU time, no core dumps) and arranges to die with its parent. With
 ``--no-torchscript`` it refuses a model file whose content is TorchScript, whatever the job record
-says. It then runs ``worker.engine.analyze`` (or the stage) and speaks to the parent in JSON lines
-on its original stdout::
+says. It tells malloc to keep freed memory for reuse (``worker.engine.allocator``), then runs
+``worker.engine.analyze`` (or the stage) and speaks to the parent in JSON lines on its original
+stdout::
 
     {"event": "progress", "stage": "capture", "fraction": 0.4}
     {"event": "error", "code": "dataset_shape_mismatch", "message": "..."}
@@ -213,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     channel = _Channel(_protocol_channel())
     _die_with_parent(args.parent_pid)
     set_limits(args.memory_mb, args.cpu_seconds)
+    from worker.engine.allocator import keep_freed_memory
+
+    keep_freed_memory()
     return run(args, channel)
 
 

@@ -1,5 +1,6 @@
 """Find the activation nodes of a TorchScript module's inlined forward graph and rewrite the graph
-so that each one's input and output go through ``neuronscope_capture::record``."""
+so that each one's input and output leave it: as extra graph outputs for activations at the top
+level of ``forward``, through ``neuronscope_capture::record`` for those inside ``if`` / loop blocks."""
 
 from __future__ import annotations
 
@@ -155,20 +156,79 @@ def copy_flags(graph: torch._C.Graph) -> list[tuple[bool, bool]]:
     return flags
 
 
-def insert_records(
+@dataclass(frozen=True)
+class Exposure:
+    """Where the rewritten graph puts slot ``s`` (``2k`` / ``2k + 1``: the k-th activation's input /
+    output): ``outputs[s]`` is its index among the extra graph outputs, or None when it goes to the
+    recorder's slot ``s`` instead."""
+
+    outputs: list[int | None]
+
+    @property
+    def extra(self) -> int:
+        return sum(index is not None for index in self.outputs)
+
+
+def expose(
     graph: torch._C.Graph, candidates: list[TsCandidate], model_id: int, flags: list[tuple[bool, bool]]
-) -> None:
-    """Insert ``record(pre, model_id, 2k, copy)`` before and ``record(post, model_id, 2k + 1, copy)``
-    after the k-th candidate, in place."""
+) -> Exposure:
+    """Rewrite ``graph`` in place so every candidate's input and output leave it, copied
+    (``aten::clone``) where ``flags`` say a later in-place op may overwrite them.
+
+    A candidate at the top level of the graph runs exactly once per call: its two tensors become
+    extra outputs, and the graph returns ``(original output, *extra)``, so the interpreter hands
+    them over with no call back into Python. A candidate inside an ``if`` or loop block may run
+    zero or many times: ``record(tensor, model_id, slot, copy)`` is inserted beside it instead.
+    """
     g: Any = graph
-    for k, (candidate, (copy_pre, copy_post)) in enumerate(zip(candidates, flags, strict=True)):
+    top = graph.block()
+    extra: list[torch._C.Value] = []
+    outputs: list[int | None] = []
+    for k, (candidate, copies) in enumerate(zip(candidates, flags, strict=True)):
         node = candidate.node
-        with graph.insert_point_guard(node):
-            model = g.insertConstant(model_id)
-            slots = g.insertConstant(2 * k), g.insertConstant(2 * k + 1)
-            copies = g.insertConstant(copy_pre), g.insertConstant(copy_post)
-        before = graph.create(OP_NAME, [node.inputsAt(0), model, slots[0], copies[0]], 0)
-        before.insertBefore(node)
-        after = graph.create(OP_NAME, [node.output(), model, slots[1], copies[1]], 0)
-        after.insertAfter(node)
+        if node.owningBlock() != top:
+            _record_around(g, node, model_id, 2 * k, copies)
+            outputs.extend((None, None))
+            continue
+        for value, copy, before in ((node.inputsAt(0), copies[0], True), (node.output(), copies[1], False)):
+            if copy:
+                value = _clone(g, node, value, before=before)
+            outputs.append(len(extra))
+            extra.append(value)
+    if extra:
+        returned = list(graph.outputs())
+        bundle = graph.create("prim::TupleConstruct", [*returned, *extra], 1)
+        bundle.insertBefore(graph.return_node())
+        bundle.output().setType(torch._C.TupleType([value.type() for value in [*returned, *extra]]))
+        for index in reversed(range(len(returned))):
+            graph.eraseOutput(index)
+        graph.registerOutput(bundle.output())
     torch._C._jit_pass_lint(graph)
+    return Exposure(outputs)
+
+
+def _clone(g: Any, node: torch._C.Node, value: torch._C.Value, *, before: bool) -> torch._C.Value:
+    """``aten::clone(value, None)`` inserted just before (or just after) ``node``."""
+    with g.insert_point_guard(node):
+        none = g.insertConstant(None)
+    clone = g.create("aten::clone", [value, none], 1)
+    if before:
+        clone.insertBefore(node)
+    else:
+        clone.insertAfter(node)
+    clone.output().setType(value.type())
+    result: torch._C.Value = clone.output()
+    return result
+
+
+def _record_around(g: Any, node: torch._C.Node, model_id: int, slot: int, copies: tuple[bool, bool]) -> None:
+    """``record(input, model_id, slot, copy)`` before ``node`` and ``record(output, ..., slot + 1,
+    copy)`` after it."""
+    with g.insert_point_guard(node):
+        model = g.insertConstant(model_id)
+        slots = g.insertConstant(slot), g.insertConstant(slot + 1)
+        flags = g.insertConstant(copies[0]), g.insertConstant(copies[1])
+    before = g.create(OP_NAME, [node.inputsAt(0), model, slots[0], flags[0]], 0)
+    before.insertBefore(node)
+    after = g.create(OP_NAME, [node.output(), model, slots[1], flags[1]], 0)
+    after.insertAfter(node)

@@ -16,11 +16,12 @@ from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_samp
 from worker.engine.capture.device import torch_device
 from worker.engine.capture.record import Recorder
 from worker.engine.capture.torchscript_graph import (
+    Exposure,
     candidate_names,
     copy_flags,
+    expose,
     find_activations,
     inlined_graph,
-    insert_records,
 )
 from worker.engine.errors import AnalysisError
 
@@ -97,10 +98,12 @@ def _first_tensor(value: object) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class _Plan:
-    """The rewritten forward: ``function(module, *args)``, recording layer k into slots 2k, 2k + 1."""
+    """The rewritten forward: ``function(module, *args)``, handing over layer k's input and output
+    as slots 2k and 2k + 1 (extra outputs or recorder slots, as ``exposure`` says)."""
 
     function: Any
     recorder: Recorder
+    exposure: Exposure
 
 
 def _build(module: torch.jit.ScriptModule, indices: Sequence[int], flags: list[tuple[bool, bool]]) -> _Plan:
@@ -109,9 +112,9 @@ def _build(module: torch.jit.ScriptModule, indices: Sequence[int], flags: list[t
     graph = inlined_graph(module)
     candidates = find_activations(graph)
     recorder = Recorder(2 * len(indices))
-    insert_records(graph, [candidates[i] for i in indices], recorder.id, [flags[i] for i in indices])
+    exposure = expose(graph, [candidates[i] for i in indices], recorder.id, [flags[i] for i in indices])
     function = torch._C._create_function_from_graph(f"neuronscope_capture_{recorder.id}", graph)
-    return _Plan(function, recorder)
+    return _Plan(function, recorder, exposure)
 
 
 @dataclass(frozen=True)
@@ -133,12 +136,19 @@ class _Runner:
             return self.module(*self.arguments(batch))
 
     def recorded(self, plan: _Plan, batch: Batch) -> tuple[object, list[list[torch.Tensor]]]:
-        """The module's raw output and, per slot, the tensors recorded into it."""
+        """The module's raw output and, per slot, the tensors handed over in it (one per time the
+        activation ran)."""
         plan.recorder.clear()
         try:
             with torch.inference_mode():
                 raw = plan.function(self.module._c, *self.arguments(batch))
-            return raw, [list(bucket) for bucket in plan.recorder.values]
+            if plan.exposure.extra:
+                raw, *extra = raw
+            values = [
+                list(bucket) if index is None else [extra[index]]
+                for bucket, index in zip(plan.recorder.values, plan.exposure.outputs, strict=True)
+            ]
+            return raw, values
         finally:
             plan.recorder.clear()
 

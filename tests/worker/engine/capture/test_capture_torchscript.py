@@ -11,6 +11,8 @@ from conftest import WIDTH, activation_net, close, np_batch, reference, save_scr
 from torch import nn
 
 from worker.engine.capture.loader import model_inputs, open_model
+from worker.engine.capture.record import OP_NAME
+from worker.engine.capture.torchscript_graph import expose, find_activations, inlined_graph
 from worker.engine.errors import AnalysisError
 
 
@@ -65,6 +67,21 @@ def test_functional_relu_inside_an_if_block(x: torch.Tensor, tmp_path: Path) -> 
     assert close(result.pre[0], hidden) and close(result.post[0], hidden.relu())
     logits = net.fc2(hidden.relu()).detach()
     assert close(result.pre[1], logits) and close(result.post[1], torch.sigmoid(logits))
+
+
+def test_top_level_activations_leave_as_graph_outputs_and_block_ones_through_record() -> None:
+    script = torch.jit.script(_Branchy().eval())
+    graph = inlined_graph(script)
+    candidates = find_activations(graph)
+
+    exposure = expose(graph, candidates, model_id=0, flags=[(False, False)] * len(candidates))
+
+    assert [c.op for c in candidates] == ["relu", "tanh", "sigmoid"]
+    assert exposure.outputs == [None, None, None, None, 0, 1] and exposure.extra == 2
+    records = list(graph.findAllNodes(OP_NAME, True))
+    assert len(records) == 4 and all(node.owningBlock() != graph.block() for node in records)
+    (returned,) = graph.outputs()
+    assert returned.node().kind() == "prim::TupleConstruct" and returned.node().inputsSize() == 3
 
 
 class _InPlace(nn.Module):
