@@ -23,6 +23,7 @@ from worker.engine.capture.torchscript_graph import (
     find_activations,
     inlined_graph,
 )
+from worker.engine.capture.torchscript_speedups import split_halving_max_pools
 from worker.engine.errors import AnalysisError
 
 _DTYPES = {
@@ -110,6 +111,7 @@ def _build(module: torch.jit.ScriptModule, indices: Sequence[int], flags: list[t
     """Compile ``forward`` with records around the candidates at ``indices`` (in graph order);
     ``flags`` holds every candidate's ``copy_flags``."""
     graph = inlined_graph(module)
+    split_halving_max_pools(graph)
     candidates = find_activations(graph)
     recorder = Recorder(2 * len(indices))
     exposure = expose(graph, [candidates[i] for i in indices], recorder.id, [flags[i] for i in indices])
