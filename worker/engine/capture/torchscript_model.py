@@ -1,5 +1,6 @@
 """TorchScript front end: the module's inlined forward graph, rewritten so every selected
-activation records its input and output, runs as one TorchScript function per batch."""
+activation hands over its input and output (``torchscript_graph.expose``) and with exact speedups
+applied (``torchscript_speedups``), runs as one TorchScript function per batch."""
 
 from __future__ import annotations
 
