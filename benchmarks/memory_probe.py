@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from worker.engine.allocator import release_freed_memory
+
 T = TypeVar("T")
 
 
@@ -47,7 +49,9 @@ class Peak:
 
 
 def peak_during(fn: Callable[[], T]) -> tuple[T, Peak]:
-    """Run ``fn`` and measure the resident memory it took at its peak."""
+    """Run ``fn`` and measure the resident memory it took at its peak. Free memory malloc keeps
+    (``keep_freed_memory``) is given back first, or ``fn`` would reuse it unseen."""
+    release_freed_memory()
     before = (_status_kib("VmRSS") or 0) * 1024
     exact = _reset_peak()
     result = fn()

@@ -13,8 +13,11 @@ import pytest
 #: prints the minor page faults of the last nine rounds.
 ROUNDS = """
 import json, resource, sys
-from worker.engine.allocator import keep_freed_memory
+from worker.engine.allocator import keep_freed_memory, release_freed_memory
 tuned = keep_freed_memory() if sys.argv[1] == "tuned" else None
+def rss_mib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) // 1024
 def round_():
     blocks = [bytearray(20 * 2**20) for _ in range(4)]
     for block in blocks:
@@ -23,7 +26,10 @@ round_()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(9):
     round_()
-print(json.dumps({"tuned": tuned, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+kept = rss_mib()
+released = release_freed_memory()
+print(json.dumps({"tuned": tuned, "faults": faults, "kept": kept, "released": released, "after": rss_mib()}))
 """
 
 glibc_only = pytest.mark.skipif(
@@ -52,3 +58,11 @@ def test_freed_blocks_are_reused_instead_of_faulted_in_again() -> None:
     assert isinstance(default["faults"], int) and isinstance(tuned["faults"], int)
     assert default["faults"] >= 9 * pages_per_round // 2, default
     assert tuned["faults"] < pages_per_round // 10, tuned
+
+
+@glibc_only
+def test_release_gives_kept_memory_back() -> None:
+    tuned = _faults("tuned")
+    assert tuned["released"] is True
+    assert isinstance(tuned["kept"], int) and isinstance(tuned["after"], int)
+    assert tuned["kept"] - tuned["after"] >= 60, tuned
