@@ -18,7 +18,8 @@ from neuronscope.settings import Settings
 
 
 class WorkerSettings(BaseSettings):
-    """``NEURONSCOPE_VISIBILITY_TIMEOUT_S``, ``NEURONSCOPE_SANDBOX_*``, ``NEURONSCOPE_CHUNK_*``."""
+    """``NEURONSCOPE_VISIBILITY_TIMEOUT_S``, ``NEURONSCOPE_JOB_LEASE_S``, ``NEURONSCOPE_SANDBOX_*``,
+    ``NEURONSCOPE_CHUNK_*``."""
 
     model_config = SettingsConfigDict(
         env_prefix="NEURONSCOPE_", env_file=None, extra="ignore", frozen=True, populate_by_name=True
@@ -29,6 +30,13 @@ class WorkerSettings(BaseSettings):
         description="Seconds Redis waits for a job's acknowledgement before it hands the job to another "
         "worker. Unset: the hard time limit plus 600 s. Lower only for tests: a job running longer "
         "than this is delivered a second time.",
+    )
+    job_lease_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        60.0,
+        description="Seconds a running job's lease outlives its last renewal (renewed every third of "
+        "that while the job runs). A second delivery of a running job (its visibility timeout passed) "
+        "does not run it while the lease is held but checks again after this long; a job whose worker "
+        "died runs again at most this long after the broker redelivers it.",
     )
     sandbox_command: str = Field(
         "",

@@ -34,6 +34,7 @@ from redis import Redis
 
 import worker
 from neuronscope.contracts import Report
+from neuronscope.job_lease import JobLeases, new_owner
 from neuronscope.jobs import JobError, JobRecord, JobStore, connect
 from neuronscope.settings import Settings
 from neuronscope.storage import ArtifactKind, Storage, open_storage
@@ -302,6 +303,7 @@ class WorkerContext:
     settings: Settings
     jobs: JobStore
     storage: Storage
+    leases: JobLeases
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     redis_client: Redis | None = None
 
@@ -316,6 +318,7 @@ class WorkerContext:
             settings=settings,
             jobs=JobStore(client, prefix=settings.key_prefix, ttl_s=settings.job_ttl_s),
             storage=open_storage(settings.storage_backend, settings.data_dir),
+            leases=JobLeases(client, prefix=settings.key_prefix, ttl_s=worker.job_lease_s),
             worker=worker,
             redis_client=client,
         )
@@ -345,7 +348,34 @@ class _Progress:
             log.warning("job %s: could not record progress: %s", self._job_id, exc)
 
 
-RunOutcome = Literal["succeeded", "failed", "cancelled", "skipped", "missing", "split"]
+RunOutcome = Literal["succeeded", "failed", "cancelled", "skipped", "missing", "split", "leased"]
+
+
+class _LeaseKeeper:
+    """Renews this attempt's lease on its job every third of the lease's time to live, when called
+    (the child's supervision loop calls it twice a second)."""
+
+    def __init__(self, leases: JobLeases, job_id: str, owner: str) -> None:
+        self._leases, self._job_id, self._owner = leases, job_id, owner
+        self._every = leases.ttl_s / 3
+        self._last = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every:
+            return
+        self._last = now
+        try:
+            if not self._leases.renew(self._job_id, self._owner) and not self._leases.acquire(
+                self._job_id, self._owner
+            ):
+                log.warning(
+                    "job %s: its lease expired and %s holds it now; two attempts may be running",
+                    self._job_id,
+                    self._leases.holder(self._job_id),
+                )
+        except Exception as exc:
+            log.warning("job %s: could not renew its lease: %s", self._job_id, exc)
 
 
 @dataclass(frozen=True)
@@ -406,11 +436,19 @@ def run_runner(
     *,
     python: str = sys.executable,
     on_progress: Callable[[str, float], None] | None = None,
+    keep_alive: Callable[[], None] | None = None,
 ) -> tuple[ChildResult, JobError | None]:
-    """Run ``python -m worker.runner ARGS`` for ``job_id`` in ``workdir`` under the job's limits.
+    """Run ``python -m worker.runner ARGS`` for ``job_id`` in ``workdir`` under the job's limits,
+    calling ``keep_alive()`` twice a second while it runs.
 
     Returns the child's result and why it failed (``None`` when it succeeded or was cancelled).
     """
+
+    def should_cancel() -> bool:
+        if keep_alive is not None:
+            keep_alive()
+        return ctx.jobs.status(job_id) == "cancelled"
+
     limits = Limits.of(ctx.settings)
     prefix = ctx.worker.sandbox_prefix
     fork = ctx.worker.launch == "fork" and python == sys.executable
@@ -428,7 +466,7 @@ def run_runner(
         "env": child_env(workdir, limits.threads),
         "wall_s": limits.wall_s,
         "on_progress": on_progress or _Progress(ctx.jobs, job_id),
-        "should_cancel": lambda: ctx.jobs.status(job_id) == "cancelled",
+        "should_cancel": should_cancel,
     }
     result: ChildResult | None = None
     if fork:
@@ -457,11 +495,29 @@ def run_job(
 ) -> RunOutcome:
     """Run one job end to end; safe to call again for the same job (at-least-once delivery).
 
-    A finished job is left alone; a job whose report was stored by an earlier attempt is only
-    marked succeeded; otherwise the analysis runs (again) in a fresh child process. ``split``
-    may take the job over instead (a large analysis split into parallel tasks): then the outcome
-    is ``"split"`` and the job finishes later, elsewhere.
+    While another attempt holds the job's lease (see ``neuronscope.job_lease``) nothing happens
+    and the outcome is ``"leased"``: the caller checks again later. A finished job is left alone;
+    a job whose report was stored by an earlier attempt is only marked succeeded; otherwise the
+    analysis runs (again) in a fresh child process. ``split`` may take the job over instead (a
+    large analysis split into parallel tasks): then the outcome is ``"split"`` and the job
+    finishes later, elsewhere.
     """
+    owner = new_owner()
+    if not ctx.leases.acquire(job_id, owner):
+        log.info("job %s: attempt %s holds it; not starting a second one", job_id, ctx.leases.holder(job_id))
+        return "leased"
+    try:
+        return _run_leased(job_id, ctx, python, split, _LeaseKeeper(ctx.leases, job_id, owner))
+    finally:
+        try:
+            ctx.leases.release(job_id, owner)
+        except Exception as exc:
+            log.warning("job %s: could not release its lease (it expires by itself): %s", job_id, exc)
+
+
+def _run_leased(
+    job_id: str, ctx: WorkerContext, python: str, split: SplitHook | None, keep_alive: Callable[[], None]
+) -> RunOutcome:
     record = ctx.jobs.start(job_id, max_attempts=ctx.settings.job_max_attempts)
     if record is None:
         log.warning("job %s: no such job record; dropping the task", job_id)
@@ -495,7 +551,7 @@ def run_job(
             "--config", str(inputs.config), "--report", str(report),
         ]  # fmt: skip
         log.info("job %s: attempt %d starting", job_id, record.attempts)
-        result, error = run_runner(ctx, job_id, inputs.workdir, args, python=python)
+        result, error = run_runner(ctx, job_id, inputs.workdir, args, python=python, keep_alive=keep_alive)
         if result.cancelled:
             return "cancelled"
         if error is None:

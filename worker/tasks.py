@@ -64,13 +64,19 @@ def dispatch_chunks(job_id: str, plan: ChunkPlan) -> None:
 
 
 def _run_analysis(job_id: str) -> str:
-    """Run job ``job_id`` (its record says what to analyse); returns how it ended."""
+    """Run job ``job_id`` (its record says what to analyse); returns how it ended. While another
+    attempt holds the job (a second delivery of a long job), the task is retried a lease's time
+    to live later, for as long as that lasts: when it finally runs, it finds the job finished, or
+    runs it if the holder died."""
     ctx = worker_context()
     try:
-        return run_job(job_id, ctx, split=partial(maybe_split, ctx, dispatch=dispatch_chunks))
+        outcome = run_job(job_id, ctx, split=partial(maybe_split, ctx, dispatch=dispatch_chunks))
     except SoftTimeLimitExceeded:
         _time_limit_exceeded(ctx, job_id)
         return "failed"
+    if outcome == "leased":
+        raise run_analysis.retry(countdown=ctx.leases.ttl_s, max_retries=None)
+    return outcome
 
 
 def _run_chunk(job_id: str, kind: ChunkKind, index: int) -> ChunkOutcome:

@@ -25,8 +25,9 @@ pytestmark = pytest.mark.integration
 SMALL = {"transition_density": {"pairs": {"count": 4}, "points": 16}, "device": "cpu"}
 #: About three seconds of transition density on the tiny model, single-threaded.
 BUSY = {"transition_density": {"pairs": {"count": 16}, "points": 50_000}, "device": "cpu"}
-#: Redelivery after a worker died: short here, above the hard time limit by default.
-FAST_REDELIVERY = {"NEURONSCOPE_VISIBILITY_TIMEOUT_S": "5"}
+#: Redelivery after a worker died, and the lease of its job: short here (by default above the hard
+#: time limit, and 60 s).
+FAST_REDELIVERY = {"NEURONSCOPE_VISIBILITY_TIMEOUT_S": "5", "NEURONSCOPE_JOB_LEASE_S": "2"}
 
 
 @pytest.fixture
@@ -100,6 +101,26 @@ def test_a_job_survives_kill_9_of_its_worker(
     assert Report.model_validate_json(report.content).transition_density is not None
 
 
+def test_a_job_running_past_the_visibility_timeout_runs_once(
+    make_settings: Any, client_for: Any, tiny_model: Any, tmp_path: Path
+) -> None:
+    """Redis hands a job still running past its visibility timeout to a second pool process; that
+    delivery finds the job's lease held, does not start it, and checks again until it is done."""
+    settings = make_settings(job_threads=1)
+    client = client_for(settings)
+    long_job = {"transition_density": {"pairs": {"count": 64}, "points": 50_000}, "device": "cpu"}
+    unsplit = FAST_REDELIVERY | {"NEURONSCOPE_CHUNK_TD_POINTS": "0"}  # about 12 s, one task
+    with celery_worker(settings, tmp_path / "w.log", concurrency=2, env=unsplit) as worker:
+        job_id = submit(client, tiny_model.model, tiny_model.dataset, long_job)
+        done = wait_finished(client, job_id, 120, worker)
+        log = worker.log_text()
+
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 1
+    assert done["progress"]["stage"] == "done"
+    assert f"job {job_id}: attempt" in log and "not starting a second one" in log, log[-3000:]
+
+
 def test_queued_jobs_survive_a_redis_crash_and_post_meanwhile_is_503(
     make_settings: Any, client_for: Any, tiny_model: Any, tmp_path: Path
 ) -> None:
@@ -170,7 +191,8 @@ def test_a_poison_job_fails_after_max_attempts_and_the_worker_goes_on(
     sandbox.chmod(0o755)
     poison = marked_model(tiny_model.model, tmp_path / "poison.onnx", "kill-worker")
     crash = marked_model(tiny_model.model, tmp_path / "crash.onnx", "segfault")
-    env = {"NEURONSCOPE_SANDBOX_COMMAND": str(sandbox)}
+    # A killed attempt's lease lasts until it expires: short here.
+    env = {"NEURONSCOPE_SANDBOX_COMMAND": str(sandbox), "NEURONSCOPE_JOB_LEASE_S": "2"}
     with celery_worker(settings, tmp_path / "worker.log", concurrency=1, env=env) as worker:
         poisoned = submit(client, poison, tiny_model.dataset, SMALL)
         crashed = submit(client, crash, tiny_model.dataset, SMALL)

@@ -4,6 +4,9 @@ Celery worker here: see tests/integration for that)."""
 from __future__ import annotations
 
 import json
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from neuronscope.jobs import ArtifactRef, JobRecord
 from neuronscope.settings import ANALYSIS_TASK, Settings, get_settings
 from neuronscope.storage import ArtifactFormat, FileSystemStorage
 from worker.celery_app import create_celery
+from worker.config import WorkerSettings
 from worker.sandbox import WorkerContext, run_job
 
 SMALL = json.dumps({"transition_density": {"pairs": {"count": 4}, "points": 16}, "device": "cpu"})
@@ -158,3 +162,63 @@ def test_a_crashing_analysis_fails_the_job_not_the_worker(
     failed = ctx.jobs.get(record.job_id)
     assert failed is not None and failed.error is not None and failed.error.code == "analysis_crashed"
     assert "SIGSEGV" in failed.error.message
+
+
+def test_a_job_another_attempt_holds_is_not_started(ctx: WorkerContext, tiny_model: Any) -> None:
+    record = _job(ctx, tiny_model)
+    assert ctx.leases.acquire(record.job_id, "elsewhere")
+
+    # "false" is no Python: if the job ran a child process it would fail.
+    assert run_job(record.job_id, ctx, python="false") == "leased"
+
+    held = ctx.jobs.get(record.job_id)
+    assert held is not None and held.status == "queued" and held.attempts == 0
+    assert ctx.leases.holder(record.job_id) == "elsewhere"
+
+
+def test_the_task_checks_a_held_job_again_a_lease_later(
+    ctx: WorkerContext, tiny_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celery.exceptions import Retry
+
+    from worker import tasks
+
+    record = _job(ctx, tiny_model)
+    ctx.leases.acquire(record.job_id, "elsewhere")
+    asked: list[dict[str, Any]] = []
+
+    def retry(**options: Any) -> Retry:
+        asked.append(options)
+        return Retry("held elsewhere", when=options["countdown"])
+
+    monkeypatch.setattr(tasks, "worker_context", lambda: ctx)
+    monkeypatch.setattr(tasks.run_analysis, "retry", retry)
+
+    with pytest.raises(Retry):
+        tasks.run_analysis(record.job_id)
+
+    assert asked == [{"countdown": ctx.leases.ttl_s, "max_retries": None}]
+
+
+def test_the_lease_is_held_and_renewed_while_the_analysis_runs(
+    settings: Settings, tiny_model: Any, tmp_path: Path
+) -> None:
+    ctx = WorkerContext.of(settings, WorkerSettings(job_lease_s=0.6, sandbox_launch="exec"))
+    slow = tmp_path / "slow-python"
+    slow.write_text(f'#!/bin/sh\nsleep 2\nexec "{sys.executable}" "$@"\n')
+    slow.chmod(0o755)
+    record = _job(ctx, tiny_model)
+    seen: list[tuple[str | None, bool]] = []
+
+    def probe() -> None:
+        time.sleep(1.5)  # past two of the lease's times to live
+        seen.append((ctx.leases.holder(record.job_id), ctx.leases.acquire(record.job_id, "second")))
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    assert run_job(record.job_id, ctx, python=str(slow)) == "succeeded"
+    prober.join()
+
+    ((holder, taken),) = seen
+    assert holder is not None and holder != "second" and not taken
+    assert ctx.leases.holder(record.job_id) is None, "released when the run ended"
