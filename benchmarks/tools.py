@@ -22,6 +22,7 @@ from benchmarks.timing import Timings, compare
 SECTION = "2"
 BASELINE = "neuronscope"
 ONNX_PATH = "neuronscope (ONNX export)"
+HOOKS = "forward hooks (register_forward_hook)"
 Capture = Callable[[torch.Tensor], list[torch.Tensor]]
 
 
@@ -159,7 +160,7 @@ def _network_rows(ctx: Context, network: Network) -> list[Row]:
     with ExitStack() as cleanup:
         hooks, handles = _hooks(module, layers)
         cleanup.enter_context(handles)
-        tools: dict[str, Capture] = {"forward hooks (register_forward_hook)": hooks}
+        tools: dict[str, Capture] = {HOOKS: hooks}
         for name, builder in builders:
             try:
                 tools[name] = builder()
@@ -197,17 +198,16 @@ def _network_rows(ctx: Context, network: Network) -> list[Row]:
             note="reference: the floor any hook-based tool starts from",
         )
     ]
-    hooks_name = "forward hooks (register_forward_hook)"
     rows.append(
         Row(
             SECTION,
             f"forward hooks / neuronscope's ONNX Runtime capture of the model's ONNX export — {label}",
-            first.ratio(hooks_name, ONNX_PATH),
-            f"{fmt_seconds(first.median(hooks_name))} vs {fmt_seconds(first.median(ONNX_PATH))}",
+            first.ratio(HOOKS, ONNX_PATH),
+            f"{fmt_seconds(first.median(HOOKS))} vs {fmt_seconds(first.median(ONNX_PATH))}",
             note="another runtime: what a user gains by uploading the ONNX export instead",
         )
     )
-    for name in [hooks_name, *(n for n, _ in builders), lens_name]:
+    for name in [HOOKS, *(n for n, _ in builders), lens_name]:
         result = results[name]
         if isinstance(result, str):
             rows.append(Row(SECTION, f"{name} / neuronscope — {label}", None, result, "> 1×"))

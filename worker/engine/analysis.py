@@ -415,7 +415,6 @@ def transition_result(
         same_label=same,
         ps=ps,
         distance=distance,
-        spearman_distance=spearman(td.double(), distance),
     )
 
 

@@ -42,7 +42,6 @@ from worker.engine.analysis import (
 from worker.engine.capture.base import ActivationLayer
 from worker.engine.capture.loader import open_model
 from worker.engine.errors import AnalysisError
-from worker.engine.metrics.correlation import spearman
 from worker.engine.metrics.pairs import AllPairs, select_pairs
 from worker.engine.metrics.patterns import PatternStore, unpack_bits
 from worker.engine.metrics.similarity import (
@@ -398,7 +397,6 @@ def _merged_transition(
         same_label=same,
         ps=ps,
         distance=distance,
-        spearman_distance=spearman(td_all.double(), distance),
     )
     return result, seconds
 

@@ -36,6 +36,7 @@ from neuronscope.contracts.report import (
     TransitionDensitySection,
 )
 from worker.engine.capture.base import ActivationLayer, CaptureModel
+from worker.engine.metrics.correlation import spearman
 from worker.engine.metrics.health import HealthAccumulator
 from worker.engine.metrics.similarity import KindSummary, SimilaritySummary
 from worker.engine.prediction import DistanceStats, DistanceSummary
@@ -66,7 +67,11 @@ class TransitionResult:
     same_label: torch.Tensor
     ps: torch.Tensor
     distance: torch.Tensor
-    spearman_distance: float
+
+    @property
+    def spearman_distance(self) -> float:
+        """Spearman correlation of TD with the prediction distance over the pairs."""
+        return spearman(self.td.double(), self.distance)
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
 import torch
+
+from worker.engine.errors import AnalysisError
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,22 @@ class ActivationLayer:
     @property
     def neurons(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+
+def selected_positions(available: Sequence[str], layer_names: Sequence[str] | None) -> list[int]:
+    """Positions in ``available`` (the layers found, in order) of the layers ``layer_names`` asks
+    for, every position when it is None. Raises ``AnalysisError(code="unknown_layer")`` for a
+    name not among ``available``."""
+    if layer_names is None:
+        return list(range(len(available)))
+    unknown = [name for name in layer_names if name not in available]
+    if unknown:
+        raise AnalysisError(
+            f"unknown layer names {unknown}; expected names among the activation layers {list(available)}",
+            code="unknown_layer",
+        )
+    wanted = set(layer_names)
+    return [i for i, name in enumerate(available) if name in wanted]
 
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import torch
 
-from worker.engine.capture.base import ActivationLayer, CaptureResult, InputSpec
+from worker.engine.capture.base import ActivationLayer, CaptureResult, InputSpec, selected_positions
 from worker.engine.capture.batch import (
     Batch,
     as_numpy,
@@ -387,16 +387,7 @@ def load_onnx(
             f"the {len(candidates)} activation nodes found act on weights or shapes only",
             code="no_activation_layers",
         )
-    available = [name for _, name, _ in kept]
-    if layer_names is not None:
-        unknown = [name for name in layer_names if name not in available]
-        if unknown:
-            raise AnalysisError(
-                f"unknown layer names {unknown}; expected names among the activation layers {available}",
-                code="unknown_layer",
-            )
-        wanted = set(layer_names)
-        kept = [entry for entry in kept if entry[1] in wanted]
+    kept = [kept[i] for i in selected_positions([name for _, name, _ in kept], layer_names)]
     selected = [candidate for candidate, _, _ in kept]
     output_names, slots = _plan(proto, selected, {spec.name for spec in inputs}, derive=True)
     if output_names != discovery_outputs:

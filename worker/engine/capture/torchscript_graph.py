@@ -67,14 +67,15 @@ def _walk(block: torch._C.Block) -> Iterator[torch._C.Node]:
             yield from _walk(inner)
 
 
-def _constant(value: torch._C.Value) -> object:
+def constant_value(value: torch._C.Value) -> object:
+    """The value of a ``prim::Constant`` output, else None."""
     return value.toIValue() if value.node().kind() == "prim::Constant" else None
 
 
 def _op_type(node: torch._C.Node, op: str) -> tuple[str, tuple[float, ...] | None]:
     if op != "hardtanh":
         return ATEN_OPS[op], None
-    low, high = (_constant(node.inputsAt(i)) for i in (1, 2))
+    low, high = (constant_value(node.inputsAt(i)) for i in (1, 2))
     if not isinstance(low, int | float) or not isinstance(high, int | float):
         return "clip", None
     if (low, high) == (0.0, 6.0):

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from worker.engine.capture.base import ActivationLayer, CaptureResult, InputSpec
+from worker.engine.capture.base import ActivationLayer, CaptureResult, InputSpec, selected_positions
 from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes, doubled
 from worker.engine.capture.device import torch_device
 from worker.engine.capture.record import Recorder
@@ -316,21 +316,8 @@ def load_torchscript(
             "found did not run on the example batch or act on weights only",
             code="no_activation_layers",
         )
-    if layer_names is not None:
-        available = [layer.name for layer in layers]
-        unknown = [name for name in layer_names if name not in available]
-        if unknown:
-            raise AnalysisError(
-                f"unknown layer names {unknown}; expected names among the activation layers {available}",
-                code="unknown_layer",
-            )
-        wanted = set(layer_names)
-        keep = [i for i, layer in enumerate(layers) if layer.name in wanted]
-        indices, layers, fires = (
-            [indices[i] for i in keep],
-            [layers[i] for i in keep],
-            [fires[i] for i in keep],
-        )
+    keep = selected_positions([layer.name for layer in layers], layer_names)
+    indices, layers, fires = [indices[i] for i in keep], [layers[i] for i in keep], [fires[i] for i in keep]
     return TorchScriptCaptureModel(
         runner=runner,
         plan=_build(module, indices, flags),

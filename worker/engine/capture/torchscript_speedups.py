@@ -17,19 +17,17 @@ from typing import Any
 
 import torch
 
+from worker.engine.capture.torchscript_graph import constant_value
+
 POOL = "aten::max_pool2d"
-
-
-def _constant(value: torch._C.Value) -> object:
-    return value.toIValue() if value.node().kind() == "prim::Constant" else None
 
 
 def _constant_ints(value: torch._C.Value) -> list[int] | None:
     """The value of an ``int[]`` given as a constant or a list of constants, else None."""
     node = value.node()
-    items: object = _constant(value)
+    items: object = constant_value(value)
     if node.kind() == "prim::ListConstruct":
-        items = [_constant(item) for item in node.inputs()]
+        items = [constant_value(item) for item in node.inputs()]
     if not isinstance(items, list | tuple):
         return None
     ints = [item for item in items if isinstance(item, int) and not isinstance(item, bool)]
@@ -46,7 +44,7 @@ def _is_halving_pool(node: torch._C.Node) -> bool:
         and stride in ([2, 2], [])
         and padding in ([0, 0], [0])
         and dilation in ([1, 1], [1])
-        and _constant(node.inputsAt(5)) is False
+        and constant_value(node.inputsAt(5)) is False
     )
 
 
