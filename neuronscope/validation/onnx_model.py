@@ -55,7 +55,9 @@ def parse_onnx_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMIT
     """Read and parse an ONNX file, refusing one over ``limits.max_model_bytes``.
 
     The bytes are parsed as a protobuf ``ModelProto`` whatever the file is named, and external
-    data is never loaded: only the given file is opened.
+    data is never loaded: only the given file is opened. Reading takes memory proportional to the
+    file (``read(n)`` reserves all ``n`` bytes up front, so the read is sized by the file, not by
+    the limit: a job's address-space limit can be far below ``max_model_bytes``).
     """
     with open(path, "rb") as fp:
         size = os.fstat(fp.fileno()).st_size
@@ -66,7 +68,12 @@ def parse_onnx_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMIT
                 f"model: the file is {size} bytes; at most {limits.max_model_bytes} are accepted",
                 code="model_too_large",
             )
-        data = fp.read(limits.max_model_bytes + 1)
+        data = fp.read(size)
+        if fp.read(1):  # it grew since fstat
+            raise _invalid(
+                f"model: the file grew past {size} bytes while it was read; expected a file that "
+                "does not change",
+            )
     try:
         model = onnx.load_model_from_string(data, format="protobuf")
     except Exception as exc:  # DecodeError, RecursionError, ... from hostile bytes
