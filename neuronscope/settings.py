@@ -139,6 +139,16 @@ class Settings(BaseSettings):
         description="API key → tenant. Empty: no authentication, every client is the default tenant.",
     )
     max_active_jobs_per_tenant: Annotated[int, Field(ge=0)] = 100
+    max_td_points: Annotated[int, Field(ge=0)] = Field(
+        1_000_000_000, description="Most transition-density points (pairs × points) a job may plan; 0: none."
+    )
+    max_ps_pairs: Annotated[int, Field(ge=0)] = Field(
+        50_000_000_000, description="Most sample pairs one job's pattern similarity may compare; 0: no limit."
+    )
+    max_forward_cost: Annotated[int, Field(ge=0)] = Field(
+        2_000_000_000,
+        description="Most forward passes × model size in MiB (at least 1) one job may plan; 0: no limit.",
+    )
     idempotency_ttl_s: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] = 24 * 3600
     readyz_timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -59,6 +59,8 @@ DEFAULT_BREAKPOINTS: dict[str, list[float]] = {
 
 MAX_BREAKPOINTS = 255
 MAX_EXPLICIT_PAIRS = 1_000_000
+#: The largest sample index a pair may name: the engine holds indices as int64.
+MAX_SAMPLE_INDEX = 2**63 - 1
 
 
 def default_lambdas() -> list[float]:
@@ -83,15 +85,25 @@ class PairSample(BaseModel):
 PairSpec = Literal["all"] | PairSample | list[tuple[int, int]]
 
 
+def _short(index: int) -> str:
+    """An index as text, with only its length shown when it is too long to quote whole."""
+    text = str(index)
+    return text if len(text) <= 24 else f"{text[:12]}… ({len(text)} digits)"
+
+
 def _check_explicit_pairs(pairs: PairSpec) -> PairSpec:
     if isinstance(pairs, list):
         if not pairs:
             raise ValueError("expected at least one [i, j] pair, got an empty list")
         if len(pairs) > MAX_EXPLICIT_PAIRS:
             raise ValueError(f"expected at most {MAX_EXPLICIT_PAIRS} explicit pairs, got {len(pairs)}")
-        for i, j in pairs:
-            if i < 0 or j < 0:
-                raise ValueError(f"expected non-negative sample indices, got pair [{i}, {j}]")
+        for n, (i, j) in enumerate(pairs):
+            if not (0 <= i <= MAX_SAMPLE_INDEX and 0 <= j <= MAX_SAMPLE_INDEX):
+                raise ValueError(
+                    f"pair {n}: expected sample indices in [0, 2**63 - 1], got [{_short(i)}, {_short(j)}]"
+                )
+            if i == j:
+                raise ValueError(f"pair {n}: expected two different sample indices, got [{i}, {j}]")
     return pairs
 
 

@@ -1,4 +1,5 @@
-"""``POST /v1/analyze``: check the config, store the uploads, record the job, then queue it.
+"""``POST /v1/analyze``: check the config, store the uploads, check the job's planned work against
+the budget, record the job, then queue it.
 
 With an ``Idempotency-Key`` the job id is claimed for (tenant, key, request fingerprint) before
 the job is recorded, so a retried request gets the job of the first one instead of a second job.
@@ -7,15 +8,20 @@ the job is recorded, so a retried request gets the job of the first one instead 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Header, Response, UploadFile
 from pydantic import ValidationError
 
 from neuronscope.contracts import AnalysisConfig
+from neuronscope.contracts.budget import Budget, check_budget, check_pairs_in_range, plan_work
 from neuronscope.jobs import ArtifactRef, JobRecord, TooManyActiveJobs, new_job_id
-from neuronscope.storage import ArtifactKind
+from neuronscope.settings import Settings
+from neuronscope.storage import ArtifactKind, Storage
+from neuronscope.validation import inspect_dataset
 from service.api.deps import (
     IdempotencyDep,
     JobStoreDep,
@@ -136,10 +142,16 @@ def analyze(
         ),
     ] = None,
 ) -> AnalyzeAccepted:
-    """Queue an analysis of a model on a dataset; poll the returned ``status_url``."""
+    """Queue an analysis of a model on a dataset; poll the returned ``status_url``.
+
+    A job that plans more work than the server's budget (NEURONSCOPE_MAX_TD_POINTS,
+    NEURONSCOPE_MAX_PS_PAIRS, NEURONSCOPE_MAX_FORWARD_COST) is refused with 422 ``budget_exceeded``.
+    """
     config_json = parse_config(config)
     model_ref = _resolve("model", model, model_id, settings, storage, ownership, tenant)
     dataset_ref = _resolve("dataset", dataset, dataset_id, settings, storage, ownership, tenant)
+    planned = AnalysisConfig.model_validate_json(config_json)
+    _check_planned_work(planned, model_ref, dataset_ref, settings, storage)
 
     job_id = new_job_id()
     claim = None
@@ -162,6 +174,38 @@ def analyze(
         raise
     response.headers["Location"] = f"/v1/jobs/{record.job_id}"
     return AnalyzeAccepted.of(record)
+
+
+def _dataset_samples(storage: Storage, settings: Settings, dataset_id: str) -> int:
+    """The stored dataset's sample count, from its headers (a hard link into storage's own
+    ``tmp`` for the filesystem backend, so nothing is copied)."""
+    scratch = settings.data_dir / "tmp" if settings.storage_backend == "filesystem" else None
+    with tempfile.TemporaryDirectory(prefix="plan-", dir=scratch) as tmp:
+        path = Path(tmp) / "dataset"
+        try:
+            storage.fetch("dataset", dataset_id, path)
+        except FileNotFoundError:
+            raise ArtifactNotFound(
+                f"no dataset with id {dataset_id!r}: it was deleted while this request ran"
+            ) from None
+        return inspect_dataset(path).samples
+
+
+def _check_planned_work(
+    config: AnalysisConfig, model: ArtifactRef, dataset: ArtifactRef, settings: Settings, storage: Storage
+) -> None:
+    """422 when explicit pairs name missing samples or the planned work is over the budget."""
+    samples = _dataset_samples(storage, settings, dataset.id)
+    check_pairs_in_range(config, samples)
+    info = storage.artifact("model", model.id)
+    if info is None:
+        raise ArtifactNotFound(f"no model with id {model.id!r}: it was deleted while this request ran")
+    budget = Budget(
+        max_td_points=settings.max_td_points,
+        max_ps_pairs=settings.max_ps_pairs,
+        max_forward_cost=settings.max_forward_cost,
+    )
+    check_budget(plan_work(config, samples, info.size), budget)
 
 
 def _claim_or_replay(
