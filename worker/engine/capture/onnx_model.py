@@ -24,6 +24,7 @@ from worker.engine.capture.batch import (
 )
 from worker.engine.capture.device import OrtPlacement, ort_placement
 from worker.engine.capture.onnx_graph import Candidate, find_activations
+from worker.engine.capture.run_errors import run_failure
 from worker.engine.errors import AnalysisError
 
 
@@ -160,8 +161,18 @@ class _OrtRunner:
     def provider(self) -> str:
         return str(self.session.get_providers()[0])
 
-    def run(self, names: list[str], feeds: dict[str, np.ndarray], size: int) -> list[np.ndarray]:
-        """Run ``names`` for ``size`` samples; every returned array is ``[size, ...]``."""
+    def run(
+        self, names: list[str], feeds: dict[str, np.ndarray], size: int, what: str = "a batch"
+    ) -> list[np.ndarray]:
+        """Run ``names`` for ``size`` samples; every returned array is ``[size, ...]``. A failure is
+        an ``AnalysisError`` naming its cause (``worker.engine.capture.run_errors``)."""
+        try:
+            return self._run(names, feeds, size)
+        except Exception as exc:
+            shapes = {name: array.shape for name, array in feeds.items()}
+            raise run_failure(exc, what, shapes) from exc
+
+    def _run(self, names: list[str], feeds: dict[str, np.ndarray], size: int) -> list[np.ndarray]:
         chunk = self.fixed_batch
         if chunk is None or chunk == size:
             return list(self.session.run(names, feeds))
@@ -296,14 +307,7 @@ def _discover(
         (runner.feeds(example), size),
         (runner.feeds(doubled(example, runner.inputs)), 2 * size),
     ):
-        try:
-            arrays = runner.run(output_names, feeds, rows)
-        except Exception as exc:
-            shapes = {name: list(array.shape) for name, array in feeds.items()}
-            raise AnalysisError(
-                f"the model could not run the example batch with input shapes {shapes}: {exc}",
-                code="dataset_shape_mismatch",
-            ) from exc
+        arrays = runner.run(output_names, feeds, rows, what="the example batch")
         for k, (pre_slot, post_slot) in enumerate(slots):
             pre = feeds[pre_slot.feed] if pre_slot.feed is not None else arrays[pre_slot.index or 0]
             post = feeds[post_slot.feed] if post_slot.feed is not None else arrays[post_slot.index or 0]
@@ -360,8 +364,8 @@ def load_onnx(
 ) -> OnnxCaptureModel:
     """Open an ONNX model and discover its activation layers on ``example`` (``[B, ...]`` per input).
 
-    Raises ``AnalysisError`` with ``model_invalid``, ``dataset_shape_mismatch``,
-    ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
+    Raises ``AnalysisError`` with ``model_invalid``, ``dataset_shape_mismatch``, ``out_of_memory``,
+    ``model_runtime_error``, ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
     """
     proto = load_proto(path, external_data=external_data)
     inputs = onnx_inputs(proto)

@@ -16,6 +16,7 @@ from worker.engine.capture.base import ActivationLayer, CaptureResult, InputSpec
 from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes, doubled
 from worker.engine.capture.device import torch_device
 from worker.engine.capture.record import Recorder
+from worker.engine.capture.run_errors import run_failure
 from worker.engine.capture.torchscript_graph import (
     Exposure,
     candidate_names,
@@ -130,21 +131,35 @@ class _Runner:
     device: torch.device
     float_dtype: torch.dtype
 
+    def _shapes(self, batch: Batch) -> dict[str, tuple[int, ...]]:
+        return {spec.name: tuple(batch[spec.name].shape) for spec in self.inputs}
+
     def arguments(self, batch: Batch) -> list[Any]:
         tensors = [as_tensor(batch[spec.name], self.device, self.float_dtype) for spec in self.inputs]
         return [*tensors, *self.defaults]
 
     def plain(self, batch: Batch) -> object:
-        with torch.inference_mode():
-            return self.module(*self.arguments(batch))
-
-    def recorded(self, plan: _Plan, batch: Batch) -> tuple[object, list[list[torch.Tensor]]]:
-        """The module's raw output and, per slot, the tensors handed over in it (one per time the
-        activation ran)."""
-        plan.recorder.clear()
+        arguments = self.arguments(batch)
         try:
             with torch.inference_mode():
-                raw = plan.function(self.module._c, *self.arguments(batch))
+                return self.module(*arguments)
+        except Exception as exc:
+            raise run_failure(exc, "a batch", self._shapes(batch)) from exc
+
+    def recorded(
+        self, plan: _Plan, batch: Batch, what: str = "a batch"
+    ) -> tuple[object, list[list[torch.Tensor]]]:
+        """The module's raw output and, per slot, the tensors handed over in it (one per time the
+        activation ran). A failure of the model is an ``AnalysisError`` naming its cause
+        (``worker.engine.capture.run_errors``)."""
+        plan.recorder.clear()
+        try:
+            arguments = self.arguments(batch)
+            try:
+                with torch.inference_mode():
+                    raw = plan.function(self.module._c, *arguments)
+            except Exception as exc:
+                raise run_failure(exc, what, self._shapes(batch)) from exc
             if plan.exposure.extra:
                 raw, *extra = raw
             values = [
@@ -239,14 +254,7 @@ def _discover(
     plan = _build(runner.module, range(len(candidates)), flags)
     runs: list[tuple[list[list[torch.Tensor]], int]] = []
     for batch, rows in ((example, size), (doubled(example, runner.inputs), 2 * size)):
-        try:
-            _, values = runner.recorded(plan, batch)
-        except Exception as exc:
-            shapes = {spec.name: list(batch[spec.name].shape) for spec in runner.inputs}
-            raise AnalysisError(
-                f"the model could not run the example batch with input shapes {shapes}: {exc}",
-                code="dataset_shape_mismatch",
-            ) from exc
+        _, values = runner.recorded(plan, batch, what="the example batch")
         runs.append((values, rows))
     indices: list[int] = []
     layers: list[ActivationLayer] = []
@@ -281,8 +289,8 @@ def load_torchscript(
     """Open a TorchScript archive and discover its activation layers on ``example`` (``[B, ...]``
     per input name).
 
-    Raises ``AnalysisError`` with ``model_invalid``, ``dataset_shape_mismatch``,
-    ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
+    Raises ``AnalysisError`` with ``model_invalid``, ``dataset_shape_mismatch``, ``out_of_memory``,
+    ``model_runtime_error``, ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
     """
     target = torch_device(device)
     module = load_script(path, target)
