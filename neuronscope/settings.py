@@ -129,8 +129,21 @@ class Settings(BaseSettings):
     job_threads: Annotated[int, Field(ge=0, le=1024)] = 0
     job_max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
     job_ttl_s: Annotated[int, Field(ge=0)] = 30 * 24 * 3600
+    artifact_ttl_s: Annotated[int, Field(ge=0)] = Field(
+        30 * 24 * 3600,
+        description="Seconds an upload is kept after it was last uploaded (by any tenant); 0: forever.",
+    )
+    report_ttl_s: Annotated[int, Field(ge=0)] = Field(
+        30 * 24 * 3600, description="Seconds a stored report is kept after it was written; 0: forever."
+    )
+    retention_sweep_s: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] = Field(
+        3600, description="Seconds between a worker's sweeps for uploads and reports past their TTL."
+    )
 
     max_upload_mb: Annotated[int, Field(gt=0)] = 2048
+    tenant_quota_mb: Annotated[int, Field(ge=0)] = Field(
+        10 * 1024, description="MiB of uploads one tenant may keep (each counted in full); 0: no quota."
+    )
     allow_torchscript: bool = True
 
     api_keys: Annotated[dict[str, str], NoDecode] = Field(

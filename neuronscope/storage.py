@@ -9,12 +9,14 @@ volume for many); an object-store backend implements the same :class:`Storage` p
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +27,9 @@ ArtifactFormat = Literal["onnx", "torchscript", "npz", "npy"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1024 * 1024
+_KINDS: tuple[ArtifactKind, ...] = ("model", "dataset")
+#: What a write answers on a full disk or an exhausted disk quota.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,27 @@ class UploadTooLarge(Exception):
     def __init__(self, max_bytes: int) -> None:
         super().__init__(f"upload larger than {max_bytes} bytes")
         self.max_bytes = max_bytes
+
+
+class StorageFull(OSError):
+    """The storage's disk (or its disk quota) is full: nothing was stored."""
+
+    def __init__(self, what: str, cause: OSError) -> None:
+        super().__init__(cause.errno, f"no space left to store {what}: {cause.strerror}")
+        self.what = what
+
+
+@contextlib.contextmanager
+def _space_checked(what: str) -> Iterator[None]:
+    """Turn a write's ENOSPC/EDQUOT into :class:`StorageFull`."""
+    try:
+        yield
+    except StorageFull:
+        raise
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise StorageFull(what, exc) from exc
+        raise
 
 
 class StagedUpload:
@@ -91,11 +117,31 @@ class Storage(Protocol):
 
     def get_report(self, job_id: str) -> bytes | None: ...
 
+    def delete_artifact(self, kind: ArtifactKind, artifact_id: str) -> bool:
+        """Remove a stored artifact; ``True`` when it was there."""
+        ...
+
+    def delete_report(self, job_id: str) -> bool:
+        """Remove a job's stored report; ``True`` when it was there."""
+        ...
+
+    def artifacts_older_than(self, cutoff: datetime) -> Iterator[tuple[ArtifactKind, str]]:
+        """Every stored artifact last uploaded before ``cutoff``."""
+        ...
+
+    def artifact_uploaded_at(self, kind: ArtifactKind, artifact_id: str) -> datetime | None:
+        """When the artifact was last uploaded (by anyone), or ``None`` when it is not stored."""
+        ...
+
+    def reports_older_than(self, cutoff: datetime) -> Iterator[str]:
+        """The job id of every stored report written before ``cutoff``."""
+        ...
+
 
 class FileSystemStorage:
     """Artifacts and reports in a directory tree::
 
-    root/artifacts/{model,dataset}/ab/abcdef….bin   the bytes
+    root/artifacts/{model,dataset}/ab/abcdef….bin   the bytes (mtime: when they were last uploaded)
     root/artifacts/{model,dataset}/ab/abcdef….json  {"kind", "format", "size", "created_at"}
     root/reports/{job_id}.json
     root/tmp/                                       uploads being staged
@@ -119,10 +165,11 @@ class FileSystemStorage:
         digest = hashlib.sha256()
         size = 0
         head = b""
-        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="upload-")
+        with _space_checked("the upload"):
+            fd, name = tempfile.mkstemp(dir=self._tmp, prefix="upload-")
         path = Path(name)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with _space_checked("the upload"), os.fdopen(fd, "wb") as out:
                 while chunk := source.read(_CHUNK):
                     size += len(chunk)
                     if size > max_bytes:
@@ -148,10 +195,14 @@ class FileSystemStorage:
             # metadata is already there.
             self._publish(target.with_suffix(".json"), json.dumps(meta).encode())
             try:
-                os.link(staged.path, target)
+                with _space_checked("the upload"):
+                    os.link(staged.path, target)
                 created = True
             except FileExistsError:
                 created = False
+                # Uploaded again: its time to live starts over.
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(target)
         finally:
             staged.discard()
         stored = self.artifact(kind, staged.sha256)
@@ -177,6 +228,30 @@ class FileSystemStorage:
         except OSError:
             shutil.copyfile(source, dest)
 
+    def delete_artifact(self, kind: ArtifactKind, artifact_id: str) -> bool:
+        if not is_artifact_id(artifact_id):
+            return False
+        path = self._artifact_path(kind, artifact_id)
+        # The .bin first: once it is gone the artifact is unknown, whatever happens to the .json.
+        existed = _unlink(path)
+        _unlink(path.with_suffix(".json"))
+        return existed
+
+    def artifacts_older_than(self, cutoff: datetime) -> Iterator[tuple[ArtifactKind, str]]:
+        for kind in _KINDS:
+            for path in (self.root / "artifacts" / kind).glob("??/*.bin"):
+                if is_artifact_id(path.stem) and _modified_before(path, cutoff):
+                    yield kind, path.stem
+
+    def artifact_uploaded_at(self, kind: ArtifactKind, artifact_id: str) -> datetime | None:
+        if not is_artifact_id(artifact_id):
+            return None
+        try:
+            mtime = self._artifact_path(kind, artifact_id).stat().st_mtime
+        except FileNotFoundError:
+            return None
+        return datetime.fromtimestamp(mtime, UTC)
+
     # -- reports --------------------------------------------------------------------------------
 
     def _report_path(self, job_id: str) -> Path:
@@ -193,25 +268,53 @@ class FileSystemStorage:
         except (FileNotFoundError, ValueError):
             return None
 
+    def delete_report(self, job_id: str) -> bool:
+        try:
+            return _unlink(self._report_path(job_id))
+        except ValueError:
+            return False
+
+    def reports_older_than(self, cutoff: datetime) -> Iterator[str]:
+        for path in (self.root / "reports").glob("*.json"):
+            if re.fullmatch(r"[0-9a-f-]{36}", path.stem) and _modified_before(path, cutoff):
+                yield path.stem
+
     # -- internals ------------------------------------------------------------------------------
 
     def _publish(self, target: Path, data: bytes) -> bool:
         """Write ``data`` to ``target`` unless it exists; ``True`` when this call wrote it."""
         if target.exists():
             return False
-        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="write-")
+        with _space_checked(target.name):
+            fd, name = tempfile.mkstemp(dir=self._tmp, prefix="write-")
         try:
-            with os.fdopen(fd, "wb") as out:
+            with _space_checked(target.name), os.fdopen(fd, "wb") as out:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
             try:
-                os.link(name, target)
+                with _space_checked(target.name):
+                    os.link(name, target)
             except FileExistsError:
                 return False
             return True
         finally:
             os.unlink(name)
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _modified_before(path: Path, cutoff: datetime) -> bool:
+    try:
+        return path.stat().st_mtime < cutoff.timestamp()
+    except FileNotFoundError:
+        return False
 
 
 def open_storage(backend: str, data_dir: Path) -> Storage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 from collections.abc import Mapping
@@ -111,6 +112,26 @@ class FeatureNotAvailable(ApiError):
     code = "not_implemented"
 
 
+class ReportCorrupt(ApiError):
+    """The stored report does not parse as a report: it is never served."""
+
+    status_code = 500
+    code = "report_corrupt"
+
+
+class InsufficientStorage(ApiError):
+    status_code = 507
+    code = "insufficient_storage"
+
+
+class StorageQuotaExceeded(InsufficientStorage):
+    code = "storage_quota_exceeded"
+
+
+#: What a write answers when the disk, or the disk quota, is full.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 #: Descriptions for the error statuses routes declare in ``responses=``.
 _DESCRIPTIONS = {
     400: "The body is not well-formed multipart/form-data",
@@ -120,8 +141,11 @@ _DESCRIPTIONS = {
     413: "Request body or upload larger than the configured limit",
     422: "Invalid request, config, model or dataset",
     429: "Too many unfinished jobs for this tenant (see Retry-After)",
+    500: "The stored report is corrupt (report_corrupt), or an unexpected error",
     501: "Not available in this build",
     503: "Redis or the queue is unreachable (see Retry-After), or no worker answers",
+    507: "The tenant's storage quota (storage_quota_exceeded) or the server's disk "
+    "(insufficient_storage) is full",
 }
 
 
@@ -217,9 +241,22 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error", exc_info=exc)
         return error_response("internal_error", "an unexpected error occurred; it has been logged", 500)
 
+    async def on_os_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, OSError)
+        if exc.errno not in NO_SPACE_ERRNOS:
+            return await on_unexpected(request, exc)
+        log.error("storage full: %s", exc)
+        return api_error_response(
+            InsufficientStorage(
+                "the server's storage is full (no space left on device); nothing was stored. "
+                "Retry later, or ask the operator to free space"
+            )
+        )
+
     app.add_exception_handler(NeuronscopeError, on_neuronscope_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(redis.ConnectionError, on_redis_down)
     app.add_exception_handler(redis.TimeoutError, on_redis_down)
+    app.add_exception_handler(OSError, on_os_error)  # a full disk is 507, not 500
     app.add_exception_handler(Exception, on_unexpected)

@@ -4,6 +4,9 @@ Configuration comes from :meth:`neuronscope.settings.Settings.celery_config` (th
 API publishes with) plus what only consumers need (:mod:`worker.config`): the visibility timeout
 and how often to sweep for jobs whose worker died, and a result backend for the chords that run a
 split analysis. It is read lazily when Celery first needs it (not at import).
+
+When a worker has started, its main process removes the job directories of killed attempts and
+starts the retention sweep (:mod:`worker.housekeeping`); it stops the sweep when it shuts down.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
 
 from neuronscope.settings import Settings, get_settings
 from worker.config import WorkerSettings, get_worker_settings
@@ -58,3 +62,25 @@ def create_celery(settings: Settings | None = None, worker: WorkerSettings | Non
 
 
 app = create_celery()
+
+
+_sweepers: list[Any] = []
+
+
+def _on_worker_ready(**_: Any) -> None:
+    from worker.housekeeping import RetentionSweeper, clean_up_at_start
+
+    settings = get_settings()
+    clean_up_at_start(settings)
+    sweeper = RetentionSweeper(settings)
+    sweeper.start()
+    _sweepers.append(sweeper)
+
+
+def _on_worker_shutdown(**_: Any) -> None:
+    while _sweepers:
+        _sweepers.pop().stop()
+
+
+worker_ready.connect(_on_worker_ready, weak=False)
+worker_shutdown.connect(_on_worker_shutdown, weak=False)

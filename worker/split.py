@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Literal
 
 from pydantic import ValidationError
@@ -45,6 +43,7 @@ from worker.sandbox import (
     store_report,
 )
 from worker.scratch import JobScratch
+from worker.stale_dirs import job_workdir
 
 log = logging.getLogger("neuronscope.worker")
 
@@ -155,8 +154,7 @@ def run_chunk(
     if refused is not None:
         finish(ctx, job_id, "failed", refused)
         return "failed"
-    with tempfile.TemporaryDirectory(prefix=f"neuronscope-{job_id[:8]}-") as tmp:
-        work = Path(tmp)
+    with job_workdir(job_id) as work:
         config = work / "config.json"
         args = ["--stage", kind, "--work", str(work), "--chunk", str(index), "--config", str(config)]
         try:
@@ -201,8 +199,7 @@ def finish_split(ctx: WorkerContext, job_id: str, *, python: str = sys.executabl
         if refused is not None:
             return finish(ctx, job_id, "failed", refused)
         ctx.jobs.set_progress(job_id, "merging", 0.0)
-        with tempfile.TemporaryDirectory(prefix=f"neuronscope-{job_id[:8]}-") as tmp:
-            work = Path(tmp)
+        with job_workdir(job_id) as work:
             try:
                 scratch.get(PLAN_FILE, work / PLAN_FILE)
                 plan = ChunkPlan.model_validate_json((work / PLAN_FILE).read_text())

@@ -1,17 +1,23 @@
-"""Content-addressed uploads: ``POST /v1/models`` and ``POST /v1/datasets``, and look-ups by id.
+"""Content-addressed uploads: ``POST /v1/models`` and ``POST /v1/datasets``, look-ups and deletion by id.
 
 The bytes are stored once for everyone; the right to use an id is the uploading tenant's
-(``service.core.ownership``), so another tenant's id answers 404 like an unknown one.
+(``service.core.ownership``), so another tenant's id answers 404 like an unknown one. Uploads count
+against the tenant's storage quota (``service.core.quota``); deleting one takes it from the tenant,
+and its bytes go when no tenant owns it any more.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, File, Response, UploadFile, status
 
-from neuronscope.storage import ArtifactInfo, ArtifactKind
+from neuronscope.ownership import ArtifactOwnership
+from neuronscope.retention import release_artifact
+from neuronscope.settings import Settings
+from neuronscope.storage import ArtifactInfo, ArtifactKind, Storage
 from service.api.deps import OwnershipDep, SettingsDep, StorageDep, TenantDep, get_tenant
+from service.core.quota import within_quota
 from service.errors import ArtifactNotFound, error_responses
 from service.schemas import ArtifactOut
 from service.uploads import store_upload
@@ -20,8 +26,25 @@ router = APIRouter(prefix="/v1", tags=["artifacts"], dependencies=[Depends(get_t
 
 _UPLOAD_RESPONSES = {
     200: {"model": ArtifactOut, "description": "This tenant uploaded these bytes before: the same id"},
-    **error_responses(400, 401, 413, 422, 503),
+    **error_responses(400, 401, 413, 422, 503, 507),
 }
+
+
+def store_owned_upload(
+    kind: ArtifactKind,
+    source: BinaryIO,
+    settings: Settings,
+    storage: Storage,
+    ownership: ArtifactOwnership,
+    tenant: str,
+) -> tuple[ArtifactInfo, bool]:
+    """Store an upload within ``tenant``'s quota and record that it owns it; ``True`` when the
+    tenant did not own it before (whether another tenant stored the same bytes is not told)."""
+    with within_quota(
+        source, kind=kind, tenant=tenant, settings=settings, storage=storage, ownership=ownership
+    ) as limited:
+        info, _ = store_upload(storage, settings, limited, kind)
+        return info, ownership.grant(tenant, kind, info.id)
 
 
 def _upload(
@@ -33,9 +56,8 @@ def _upload(
     ownership: OwnershipDep,
     tenant: str,
 ) -> ArtifactOut:
-    info, _ = store_upload(storage, settings, file.file, kind)
+    info, created = store_owned_upload(kind, file.file, settings, storage, ownership, tenant)
     # 201 when new *to this tenant*: whether someone else stored the same bytes is not told.
-    created = ownership.grant(tenant, kind, info.id)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return ArtifactOut.of(info)
 
@@ -98,3 +120,35 @@ def get_dataset(
 ) -> ArtifactOut:
     """Whether this tenant has a dataset with this id stored (skip the upload if so)."""
     return _lookup("dataset", dataset_id, storage, ownership, tenant)
+
+
+def _delete(
+    kind: ArtifactKind, artifact_id: str, storage: StorageDep, ownership: OwnershipDep, tenant: str
+) -> Response:
+    if not release_artifact(storage, ownership, tenant, kind, artifact_id):
+        raise ArtifactNotFound(f"no {kind} with id {artifact_id!r}")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+_DELETE_RESPONSES = {
+    204: {
+        "description": "Deleted: the id is no longer this tenant's (the bytes go when no tenant owns them)"
+    },
+    **error_responses(401, 404, 422, 503),
+}
+
+
+@router.delete("/models/{model_id}", status_code=204, response_class=Response, responses=_DELETE_RESPONSES)
+def delete_model(model_id: str, storage: StorageDep, ownership: OwnershipDep, tenant: TenantDep) -> Response:
+    """Delete this tenant's model (jobs already queued with it fail with ``artifact_missing``)."""
+    return _delete("model", model_id, storage, ownership, tenant)
+
+
+@router.delete(
+    "/datasets/{dataset_id}", status_code=204, response_class=Response, responses=_DELETE_RESPONSES
+)
+def delete_dataset(
+    dataset_id: str, storage: StorageDep, ownership: OwnershipDep, tenant: TenantDep
+) -> Response:
+    """Delete this tenant's dataset (jobs already queued with it fail with ``artifact_missing``)."""
+    return _delete("dataset", dataset_id, storage, ownership, tenant)

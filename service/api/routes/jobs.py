@@ -1,12 +1,18 @@
 """Job status, listing, cancellation and reports: all from the service's own records, and only
-the caller's tenant's (anyone else's job answers 404 ``job_not_found``, as an unknown id does)."""
+the caller's tenant's (anyone else's job answers 404 ``job_not_found``, as an unknown id does).
+
+A stored report is parsed against the :class:`Report` contract before it is served: bytes that do
+not parse (corrupt, or tampered with) answer 500 ``report_corrupt`` and are never sent.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
 
 from neuronscope.contracts import Report
 from neuronscope.jobs import CURSOR_PATTERN, InvalidCursor, JobRecord
@@ -16,16 +22,19 @@ from service.errors import (
     InvalidRequest,
     JobAlreadyFinished,
     JobNotFound,
+    ReportCorrupt,
     ReportNotReady,
     error_responses,
 )
 from service.schemas import JobList, JobOut
 
+log = logging.getLogger("neuronscope.api")
+
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(get_tenant)])
 
 _HTML_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/html": {}}, "description": "The report as one self-contained HTML page"},
-    **error_responses(401, 404, 422, 501, 503, json_route=False),
+    **error_responses(401, 404, 422, 500, 501, 503, json_route=False),
 }
 
 
@@ -84,15 +93,46 @@ def _report_bytes(job_id: str, jobs: JobStoreDep, storage: StorageDep, tenant: s
             "running": f"the job is running ({record.progress.stage}, {record.progress.fraction:.0%})",
             "failed": f"the job failed ({record.error.code if record.error else 'unknown'})",
             "cancelled": "the job was cancelled",
-        }.get(record.status, "the report is missing from storage")
+        }.get(record.status, "the report was deleted or has expired")
         raise ReportNotReady(f"no report for job {job_id}: {hint}")
     return data
 
 
-@router.get("/{job_id}/report", response_model=Report, responses=error_responses(401, 404, 422, 503))
+def _valid_report(job_id: str, data: bytes) -> Report:
+    try:
+        return Report.model_validate_json(data)
+    except ValidationError as exc:
+        log.error(
+            "job %s: stored report is not a valid report (%d errors); not serving it",
+            job_id,
+            exc.error_count(),
+        )
+        raise ReportCorrupt(
+            f"the stored report of job {job_id} is corrupt: expected a report that matches the "
+            f"report contract, got {exc.error_count()} validation errors; it is not served"
+        ) from None
+
+
+@router.get("/{job_id}/report", response_model=Report, responses=error_responses(401, 404, 422, 500, 503))
 def get_report(job_id: str, jobs: JobStoreDep, storage: StorageDep, tenant: TenantDep) -> Response:
     """The JSON report of a job that succeeded (404 ``report_not_ready`` until then)."""
-    return Response(content=_report_bytes(job_id, jobs, storage, tenant), media_type="application/json")
+    data = _report_bytes(job_id, jobs, storage, tenant)
+    _valid_report(job_id, data)
+    return Response(content=data, media_type="application/json")
+
+
+@router.delete(
+    "/{job_id}/report",
+    status_code=204,
+    response_class=Response,
+    responses={204: {"description": "The report was deleted"}, **error_responses(401, 404, 422, 503)},
+)
+def delete_report(job_id: str, jobs: JobStoreDep, storage: StorageDep, tenant: TenantDep) -> Response:
+    """Delete the stored report of this tenant's job (the job record stays; 404 when there is none)."""
+    record = _job(jobs, job_id, tenant)
+    if not storage.delete_report(record.job_id):
+        raise ReportNotReady(f"no report for job {job_id} to delete")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(
@@ -107,5 +147,4 @@ def get_report_html(job_id: str, jobs: JobStoreDep, storage: StorageDep, tenant:
         from neuronscope.report_html import render_html  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise FeatureNotAvailable("HTML reports are not available in this build") from exc
-    report = Report.model_validate_json(data)
-    return HTMLResponse(render_html(report))
+    return HTMLResponse(render_html(_valid_report(job_id, data)))
