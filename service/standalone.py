@@ -3,7 +3,9 @@
 ``serve()`` is what ``neuronscope serve`` runs. Without ``REDIS_URL`` it starts ``redis-server``
 on a free loopback port with a random password and an append-only file under
 ``data_dir/redis`` (so queued jobs and job records survive a restart), a Celery worker
-subprocess, and uvicorn in this process; on SIGINT/SIGTERM it stops uvicorn, then the worker
+subprocess (restarted with backoff when it dies, given up on with an error line when it keeps
+crashing: ``service.worker_supervisor``), and uvicorn in this process; on SIGINT/SIGTERM it stops
+uvicorn, then the worker
 (a job still running is requeued and runs again on the next start), then Redis. With
 ``REDIS_URL`` set it serves only the API: the workers run elsewhere.
 
@@ -35,6 +37,7 @@ import redis
 
 from neuronscope.errors import NeuronscopeError
 from neuronscope.settings import Settings, get_settings
+from service.worker_supervisor import DEFAULT_POLICY, RestartPolicy, Supervisor
 
 log = logging.getLogger("neuronscope.standalone")
 
@@ -180,30 +183,37 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 @contextmanager
-def worker_process(settings: Settings, concurrency: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A Celery worker subprocess; stopped warm (SIGTERM), then cold (SIGQUIT), then killed."""
+def worker_process(
+    settings: Settings, concurrency: int, log_path: Path, policy: RestartPolicy = DEFAULT_POLICY
+) -> Iterator[Supervisor]:
+    """A supervised Celery worker subprocess, restarted when it dies (``service.worker_supervisor``);
+    on exit stopped warm (SIGTERM), then cold (SIGQUIT), then killed."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(
-            worker_command(settings, concurrency),
-            env=settings_env(settings),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    log.info("worker started (pid %d, concurrency %d, log %s)", proc.pid, concurrency, log_path)
+    env = settings_env(settings)
+
+    def start() -> subprocess.Popen[bytes]:
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(
+                worker_command(settings, concurrency),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        log.info("worker started (pid %d, concurrency %d, log %s)", proc.pid, concurrency, log_path)
+        return proc
+
+    supervisor = Supervisor(start, "worker", str(log_path), policy)
+    watcher = threading.Thread(target=supervisor.watch, name="worker-supervisor", daemon=True)
+    watcher.start()
     try:
-        yield proc
+        yield supervisor
     finally:
-        _stop_process(proc, "worker", [(signal.SIGTERM, 10.0), (signal.SIGQUIT, 5.0)])
-
-
-def _watch(proc: subprocess.Popen[bytes], name: str, log_path: Path, stop: threading.Event) -> None:
-    while not stop.wait(1.0):
-        if proc.poll() is not None:
-            log.error("%s exited with status %s; see %s", name, proc.returncode, log_path)
-            return
+        supervisor.stop(
+            lambda proc: _stop_process(proc, "worker", [(signal.SIGTERM, 10.0), (signal.SIGQUIT, 5.0)])
+        )
+        watcher.join(timeout=5.0)
 
 
 def serve(host: str, port: int, data_dir: Path, workers: int = 1) -> None:
@@ -228,17 +238,12 @@ def serve(host: str, port: int, data_dir: Path, workers: int = 1) -> None:
 
     previous_term = signal.signal(signal.SIGTERM, on_sigterm)
     previous_int = signal.getsignal(signal.SIGINT)
-    stop_watch = threading.Event()
     try:
         with ExitStack() as stack:
             if base.redis_url is None:
                 url = stack.enter_context(private_redis(data_dir / "redis", logs / "redis.log"))
                 settings = base.model_copy(update={"redis_url": url, "data_dir": data_dir})
-                proc = stack.enter_context(worker_process(settings, workers, logs / "worker.log"))
-                stack.callback(stop_watch.set)  # runs before the worker is stopped
-                threading.Thread(
-                    target=_watch, args=(proc, "worker", logs / "worker.log", stop_watch), daemon=True
-                ).start()
+                stack.enter_context(worker_process(settings, workers, logs / "worker.log"))
             else:
                 settings = base.model_copy(update={"data_dir": data_dir})
                 log.info(
