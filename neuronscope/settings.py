@@ -145,6 +145,21 @@ class Settings(BaseSettings):
         10 * 1024, description="MiB of uploads one tenant may keep (each counted in full); 0: no quota."
     )
     allow_torchscript: bool = True
+    max_header_bytes: Annotated[int, Field(ge=4096, le=16 * _MIB)] = Field(
+        64 * 1024, description="Largest request head (request line, headers) in bytes; past it 431, unread."
+    )
+    max_headers: Annotated[int, Field(ge=16, le=10_000)] = Field(
+        100, description="Most header fields one request may carry; more is 431."
+    )
+    header_read_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        10.0, description="Seconds a client has to send a whole request head; then 408, connection closed."
+    )
+    body_read_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0, description="Seconds the API waits for the next bytes of a request body; then 408, closed."
+    )
+    max_concurrent_requests: Annotated[int, Field(ge=1)] = Field(
+        64, description="Requests one API process serves at once (health probes aside); more are 503 at once."
+    )
 
     api_keys: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,

@@ -1,4 +1,6 @@
-"""Builds the FastAPI app. ``uvicorn service.main:app`` serves it; tests call ``create_app(settings)``.
+"""Builds the FastAPI app. ``python -m service.server`` serves it with every request limit
+(``uvicorn service.main:app`` without the request-head ones: see :mod:`service.server`); tests
+call ``create_app(settings)``.
 
 This process never imports torch, onnxruntime or ``worker``: it stores uploads, keeps job records
 in Redis and queues ``analysis.run`` by name.
@@ -18,6 +20,7 @@ from service.api.deps import app_services, app_settings
 from service.api.routes import analyze, artifacts, health, jobs
 from service.errors import install_error_handlers
 from service.middleware import RequestGuard
+from service.request_limits import RequestLimits
 
 DESCRIPTION = """\
 Upload an ONNX or TorchScript model and a dataset, get a job id at once, poll the job, fetch the
@@ -63,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=lambda: app_settings(app),
         authenticator=lambda: app_services(app).auth,
     )
+    # Added last, so it runs first: header and concurrency limits before authentication.
+    app.add_middleware(RequestLimits, settings=lambda: app_settings(app))
     for module in (analyze, artifacts, jobs, health):
         app.include_router(module.router)
     logging.getLogger("neuronscope").setLevel(settings.log_level if settings else logging.INFO)

@@ -5,11 +5,14 @@ A pure ASGI middleware, so both checks happen before FastAPI reads a byte of the
 - Every path but :data:`OPEN_PATHS` (so every ``/v1`` route) needs an API key when keys are
   configured (401 otherwise, nothing read); the tenant goes into ``request.state.tenant`` for the
   routes.
-- Request bodies are counted as they arrive. A ``Content-Length`` over the route's limit is
+- Request bodies are counted and timed as they arrive. A ``Content-Length`` over the route's limit is
   refused at once; a chunked body is refused as soon as the running count passes the limit, so
   neither Starlette's multipart spool nor storage ever holds more than the limit. The response
   is 413 with ``Connection: close`` (the rest of the body is never read). A 401 to a request
   with a body closes the connection too, so the server does not drain the body for keep-alive.
+- A body whose next bytes do not come within ``body_read_timeout_s`` (a stalled upload) is
+  answered 408 ``body_read_timeout`` with ``Connection: close``, and what had arrived is dropped
+  as for a 413. The timeout is between reads, so a slow upload that keeps coming is not cut off.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neuronscope.settings import Settings
@@ -42,12 +46,21 @@ def body_limit(settings: Settings, method: str, path: str) -> int:
     return files * settings.max_upload_bytes + FORM_OVERHEAD_BYTES
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyReadTimeout(ApiError):
+    status_code = 408
+    code = "body_read_timeout"
+
+
+class _Aborted(Exception):
+    """Raised into the app by ``receive`` when the body is refused; carries the answer."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(error.code)
+        self.error = error
 
 
 class RequestGuard:
-    """Authentication and the body-size limit for one app (see the module docstring)."""
+    """Authentication and the body size and read-timeout limits for one app (see the module docstring)."""
 
     def __init__(
         self, app: ASGIApp, *, settings: Callable[[], Settings], authenticator: Callable[[], Authenticator]
@@ -61,43 +74,55 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        headers = _headers(scope)
+        headers = request_headers(scope)
+        settings = self._settings()
         try:
             if path not in OPEN_PATHS:
                 tenant = self._authenticator().tenant(headers.get("authorization"))
                 scope.setdefault("state", {})["tenant"] = tenant
-            limit = body_limit(self._settings(), scope["method"], path)
+            limit = body_limit(settings, scope["method"], path)
             declared = headers.get("content-length")
             if declared is not None and declared.strip().isdigit() and int(declared) > limit:
                 raise _too_large(limit, path)
         except ApiError as exc:
             log.info("refused %s %s: %s", scope["method"], path, exc.code)
-            if _has_body(headers):  # never read it: close, or the server drains it for keep-alive
+            if has_body(headers):  # never read it: close, or the server drains it for keep-alive
                 exc.headers = {**(exc.headers or {}), "Connection": "close"}
             await _respond(exc, scope, receive, send)
             return
-        await self._limited(scope, receive, send, limit)
+        await self._limited(scope, receive, send, limit, settings.body_read_timeout_s)
 
-    async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    async def _limited(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, timeout_s: float
+    ) -> None:
         received = 0
-        exceeded = False
+        body_done = False
+        aborted: ApiError | None = None
         started = False
 
         async def counting_receive() -> Message:
-            nonlocal received, exceeded
-            if exceeded:
-                raise _BodyTooLarge
-            message = await receive()
+            nonlocal received, body_done, aborted
+            if aborted is not None:
+                raise _Aborted(aborted)
+            if body_done:  # only a disconnect can come now (Starlette waits for one while streaming)
+                return await receive()
+            try:
+                with anyio.fail_after(timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                aborted = _stalled(timeout_s, received, scope["path"])
+                raise _Aborted(aborted) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
-                    exceeded = True
-                    raise _BodyTooLarge
+                    aborted = _too_large(limit, scope["path"])
+                    raise _Aborted(aborted)
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if exceeded:  # what the app makes of the aborted body (a 400, say) is not sent
+            if aborted is not None:  # what the app makes of the aborted body (a 400, say) is not sent
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -106,11 +131,13 @@ class RequestGuard:
         try:
             await self.app(scope, counting_receive, guarded_send)
         except Exception:
-            if not exceeded:
+            if aborted is None:
                 raise
-        if exceeded and not started:
-            log.info("refused %s %s: body past %d bytes", scope["method"], scope["path"], limit)
-            await _respond(_too_large(limit, scope["path"]), scope, receive, send)
+        if aborted is not None and not started:
+            log.info(
+                "refused %s %s: %s after %d bytes", scope["method"], scope["path"], aborted.code, received
+            )
+            await _respond(aborted, scope, receive, send)
 
 
 def _too_large(limit: int, path: str) -> PayloadTooLarge:
@@ -121,13 +148,23 @@ def _too_large(limit: int, path: str) -> PayloadTooLarge:
     )
 
 
+def _stalled(timeout_s: float, received: int, path: str) -> BodyReadTimeout:
+    return BodyReadTimeout(
+        f"request body: expected more bytes within {timeout_s:g} s for {path} "
+        f"(NEURONSCOPE_BODY_READ_TIMEOUT_S), got none after {received} bytes; nothing was stored",
+        headers={"Connection": "close"},
+    )
+
+
 async def _respond(exc: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
     await api_error_response(exc)(scope, receive, send)
 
 
-def _has_body(headers: dict[str, str]) -> bool:
+def has_body(headers: dict[str, str]) -> bool:
+    """Whether the request declares a body (``Content-Length`` above 0 or ``Transfer-Encoding``)."""
     return headers.get("content-length", "0").strip() not in ("", "0") or "transfer-encoding" in headers
 
 
-def _headers(scope: Scope) -> dict[str, str]:
+def request_headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name (the last one wins)."""
     return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}

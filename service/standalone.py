@@ -224,6 +224,7 @@ def serve(host: str, port: int, data_dir: Path, workers: int = 1) -> None:
     import uvicorn
 
     from service.main import create_app
+    from service.server import uvicorn_config
 
     if workers < 1:
         raise StandaloneError(f"workers: expected at least 1, got {workers}")
@@ -253,11 +254,7 @@ def serve(host: str, port: int, data_dir: Path, workers: int = 1) -> None:
             # Stopping (innermost first): ignore further SIGINT/SIGTERM so the shutdown completes.
             stack.callback(signal.signal, signal.SIGINT, signal.SIG_IGN)
             stack.callback(signal.signal, signal.SIGTERM, signal.SIG_IGN)
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    create_app(settings), host=host, port=port, log_level=settings.log_level.lower()
-                )
-            )
+            server = uvicorn.Server(uvicorn_config(create_app(settings), settings, host=host, port=port))
             server.run()
     except (KeyboardInterrupt, _Stop):
         log.info("stopped")
