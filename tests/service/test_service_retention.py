@@ -7,14 +7,19 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from api_testlib import ALICE_KEY, BOB_KEY, assert_error, auth
@@ -29,6 +34,13 @@ from neuronscope.storage import FileSystemStorage, StorageFull
 from service.main import create_app
 
 KEYS = {ALICE_KEY: "alice", BOB_KEY: "bob"}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -256,3 +268,65 @@ def test_a_full_disk_is_507_not_500(api: TestClient, keyed_settings: Settings, o
         assert "no space left" in body["detail"] and str(keyed_settings.data_dir) not in body["detail"]
     assert list((keyed_settings.data_dir / "artifacts").rglob("*.bin")) == []
     assert list((keyed_settings.data_dir / "tmp").iterdir()) == []
+
+
+# -- the quota against a real server, attacked with parallel uploads ----------------------------
+
+
+@pytest.fixture
+def quota_server(make_settings: Any, tmp_path: Path) -> Iterator[tuple[str, Settings]]:
+    """A real uvicorn server on a loopback port, with a 1 MiB quota per tenant."""
+    settings: Settings = make_settings(api_keys=KEYS, tenant_quota_mb=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEURONSCOPE_", "REDIS_"))}
+    env |= settings.to_env() | {"PYTHONPATH": str(ROOT)}
+    port = free_port()
+    with open(tmp_path / "uvicorn.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "uvicorn.log").read_text()
+            time.sleep(0.1)
+        yield url, settings
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_parallel_uploads_cannot_slip_past_the_quota(quota_server: tuple[str, Settings]) -> None:
+    url, settings = quota_server
+    uploads = [npy(6400, 100 + n) for n in range(8)]  # 8 × 400 KiB against a 1 MiB quota
+
+    def post(data: bytes) -> httpx.Response:
+        files = {"file": ("d.npy", data)}
+        return httpx.post(f"{url}/v1/datasets", files=files, headers=auth(ALICE_KEY), timeout=60)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(post, uploads))
+    # Bytes in flight count too, so a burst may be refused whole; it never gets past the quota.
+    assert sorted({r.status_code for r in responses}) in ([507], [201, 507]), responses
+    assert [r.status_code for r in responses].count(201) <= 2
+    for response in responses:
+        if response.status_code == 507:
+            assert_error(response, 507, "storage_quota_exceeded")
+    # One at a time after the burst: exactly two fit in all.
+    for data in uploads:
+        if post(data).status_code == 507:
+            break
+    stored = [p.stat().st_size for p in (settings.data_dir / "artifacts").rglob("*.bin")]
+    assert len(stored) == 2 and sum(stored) <= 1024 * 1024
+    assert list((settings.data_dir / "tmp").iterdir()) == []
+    client = connect(settings.require_redis_url())
+    owner = ArtifactOwnership(client, prefix=settings.key_prefix)
+    assert owner.in_flight("alice") == 0  # every refused upload gave its bytes back
+    client.close()
