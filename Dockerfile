@@ -28,7 +28,7 @@ USER neuronscope
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
-CMD ["uvicorn", "service.main:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "service.server", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM base AS worker
 ARG TORCH_SPEC=torch==2.13.0

@@ -166,6 +166,11 @@ class Settings(BaseSettings):
         repr=False,
         description="API key → tenant. Empty: no authentication, every client is the default tenant.",
     )
+    require_api_keys: bool = Field(
+        False,
+        description="Refuse to start without NEURONSCOPE_API_KEYS: set it where the API is reachable from a "
+        "network (docker-compose.yml does).",
+    )
     max_active_jobs_per_tenant: Annotated[int, Field(ge=0)] = 100
     max_td_points: Annotated[int, Field(ge=0)] = Field(
         1_000_000_000, description="Most transition-density points (pairs × points) a job may plan; 0: none."
@@ -206,6 +211,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "job_memory_limit_mb: expected 0 (no limit) or at least 256 MiB, "
                 f"got {self.job_memory_limit_mb}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _api_keys_when_required(self) -> Settings:
+        if self.require_api_keys and not self.api_keys:
+            raise ValueError(
+                "api_keys: NEURONSCOPE_REQUIRE_API_KEYS is true, so at least one API key is expected, but "
+                "NEURONSCOPE_API_KEYS is empty; set it to KEY:TENANT[,KEY:TENANT...] (a key: python -c "
+                "'import secrets; print(secrets.token_urlsafe(32))'), or serve on a trusted network only "
+                "with NEURONSCOPE_REQUIRE_API_KEYS=false"
             )
         return self
 

@@ -90,6 +90,55 @@ def test_compose_services_share_redis_and_storage() -> None:
     assert "--appendonly" in services["redis"]["command"]
 
 
+def test_compose_is_hardened_for_an_open_network() -> None:
+    """Read-only containers without capabilities; the API never published without API keys (the
+    compose file refuses to interpolate without them and the API refuses to start without them),
+    on loopback by default; Redis and the workers on an internal network."""
+    compose = _compose()
+    services = compose["services"]
+    for name, service in services.items():
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        writable = [v.split(":")[-1] for v in service.get("volumes", [])] + service.get("tmpfs", [])
+        assert "/tmp" in writable, name
+    published = [name for name, service in services.items() if service.get("ports")]
+    assert published == ["api"]
+    api = services["api"]
+    keys = api["environment"]["NEURONSCOPE_API_KEYS"]
+    assert re.fullmatch(r"\$\{NEURONSCOPE_API_KEYS:\?[^}]+\}", keys), keys
+    assert api["environment"]["NEURONSCOPE_REQUIRE_API_KEYS"] == "true"
+    assert api["ports"] == ["${API_PUBLISH_ADDRESS:-127.0.0.1}:8000:8000"]
+    assert "service.server" in api["command"]
+    assert compose["networks"]["backend"]["internal"] is True
+    assert set(api["networks"]) == {"frontend", "backend"}
+    for name in ("redis", "worker", "worker-cpu"):
+        assert services[name]["networks"] == ["backend"], name
+        assert "NEURONSCOPE_API_KEYS" not in services[name].get("environment", {}), name
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "landlock" in text.lower() and "seccomp" in text.lower()
+
+
+def test_compose_refuses_to_start_without_api_keys(tmp_path: Path) -> None:
+    """``docker compose config`` (where Docker is installed) stops on the missing variable."""
+    import shutil
+
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode:
+        pytest.skip("docker compose is not installed")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    compose_file = str(ROOT / "docker-compose.yml")
+    refused = subprocess.run(
+        [docker, "compose", "-f", compose_file, "config"], capture_output=True, text=True, env=env
+    )
+    assert refused.returncode != 0 and "NEURONSCOPE_API_KEYS" in refused.stderr
+    env["NEURONSCOPE_API_KEYS"] = "k" * 32 + ":team"
+    accepted = subprocess.run(
+        [docker, "compose", "-f", compose_file, "config"], capture_output=True, text=True, env=env
+    )
+    assert accepted.returncode == 0, accepted.stderr
+
+
 def test_dockerfile_keeps_the_engine_out_of_the_api_image() -> None:
     text = (ROOT / "Dockerfile").read_text()
     stages = dict(re.findall(r"^FROM \S+ AS (\w+)\n(.*?)(?=^FROM |\Z)", text, flags=re.M | re.S))
