@@ -145,6 +145,12 @@ class Settings(BaseSettings):
         10 * 1024, description="MiB of uploads one tenant may keep (each counted in full); 0: no quota."
     )
     allow_torchscript: bool = True
+    sandbox_allow_unconfined: bool = Field(
+        False,
+        description="Run PyTorch-format models (code) even where the analysis process cannot be confined "
+        "(no Landlock or seccomp). Off: such uploads are refused with 422 `sandbox_unavailable`. Only "
+        "for a trusted network; ONNX models run either way.",
+    )
     max_header_bytes: Annotated[int, Field(ge=4096, le=16 * _MIB)] = Field(
         64 * 1024, description="Largest request head (request line, headers) in bytes; past it 431, unread."
     )

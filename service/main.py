@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import neuronscope
+from neuronscope.confinement import host_confinement
 from neuronscope.settings import DEFAULT_TENANT, Settings
 from service.api.deps import app_services, app_settings
 from service.api.routes import analyze, artifacts, health, jobs
@@ -42,6 +43,18 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             "no API keys configured (NEURONSCOPE_API_KEYS): every client is tenant %r; "
             "serve only on a trusted network",
             DEFAULT_TENANT,
+        )
+    found = host_confinement()
+    if found.get("active"):
+        log.info("processes that open uploaded models are confined: %s", found.get("mechanism"))
+    else:
+        log.warning(
+            "this host cannot confine the processes that open uploaded models (%s): PyTorch-format "
+            "uploads are %s",
+            found.get("error") or found.get("mechanism"),
+            "accepted (NEURONSCOPE_SANDBOX_ALLOW_UNCONFINED=true)"
+            if app_settings(app).sandbox_allow_unconfined
+            else "refused (sandbox_unavailable)",
         )
     yield
     services = getattr(app.state, "services", None)

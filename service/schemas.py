@@ -102,3 +102,9 @@ class Ready(_Body):
     status: Literal["ready"] = "ready"
     redis: Literal["ok"] = "ok"
     workers: int = Field(description="Workers that answered the ping (at least this many are up).")
+    confinement: str = Field(
+        description="How this host confines the processes that open uploaded models, e.g. "
+        "`landlock-abi7+seccomp+netns+no-caps`; `none` where it cannot (then PyTorch-format uploads "
+        "are refused unless NEURONSCOPE_SANDBOX_ALLOW_UNCONFINED is set)."
+    )
+    confined: bool = Field(description="Whether that confinement is active.")

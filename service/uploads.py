@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO
 
+from neuronscope.confinement import host_confinement
 from neuronscope.errors import InvalidInput
 from neuronscope.settings import Settings
 from neuronscope.storage import (
@@ -57,7 +58,28 @@ def check_artifact(path: Path, kind: ArtifactKind, fmt: ArtifactFormat, settings
             "(NEURONSCOPE_ALLOW_TORCHSCRIPT=false); export the model to ONNX",
             code="torchscript_disabled",
         )
+    if kind == "model":
+        refuse_unconfined_code(fmt, settings)
     _run_validation(path, kind, fmt)
+
+
+#: Model formats that are code (loading them runs pickled or scripted code).
+CODE_FORMATS = frozenset({"torchscript", "pt2"})
+
+
+def refuse_unconfined_code(fmt: str, settings: Settings) -> None:
+    """``sandbox_unavailable`` (→ 422) for a model that is code where this host cannot confine the
+    process that would run it, unless the operator opted out."""
+    if fmt not in CODE_FORMATS or settings.sandbox_allow_unconfined:
+        return
+    found = host_confinement()
+    if not found.get("active"):
+        raise InvalidInput(
+            f"model: {fmt} models are code, and this server cannot confine the process that would run "
+            f"them (confinement found: {found.get('mechanism', 'none')}); export the model to ONNX, or "
+            "(trusted networks only) set NEURONSCOPE_SANDBOX_ALLOW_UNCONFINED=true",
+            code="sandbox_unavailable",
+        )
 
 
 def _run_validation(path: Path, kind: ArtifactKind, fmt: ArtifactFormat) -> None:

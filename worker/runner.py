@@ -29,7 +29,10 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from neuronscope.confinement import ConfinementReport
 
 _MIB = 1024 * 1024
 _PR_SET_PDEATHSIG = 1
@@ -51,6 +54,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--parent-pid", type=int, default=0, help="exit unless this is the parent; 0: no check"
     )
     parser.add_argument("--no-torchscript", action="store_true", help="refuse TorchScript model files")
+    parser.add_argument(
+        "--confine",
+        choices=["required", "best-effort"],
+        default="required",
+        help="confine this process before it opens the model (neuronscope.confinement): required "
+        "fails the job where it cannot be set up; best-effort goes on, refusing models that are code "
+        "unless --allow-unconfined-code",
+    )
+    parser.add_argument(
+        "--allow-unconfined-code",
+        action="store_true",
+        help="with --confine best-effort: open a TorchScript model even where confinement failed",
+    )
     args = parser.parse_args(argv)
     needed = {
         "analyze": ("model", "dataset", "config", "report"),
@@ -90,6 +106,50 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def _private_dirs(args: argparse.Namespace) -> list[Path]:
+    """Where this process may write: its working directory (the job's private copy of its inputs)
+    and a split job's ``--work`` directory."""
+    dirs = [Path.cwd()]
+    if args.work is not None:
+        dirs.append(args.work.resolve())
+    return dirs
+
+
+def confine_self(args: argparse.Namespace) -> ConfinementReport | None:
+    """Confine this process to its private directories before the model is opened.
+
+    Raises ``AnalysisError(sandbox_unavailable)`` when confinement is required and cannot be set
+    up, and when it is best effort, failed, and the model is code that was not explicitly allowed
+    to run unconfined. Returns what was put in place (``None``: nothing).
+    """
+    from neuronscope.confinement import ConfinementUnavailable, confine, default_paths
+    from worker.engine.errors import AnalysisError
+
+    inputs = [p.resolve() for p in (args.model, args.dataset, args.config) if p is not None]
+    paths = default_paths(_private_dirs(args), extra_read=inputs)
+    try:
+        return confine(paths, require=args.confine == "required")
+    except (ConfinementUnavailable, OSError) as exc:
+        if args.confine == "required":
+            raise AnalysisError(
+                f"the analysis process could not be confined on this worker ({type(exc).__name__}); "
+                "PyTorch-format models are refused here (NEURONSCOPE_SANDBOX_ALLOW_UNCONFINED)",
+                code="sandbox_unavailable",
+            ) from None
+        report = None
+    if (report is None or not report.active) and args.model is not None and not args.allow_unconfined_code:
+        from worker.engine.capture.loader import detect_format
+
+        if detect_format(args.model) == "torchscript":
+            raise AnalysisError(
+                "model: a TorchScript model is code, and this worker cannot confine the process that "
+                "would run it; export the model to ONNX (or the operator sets "
+                "NEURONSCOPE_SANDBOX_ALLOW_UNCONFINED=true on a trusted network)",
+                code="sandbox_unavailable",
+            )
+    return report
+
+
 def _protocol_channel() -> IO[str]:
     """Keep the real stdout for protocol lines; send fd 1 (and ``sys.stdout``) to stderr."""
     sys.stdout.flush()
@@ -107,6 +167,18 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return any(
         s in text for s in ("cannot allocate memory", "failed to allocate", "out of memory", "bad_alloc")
     )
+
+
+_KNOWN_EXCEPTION_MODULES = ("builtins", "torch", "onnxruntime", "numpy", "onnx", "neuronscope", "worker")
+
+
+def _exception_kind(exc: BaseException) -> str:
+    """The exception's class name where a library of ours or the runtime's defines it; a model
+    can define its own exception classes, so any other name is not passed on."""
+    kind = type(exc)
+    if kind.__module__.split(".")[0] in _KNOWN_EXCEPTION_MODULES and kind.__name__.isidentifier():
+        return kind.__name__[:64]
+    return "exception"
 
 
 class _Channel:
@@ -139,6 +211,7 @@ def _run_stage(args: argparse.Namespace, channel: _Channel) -> None:
     from neuronscope.contracts import AnalysisConfig
     from worker.chunking import BASE_REPORT_FILE, PATTERNS_FILE, PLAN_FILE, TD_PAIRS_FILE, chunk_file
 
+    confine_self(args)
     if args.no_torchscript and args.model is not None:
         refuse_torchscript(args.model)
     config = AnalysisConfig.model_validate_json(args.config.read_text()) if args.config else None
@@ -202,7 +275,8 @@ def run(args: argparse.Namespace, channel: _Channel) -> int:
             channel.send(
                 "error",
                 code="internal_error",
-                message=f"the analysis stopped with an unexpected {type(exc).__name__}: {exc}",
+                message=f"the analysis stopped with an unexpected {_exception_kind(exc)} "
+                "(its message is in the worker's log, not here: it may come from the model's own code)",
             )
         return 3
     channel.send("done")

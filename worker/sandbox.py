@@ -14,11 +14,12 @@ warm launcher (:mod:`worker.zygote`), which has the libraries imported already; 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from pydantic import ValidationError
 from redis import Redis
 
 import worker
+from neuronscope.confinement import default_paths, exposing_root, host_confinement
 from neuronscope.contracts import Report
 from neuronscope.job_lease import JobLeases, new_owner
 from neuronscope.jobs import JobError, JobRecord, JobStore, connect
@@ -46,8 +48,12 @@ log = logging.getLogger("neuronscope.worker")
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "npz": ".npz", "npy": ".npy"}
 _CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
 _MAX_LINE = 1024 * 1024
-#: Variables the child must not see: how to reach Redis and the service's own settings.
-_HIDDEN_ENV_PREFIXES = ("NEURONSCOPE_", "REDIS_", "CELERY_")
+#: What an error reported by the analysis process may look like: its code, and its message cut to
+#: printable characters and this length (the process runs the uploaded model).
+_ERROR_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_ERROR_MESSAGE_CHARS = 500
+#: Model formats that are code: opened only in a confined process (or where the operator opted out).
+CODE_FORMATS = frozenset({"torchscript", "pt2"})
 
 
 @dataclass(frozen=True)
@@ -80,12 +86,34 @@ class ChildResult:
     stages: list[str] = field(default_factory=list)
 
 
+#: Variables a model's process may see, by name; everything else in the worker's environment (its
+#: Redis URL, API keys, cloud credentials, whatever the operator set) stays out.
+_CHILD_ENV_PASSED = (
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "LD_LIBRARY_PATH",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "NVIDIA_VISIBLE_DEVICES",
+    "NVIDIA_DRIVER_CAPABILITIES",
+)
+
+
 def child_env(workdir: Path, threads: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_HIDDEN_ENV_PREFIXES)}
+    """The analysis process's whole environment, built from an allow-list (never by removing
+    known names): locale and GPU selection passed on, the rest fixed here."""
+    env = {name: os.environ[name] for name in _CHILD_ENV_PASSED if name in os.environ}
     root = str(Path(worker.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["TMPDIR"] = str(workdir)
+    env |= {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "PYTHONPATH": root,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+    }
     if threads:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[name] = str(threads)
@@ -97,6 +125,7 @@ def launcher_env(threads: int) -> dict[str, str]:
     (the thread counts too, so the runtimes' thread pools are sized as in a fresh process)."""
     env = child_env(Path(tempfile.gettempdir()), threads=threads)
     env.pop("TMPDIR", None)
+    env.pop("HOME", None)
     if "TMPDIR" in os.environ:
         env["TMPDIR"] = os.environ["TMPDIR"]
     return env
@@ -190,7 +219,7 @@ def run_child(
                 result.stages.append(stage)
                 on_progress(stage, float(fraction))
         elif event == "error":
-            result.error = JobError(code=str(message.get("code")), message=str(message.get("message")))
+            result.error = child_error(message.get("code"), message.get("message"))
         elif event == "done":
             result.done = True
 
@@ -236,6 +265,17 @@ def run_child(
         reader.close()
         result.stderr_tail = _tail(stderr_path)
     return result
+
+
+def child_error(code: object, message: object) -> JobError:
+    """The error an analysis process reported, as the job will show it: a code of the expected
+    form (else ``internal_error``) and the message as printable text of bounded length."""
+    if not isinstance(code, str) or not _ERROR_CODE.match(code):
+        code = "internal_error"
+    text = "".join(ch if ch.isprintable() else " " for ch in str(message or ""))
+    if len(text) > MAX_ERROR_MESSAGE_CHARS:
+        text = text[: MAX_ERROR_MESSAGE_CHARS - 1] + "…"
+    return JobError(code=code, message=text)
 
 
 def _safe(check: Callable[[], bool]) -> bool:
@@ -296,6 +336,49 @@ def outcome_error(result: ChildResult, limits: Limits) -> JobError | None:
     )
 
 
+@dataclass(frozen=True)
+class Confinement:
+    """Whether this worker confines its analysis processes, and how (or why not)."""
+
+    active: bool
+    mechanism: str
+    reason: str = ""
+
+    def describe(self) -> str:
+        return self.mechanism if self.active else f"none ({self.reason})"
+
+
+def worker_confinement(settings: Settings) -> Confinement:
+    """What confinement analysis processes get on this host (probed once per process, by
+    confining a throw-away child for real), and whether it keeps the data directory out of reach."""
+    found = host_confinement()
+    mechanism = str(found.get("mechanism", "none"))
+    if not found.get("active"):
+        return Confinement(False, mechanism, str(found.get("error") or f"this host gives only {mechanism}"))
+    exposed = exposing_root(default_paths([]), settings.data_dir)
+    if exposed is not None:
+        return Confinement(
+            False,
+            mechanism,
+            f"the data directory {settings.data_dir} overlaps {exposed}, which analysis processes read; "
+            "move NEURONSCOPE_DATA_DIR out of the Python installation and system directories",
+        )
+    return Confinement(True, mechanism)
+
+
+def sandbox_refused(settings: Settings, confinement: Confinement, model_format: str) -> JobError | None:
+    """``sandbox_unavailable`` for a model that is code where no confinement is active, unless the
+    operator opted out (``NEURONSCOPE_SANDBOX_ALLOW_UNCONFINED``)."""
+    if model_format in CODE_FORMATS and not confinement.active and not settings.sandbox_allow_unconfined:
+        return JobError(
+            code="sandbox_unavailable",
+            message=f"{model_format} models are code, and this worker cannot confine the process that "
+            f"would run them: {confinement.reason}. Export the model to ONNX, or (trusted networks only) "
+            "set NEURONSCOPE_SANDBOX_ALLOW_UNCONFINED=true",
+        )
+    return None
+
+
 @dataclass
 class WorkerContext:
     """What a worker process needs to run jobs: settings, job records, storage, a Redis client."""
@@ -306,6 +389,13 @@ class WorkerContext:
     leases: JobLeases
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     redis_client: Redis | None = None
+    confinement: Confinement | None = None
+
+    def sandbox(self) -> Confinement:
+        """This worker's confinement, probed on first use."""
+        if self.confinement is None:
+            self.confinement = worker_confinement(self.settings)
+        return self.confinement
 
     @classmethod
     def of(cls, settings: Settings, worker: WorkerSettings | None = None) -> WorkerContext:
@@ -314,7 +404,10 @@ class WorkerContext:
         if worker.launch == "fork":
             # it imports the libraries while the first job's inputs are fetched
             worker_zygote(settings.job_threads).start()
+        confinement = worker_confinement(settings)
+        log_confinement(confinement, settings)
         return cls(
+            confinement=confinement,
             settings=settings,
             jobs=JobStore(client, prefix=settings.key_prefix, ttl_s=settings.job_ttl_s),
             storage=open_storage(settings.storage_backend, settings.data_dir),
@@ -327,6 +420,23 @@ class WorkerContext:
         if self.redis_client is None:
             raise RuntimeError("this WorkerContext has no Redis client; build it with WorkerContext.of")
         return self.redis_client
+
+
+def log_confinement(confinement: Confinement, settings: Settings) -> None:
+    if confinement.active:
+        log.info("analysis processes are confined: %s", confinement.mechanism)
+    elif settings.sandbox_allow_unconfined:
+        log.warning(
+            "analysis processes are NOT confined (%s) and NEURONSCOPE_SANDBOX_ALLOW_UNCONFINED=true: "
+            "PyTorch-format models run with this worker's access to files and network",
+            confinement.reason,
+        )
+    else:
+        log.warning(
+            "analysis processes cannot be confined (%s): PyTorch-format jobs are refused "
+            "(sandbox_unavailable); ONNX jobs run",
+            confinement.reason,
+        )
 
 
 class _Progress:
@@ -392,15 +502,33 @@ class JobInputs:
 SplitHook = Callable[[JobRecord, JobInputs], RunOutcome | None]
 
 
+class ArtifactTampered(Exception):
+    """A stored artifact whose bytes no longer hash to its id."""
+
+
 def private_copy(storage: Storage, kind: ArtifactKind, artifact_id: str, dest: Path) -> None:
-    """Copy an artifact to ``dest`` as a file of its own: never a hard link to the stored bytes,
-    which the analysis process could otherwise rewrite for every other job using them."""
+    """Copy an artifact to ``dest`` as a file of its own (never a hard link to the stored bytes,
+    which the analysis process could otherwise rewrite for every other job using them), checking
+    on the way that the copy's sha256 is the artifact's id (ids are content hashes).
+
+    Raises ``FileNotFoundError`` when it is gone and :class:`ArtifactTampered` (``dest`` removed)
+    when its bytes changed since it was stored."""
     link = dest.with_name(dest.name + ".fetched")
     storage.fetch(kind, artifact_id, link)
+    digest = hashlib.sha256()
     try:
-        shutil.copyfile(link, dest)
+        with open(link, "rb") as source, open(dest, "wb") as target:
+            while block := source.read(1 << 20):
+                digest.update(block)
+                target.write(block)
     finally:
         link.unlink(missing_ok=True)
+    if digest.hexdigest() != artifact_id:
+        dest.unlink(missing_ok=True)
+        raise ArtifactTampered(
+            f"the stored {kind} {artifact_id[:12]}… no longer hashes to its id "
+            f"(sha256 {digest.hexdigest()[:12]}…): it was changed after it was uploaded"
+        )
 
 
 def fetch_inputs(ctx: WorkerContext, record: JobRecord, workdir: Path) -> JobInputs:
@@ -461,6 +589,12 @@ def run_runner(
     ]  # fmt: skip
     if not ctx.settings.allow_torchscript:
         runner.append("--no-torchscript")
+    if ctx.sandbox().active:
+        runner += ["--confine", "required"]
+    else:
+        runner += ["--confine", "best-effort"]
+        if ctx.settings.sandbox_allow_unconfined:
+            runner.append("--allow-unconfined-code")
     options: dict[str, Any] = {
         "cwd": workdir,
         "env": child_env(workdir, limits.threads),
@@ -527,7 +661,9 @@ def _run_leased(
         return "skipped"
     if ctx.storage.get_report(job_id) is not None:
         return finish(ctx, job_id, "succeeded")
-    refused = torchscript_refused(ctx, record)
+    refused = torchscript_refused(ctx, record) or sandbox_refused(
+        ctx.settings, ctx.sandbox(), record.model_format
+    )
     if refused is not None:
         return finish(ctx, job_id, "failed", refused)
 
@@ -541,6 +677,9 @@ def _run_leased(
                 "failed",
                 JobError(code="artifact_missing", message=f"an input is gone from storage: {exc}"),
             )
+        except ArtifactTampered as exc:
+            log.error("job %s: %s", job_id, exc)
+            return finish(ctx, job_id, "failed", JobError(code="artifact_tampered", message=str(exc)))
         if split is not None:
             outcome = split(record, inputs)
             if outcome is not None:

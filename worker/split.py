@@ -34,6 +34,7 @@ from worker.chunking import (
     plan_chunks,
 )
 from worker.sandbox import (
+    ArtifactTampered,
     JobInputs,
     RunOutcome,
     WorkerContext,
@@ -165,6 +166,9 @@ def run_chunk(
                 config.write_text(record.config)
             for needed in (PLAN_FILE, TD_PAIRS_FILE if kind == "td" else PATTERNS_FILE):
                 scratch.get(needed, work / needed)
+        except ArtifactTampered as exc:
+            finish(ctx, job_id, "failed", JobError(code="artifact_tampered", message=str(exc)))
+            return "failed"
         except FileNotFoundError as exc:
             gone = JobError(
                 code="artifact_missing", message=f"an input of chunk {kind} {index} is gone: {exc}"

@@ -58,8 +58,9 @@ def cmdline(pid: int) -> str:
 
 @contextmanager
 def serving(
-    data_dir: Path, port: int, env_extra: dict[str, str] | None = None
+    data_dir: Path, port: int, env_extra: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """``serve()`` in a subprocess (``prefix``: a command it runs under), killed on exit."""
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("NEURONSCOPE_")}
     env |= {"NEURONSCOPE_JOB_THREADS": "1", "PYTHONPATH": str(ROOT)} | (env_extra or {})
     code = (
@@ -69,7 +70,7 @@ def serving(
     )
     log = open(data_dir.parent / f"serve-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        [*prefix, sys.executable, "-c", code], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         yield proc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 from fastapi import APIRouter
 
+from neuronscope.confinement import host_confinement
 from service.api.deps import QueueDep, RedisDep, SettingsDep
 from service.errors import ServiceUnavailable, error_responses
 from service.schemas import Health, Ready
@@ -20,7 +21,8 @@ def healthz() -> Health:
 
 @router.get("/readyz", response_model=Ready, responses=error_responses(503))
 def readyz(client: RedisDep, queue: QueueDep, settings: SettingsDep) -> Ready:
-    """Redis answers a ping and at least one worker answers a Celery ping."""
+    """Redis answers a ping and at least one worker answers a Celery ping; says which confinement
+    the processes that open uploaded models get on this host."""
     try:
         client.ping()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -35,4 +37,10 @@ def readyz(client: RedisDep, queue: QueueDep, settings: SettingsDep) -> Ready:
             "`celery -A worker.celery_app worker`",
             code="not_ready",
         )
-    return Ready(workers=workers)
+    found = host_confinement()
+    confined = bool(found.get("active"))
+    return Ready(
+        workers=workers,
+        confinement=str(found.get("mechanism", "none")) if confined else "none",
+        confined=confined,
+    )
