@@ -16,11 +16,15 @@ from neuronscope.storage import ArtifactKind, Storage
 
 log = logging.getLogger("neuronscope.retention")
 
+#: Staged files untouched this long were left by a killed process (a live upload writes on).
+STAGING_MAX_AGE_S = 24 * 3600
+
 
 @dataclass(frozen=True)
 class SweepResult:
     artifacts: int
     reports: int
+    staged: int = 0
 
 
 def release_artifact(
@@ -46,9 +50,11 @@ def sweep_expired(
     report_ttl_s: int,
     now: datetime | None = None,
 ) -> SweepResult:
-    """Remove uploads last uploaded, and reports written, longer ago than their TTL (0: never)."""
+    """Remove uploads last uploaded, and reports written, longer ago than their TTL (0: never),
+    and staged files a killed process left behind."""
     now = now or datetime.now(UTC)
     artifacts = reports = 0
+    staged = storage.discard_staged_before(now - timedelta(seconds=STAGING_MAX_AGE_S))
     if artifact_ttl_s:
         cutoff = now - timedelta(seconds=artifact_ttl_s)
         for kind, artifact_id in list(storage.artifacts_older_than(cutoff)):
@@ -62,6 +68,11 @@ def sweep_expired(
         cutoff = now - timedelta(seconds=report_ttl_s)
         for job_id in list(storage.reports_older_than(cutoff)):
             reports += storage.delete_report(job_id)
-    if artifacts or reports:
-        log.info("retention: removed %d expired uploads and %d expired reports", artifacts, reports)
-    return SweepResult(artifacts=artifacts, reports=reports)
+    if artifacts or reports or staged:
+        log.info(
+            "retention: removed %d expired uploads, %d expired reports and %d abandoned staged files",
+            artifacts,
+            reports,
+            staged,
+        )
+    return SweepResult(artifacts=artifacts, reports=reports, staged=staged)

@@ -133,6 +133,11 @@ class Storage(Protocol):
         """When the artifact was last uploaded (by anyone), or ``None`` when it is not stored."""
         ...
 
+    def discard_staged_before(self, cutoff: datetime) -> int:
+        """Remove uploads and writes being staged that nobody touched since ``cutoff`` (left by a
+        killed process); how many were removed."""
+        ...
+
     def reports_older_than(self, cutoff: datetime) -> Iterator[str]:
         """The job id of every stored report written before ``cutoff``."""
         ...
@@ -278,6 +283,9 @@ class FileSystemStorage:
         for path in (self.root / "reports").glob("*.json"):
             if re.fullmatch(r"[0-9a-f-]{36}", path.stem) and _modified_before(path, cutoff):
                 yield path.stem
+
+    def discard_staged_before(self, cutoff: datetime) -> int:
+        return sum(_unlink(path) for path in self._tmp.iterdir() if _modified_before(path, cutoff))
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -193,9 +193,15 @@ def test_the_sweep_removes_uploads_and_reports_past_their_ttl(
     _age(keyed_settings.data_dir / "reports" / f"{job_id}.json", 2 * 3600)
     # Uploading the same bytes again starts the upload's time to live over.
     assert _upload(api, "datasets", npy(8, 3), BOB_KEY).status_code == 201
+    # What a killed API process was staging goes too; what is being written now stays.
+    abandoned, writing = storage.root / "tmp" / "upload-killed", storage.root / "tmp" / "upload-live"
+    abandoned.write_bytes(b"x" * 1000)
+    writing.write_bytes(b"x" * 1000)
+    _age(abandoned, 2 * 24 * 3600)
 
     result = sweep_expired(storage, ownership, artifact_ttl_s=3600, report_ttl_s=3600)
-    assert (result.artifacts, result.reports) == (1, 1)
+    assert (result.artifacts, result.reports, result.staged) == (1, 1, 1)
+    assert not abandoned.exists() and writing.exists()
     for key in (ALICE_KEY, BOB_KEY):
         assert_error(api.get(f"/v1/datasets/{old}", headers=auth(key)), 404, "artifact_not_found")
     assert api.get(f"/v1/datasets/{again}", headers=auth(ALICE_KEY)).status_code == 200
