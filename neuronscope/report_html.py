@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from neuronscope.contracts.report import PairSampleRow, Report
+from neuronscope.contracts.config import AnalysisConfig, PairSample, PairSpec
+from neuronscope.contracts.report import MAX_LISTED_NEURONS, PairSampleRow, Report
 from neuronscope.summary import dying_verdict, gap_verdict, num, pct
 
 MAX_SCATTER_POINTS = 800
@@ -430,15 +431,47 @@ def _compact(value: Any, indent: int = 0) -> str:
             f"{pad}  {json.dumps(str(k))}: {_compact(v, indent + 1)}" for k, v in value.items()
         )
         return "{\n" + inner + "\n" + pad + "}"
-    if isinstance(value, list | tuple):
-        items = list(value)
-        shown = [_compact(v, indent + 1) for v in items[:MAX_LIST_ITEMS]]
-        if len(items) > MAX_LIST_ITEMS:
-            shown.append(f"… {len(items) - MAX_LIST_ITEMS} more ({len(items)} in all)")
+    if isinstance(value, list | tuple):  # sliced, never copied whole: a list may be a million long
+        shown = [_compact(v, indent + 1) for v in value[:MAX_LIST_ITEMS]]
+        if len(value) > MAX_LIST_ITEMS:
+            shown.append(f"… {len(value) - MAX_LIST_ITEMS} more ({len(value)} in all)")
         return "[" + ", ".join(shown) + "]"
     if isinstance(value, str):
         return json.dumps(_clip(value, 200))
     return json.dumps(value)
+
+
+def _pairs_for_display(spec: PairSpec) -> object:
+    if isinstance(spec, PairSample):
+        return spec.model_dump(mode="json")
+    return spec  # "all", or the explicit list itself: _compact shows its head, nothing is copied
+
+
+def _config_for_display(config: AnalysisConfig) -> dict[str, object]:
+    """The config as ``_compact`` shows it, without dumping explicit pair lists whole (a config may
+    list a million pairs; the page shows eight)."""
+    dumped = config.model_dump(mode="json", exclude={"pairs": True, "transition_density": {"pairs"}})
+    shown: dict[str, object] = {}
+    for name in type(config).model_fields:
+        if name == "pairs":
+            shown[name] = _pairs_for_display(config.pairs)
+        elif name == "transition_density" and config.transition_density is not None:
+            shown[name] = {"pairs": _pairs_for_display(config.transition_density.pairs), **dumped[name]}
+        else:
+            shown[name] = dumped[name]
+    return shown
+
+
+def _omitted_note(report: Report) -> str:
+    omitted = report.neurons_omitted
+    if not omitted:
+        return ""
+    listed = sum(len(x.dead_neurons) + len(x.dying_neurons) for x in report.layers)
+    return (
+        f'<p class="note">The JSON report lists {listed:,} dead and dying neuron indices and leaves '
+        f"{omitted:,} out (at most {report.provenance.config.max_neuron_indices:,} per list and layer, "
+        f"{MAX_LISTED_NEURONS:,} over all layers); the counts and shares here are exact.</p>"
+    )
 
 
 def _kv_table(rows: Iterable[tuple[str, object]]) -> str:
@@ -744,7 +777,7 @@ def render_html(report: Report) -> str:
         ("transition density", f"{t.transition_density_s:.2f} s"),
         ("total", f"{t.total_s:.2f} s"),
     ]
-    config_text = _compact(p.config.model_dump(mode="json"))
+    config_text = _compact(_config_for_display(p.config))
     ok = dying.overall_dying < 0.1 and gap.level in (None, "clear")
 
     parts = [
@@ -763,7 +796,7 @@ def render_html(report: Report) -> str:
         "<h2>Do activation patterns tell classes apart?</h2>",
         f'<div class="grid">{ps_fig}{ps_layer_fig}</div>',
         "<h2>Dead and dying neurons</h2>",
-        f'<div class="grid">{dead_fig}{fig1}</div>',
+        f'<div class="grid">{dead_fig}{fig1}</div>{_omitted_note(report)}',
         "<h2>Pairs: pattern similarity, transition density and prediction distance</h2>",
         f'<div class="grid3">{"".join(scatters)}</div>{sample_note}',
         "<h2>Layers</h2>",

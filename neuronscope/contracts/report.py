@@ -7,13 +7,44 @@ any non-finite float given to a report field becomes ``null``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from neuronscope.contracts.config import AnalysisConfig
+from neuronscope.errors import InvalidInput
 
 REPORT_SCHEMA_VERSION = "1.0"
+
+#: Dead and dying neuron indices one report lists, over every layer and both lists together (the
+#: config's ``max_neuron_indices`` caps each list too). Counts and fractions stay exact; each
+#: layer says how many indices its lists left out. This bounds the report's size and the memory
+#: of whatever reads it, whatever the model.
+MAX_LISTED_NEURONS = 100_000
+
+#: Largest report JSON :func:`load_report` parses. Parsing costs about 8 bytes of memory per byte
+#: of JSON; a report within the caps (lists, per-pair rows, a config the API accepts) is a few
+#: MB, plus about 2 KB per layer.
+MAX_REPORT_BYTES = 16 * 1024 * 1024
+
+
+def fair_shares(wanted: Sequence[int], total: int) -> list[int]:
+    """Split ``total`` slots over lists that want ``wanted`` items each: every list gets what it
+    wants or an equal share of what is left, whichever is smaller (max-min fairness).
+
+    >>> fair_shares([5, 100, 100], 45)
+    [5, 20, 20]
+    >>> fair_shares([3, 4], 100)
+    [3, 4]
+    """
+    shares = [0] * len(wanted)
+    left, lists_left = total, len(wanted)
+    for index in sorted(range(len(wanted)), key=lambda i: wanted[i]):
+        shares[index] = min(wanted[index], left // lists_left)
+        left -= shares[index]
+        lists_left -= 1
+    return shares
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -138,8 +169,18 @@ class LayerHealth(_Model):
     )
     dead_count: int
     dying_count: int
-    dead_neurons: list[int] = Field(description="Flat indices of dead neurons (capped).")
-    dying_neurons: list[int] = Field(description="Flat indices of dying neurons (capped).")
+    dead_neurons: list[int] = Field(
+        description="Flat indices of dead neurons, lowest first (capped: see dead_neurons_omitted)."
+    )
+    dying_neurons: list[int] = Field(
+        description="Flat indices of dying neurons, lowest first (capped: see dying_neurons_omitted)."
+    )
+    dead_neurons_omitted: int = Field(
+        0,
+        description="Dead neurons not in dead_neurons (the per-layer max_neuron_indices or the report's "
+        "MAX_LISTED_NEURONS over all layers); 0 when the list is complete.",
+    )
+    dying_neurons_omitted: int = Field(0, description="Dying neurons not in dying_neurons; 0 when complete.")
     region_occupancy: list[float] = Field(description="Share of (sample, neuron) values in each region.")
     post_activation_mean: Stat
     post_activation_var: Stat
@@ -203,5 +244,32 @@ class Report(_Model):
     provenance: Provenance
     timings: Timings
 
+    @model_validator(mode="after")
+    def _listed_neurons_capped(self) -> Report:
+        listed = sum(len(layer.dead_neurons) + len(layer.dying_neurons) for layer in self.layers)
+        if listed > MAX_LISTED_NEURONS:
+            raise ValueError(
+                f"layers: expected at most {MAX_LISTED_NEURONS} dead and dying neuron indices listed "
+                f"over all layers, got {listed}"
+            )
+        return self
+
+    @property
+    def neurons_omitted(self) -> int:
+        """Dead and dying neuron indices the report's lists left out, over all layers."""
+        return sum(layer.dead_neurons_omitted + layer.dying_neurons_omitted for layer in self.layers)
+
     def to_json(self, *, indent: int | None = 2) -> str:
         return self.model_dump_json(by_alias=True, indent=indent)
+
+
+def load_report(data: bytes) -> Report:
+    """A stored report parsed and validated, refused unread when larger than
+    :data:`MAX_REPORT_BYTES` (``InvalidInput``, code ``report_too_large``), so reading one never
+    holds more than a bounded amount of memory."""
+    if len(data) > MAX_REPORT_BYTES:
+        raise InvalidInput(
+            f"report: expected at most {MAX_REPORT_BYTES} bytes of JSON, got {len(data)}",
+            code="report_too_large",
+        )
+    return Report.model_validate_json(data)

@@ -16,6 +16,7 @@ import torch
 from neuronscope import __version__
 from neuronscope.contracts.config import AnalysisConfig
 from neuronscope.contracts.report import (
+    MAX_LISTED_NEURONS,
     DatasetSection,
     InputInfo,
     LayerHealth,
@@ -34,10 +35,11 @@ from neuronscope.contracts.report import (
     TdKindStats,
     Timings,
     TransitionDensitySection,
+    fair_shares,
 )
 from worker.engine.capture.base import ActivationLayer, CaptureModel
 from worker.engine.metrics.correlation import spearman
-from worker.engine.metrics.health import HealthAccumulator
+from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
 from worker.engine.metrics.similarity import KindSummary, SimilaritySummary
 from worker.engine.prediction import DistanceStats, DistanceSummary
 
@@ -123,25 +125,7 @@ def build_report(inputs: ReportInputs) -> Report:
         ),
         pattern_similarity=similarity_section(inputs.similarity, layers),
         transition_density=transition_section(inputs.transition) if inputs.transition is not None else None,
-        layers=[
-            LayerHealth(
-                name=layer.name,
-                op_type=layer.op_type,
-                neurons=stats.neurons,
-                dead_fraction=stats.dead_fraction,
-                dying_fraction=stats.dying_fraction,
-                dead_count=stats.dead_count,
-                dying_count=stats.dying_count,
-                dead_neurons=stats.dead_neurons,
-                dying_neurons=stats.dying_neurons,
-                region_occupancy=stats.region_occupancy,
-                post_activation_mean=stats.post_activation_mean,
-                post_activation_var=stats.post_activation_var,
-                pre_activation_mean=stats.pre_activation_mean,
-                pre_activation_var=stats.pre_activation_var,
-            )
-            for layer, stats in zip(layers, health, strict=True)
-        ],
+        layers=health_section(layers, health),
         prediction_distance=PredictionDistanceSection(
             random=_distance_kind(inputs.distances.random),
             same_label=_distance_kind(inputs.distances.same_label),
@@ -202,6 +186,36 @@ def similarity_section(summary: SimilaritySummary, layers: list[ActivationLayer]
         different_label=_kind_stats(summary.different_label, summary.lambdas),
         per_layer=per_layer,
     )
+
+
+def health_section(
+    layers: list[ActivationLayer], health: list[LayerHealthStats], max_listed: int = MAX_LISTED_NEURONS
+) -> list[LayerHealth]:
+    """Per-layer health, the dead / dying index lists cut to ``max_listed`` indices over all layers
+    together (a fair share each); counts stay exact and each layer says how many it left out."""
+    wanted = [n for stats in health for n in (len(stats.dead_neurons), len(stats.dying_neurons))]
+    kept = fair_shares(wanted, max_listed)
+    return [
+        LayerHealth(
+            name=layer.name,
+            op_type=layer.op_type,
+            neurons=stats.neurons,
+            dead_fraction=stats.dead_fraction,
+            dying_fraction=stats.dying_fraction,
+            dead_count=stats.dead_count,
+            dying_count=stats.dying_count,
+            dead_neurons=stats.dead_neurons[: kept[2 * k]],
+            dying_neurons=stats.dying_neurons[: kept[2 * k + 1]],
+            dead_neurons_omitted=stats.dead_count - kept[2 * k],
+            dying_neurons_omitted=stats.dying_count - kept[2 * k + 1],
+            region_occupancy=stats.region_occupancy,
+            post_activation_mean=stats.post_activation_mean,
+            post_activation_var=stats.post_activation_var,
+            pre_activation_mean=stats.pre_activation_mean,
+            pre_activation_var=stats.pre_activation_var,
+        )
+        for k, (layer, stats) in enumerate(zip(layers, health, strict=True))
+    ]
 
 
 def _distance_kind(stats: DistanceStats) -> PredictionDistanceKind:
