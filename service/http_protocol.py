@@ -33,6 +33,8 @@ log = logging.getLogger("neuronscope.api")
 _HEAD_END = b"\r\n\r\n"
 #: After a refusal, how long the connection stays open for the client to read the answer.
 LINGER_S = 2.0
+#: ... and how many more bytes it reads (and drops) meanwhile before it closes at once.
+LINGER_BYTES = 512 * 1024
 
 
 def refusal(status: int, code: str, detail: str) -> bytes:
@@ -82,9 +84,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return
-        if self._refused:  # lingering: drop what the client still sends, up to one head's worth
+        if self._refused:  # lingering: drop what the client still sends, up to LINGER_BYTES
             self._discarded += len(data)
-            if self._discarded > self.max_head_bytes:
+            if self._discarded > LINGER_BYTES:
                 self.transport.close()
             return
         if self._in_head:
@@ -143,7 +145,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, code: str, detail: str) -> None:
         """Answer and close. Closing a socket with unread bytes resets the connection, which can
         destroy the answer before the client reads it: so send it, end the sending side, and read
-        and drop a little more for up to :data:`LINGER_S` before closing (a lingering close)."""
+        and drop up to :data:`LINGER_BYTES` more for up to :data:`LINGER_S` before closing (a
+        lingering close, as nginx does)."""
         log.info("refused a request from %s: %s", self.client, code)
         self._cancel_head_timer()
         self._refused = True

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,25 +71,16 @@ class Server:
         return [*self.tmpdir.iterdir(), *(self.settings.data_dir / "tmp").iterdir()]
 
 
-@pytest.fixture(scope="module")
-def server(make_settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    settings: Settings = make_settings(
-        max_upload_mb=1,
-        api_keys={ALICE_KEY: "alice"},
-        header_read_timeout_s=TIMEOUT_S,
-        body_read_timeout_s=TIMEOUT_S,
-        max_concurrent_requests=CONCURRENCY,
-    )
-    assert settings.max_header_bytes == 64 * 1024 and settings.max_headers == 100  # the defaults
-    tmpdir = tmp_path_factory.mktemp("server-tmp")
+@contextmanager
+def serving(command: list[str], settings: Settings, tmpdir: Path) -> Iterator[Server]:
+    """``python -m COMMAND --host 127.0.0.1 --port PORT`` with ``settings``, until it answers."""
     log = tmpdir.parent / f"{tmpdir.name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEURONSCOPE_", "REDIS_"))}
     env |= settings.to_env() | {"TMPDIR": str(tmpdir), "PYTHONPATH": str(ROOT)}
     port = _free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service.server", "--host", "127.0.0.1", "--port", str(port),
-             "--no-access-log"],
+            [sys.executable, "-m", *command, "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -111,6 +103,21 @@ def server(make_settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(make_settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    settings: Settings = make_settings(
+        max_upload_mb=1,
+        api_keys={ALICE_KEY: "alice"},
+        header_read_timeout_s=TIMEOUT_S,
+        body_read_timeout_s=TIMEOUT_S,
+        max_concurrent_requests=CONCURRENCY,
+    )
+    assert settings.max_header_bytes == 64 * 1024 and settings.max_headers == 100  # the defaults
+    command = ["service.server", "--no-access-log"]
+    with serving(command, settings, tmp_path_factory.mktemp("server-tmp")) as running:
+        yield running
 
 
 @dataclass
@@ -255,6 +262,22 @@ def test_the_app_refuses_too_many_header_fields_however_it_is_served(make_settin
         big = {"X-Pad": "p" * settings.max_header_bytes}
         assert_error(client.get("/healthz", headers=big), 431, "request_headers_too_large")
         assert client.get("/healthz").status_code == 200
+
+
+def test_neuronscope_serve_has_the_head_limits(make_settings: Any, tmp_path: Path) -> None:
+    # REDIS_URL set: `neuronscope serve` runs only the API, through the same uvicorn configuration.
+    settings = make_settings(header_read_timeout_s=TIMEOUT_S)
+    command = ["neuronscope.cli", "serve", "--data-dir", str(settings.data_dir)]
+    with serving(command, settings, tmp_path) as served:
+        with served.connect() as sock:
+            pad = "p" * 4 * settings.max_header_bytes
+            sock.sendall(request_head("/healthz", [("Host", "localhost"), ("X-Pad", pad)]))
+            big = read_answer(sock)
+        with served.connect() as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+            slow = read_answer(sock)
+    assert big.status == 431 and "the rest was not read" in big.error()["detail"], big
+    assert slow.status == 408 and slow.error()["error"] == "header_read_timeout", slow
 
 
 def test_the_launchers_put_the_head_limits_in_front_of_the_app(make_settings: Any) -> None:
