@@ -76,7 +76,11 @@ def parse_onnx_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMIT
             )
     try:
         model = onnx.load_model_from_string(data, format="protobuf")
+    except MemoryError:
+        raise
     except Exception as exc:  # DecodeError, RecursionError, ... from hostile bytes
+        if "alloc failed" in str(exc):  # protobuf's arena could not allocate: memory, not bad bytes
+            raise MemoryError(f"parsing the {size}-byte ONNX model ran out of memory") from exc
         raise _invalid(
             "model: expected an ONNX model (a serialized ModelProto), but the bytes do not parse: "
             f"{_short(exc)}"
@@ -223,6 +227,8 @@ def _summarise_inputs(graph: onnx.GraphProto) -> tuple[ModelInput, ...]:
 def _run_checker(model: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(model, full_check=False)
+    except MemoryError:  # the process's memory limit, not the model's fault
+        raise
     except Exception as exc:  # ValidationError, and anything else a hostile model provokes
         raise _invalid(f"model: the ONNX checker rejected the model: {_short(exc, 800)}") from exc
 

@@ -132,3 +132,13 @@ def test_an_allocation_failure_under_the_memory_limit_is_out_of_memory(tmp_path:
     error = events[-1]
     assert error["event"] == "error" and error["code"] == "out_of_memory", error
     assert "NEURONSCOPE_JOB_MEMORY_LIMIT_MB" in str(error["message"]) and SECRET not in str(error["message"])
+
+
+def test_a_model_too_big_for_the_memory_limit_is_out_of_memory_not_invalid(tmp_path: Path) -> None:
+    """A valid 384 MB model under a 1 GiB limit: parsing it runs out of memory (protobuf reports
+    "Arena alloc failed" in a DecodeError), which is ``out_of_memory``, not ``model_invalid``."""
+    weight = numpy_helper.from_array(np.zeros((FEATURES, 6_000_000), np.float32), "w")
+    matmul = helper.make_node("MatMul", ["r", "w"], ["y"])
+    model = onnx_model(tmp_path / "m.onnx", [matmul], [weight])
+    events = run_limited(model, dataset(tmp_path / "d.npz"), tmp_path, memory_mb=1024)
+    assert events[-1]["event"] == "error" and events[-1]["code"] == "out_of_memory", events[-1]

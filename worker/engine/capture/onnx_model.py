@@ -24,7 +24,7 @@ from worker.engine.capture.batch import (
 )
 from worker.engine.capture.device import OrtPlacement, ort_placement
 from worker.engine.capture.onnx_graph import Candidate, find_activations
-from worker.engine.capture.run_errors import run_failure
+from worker.engine.capture.run_errors import out_of_memory, run_failure
 from worker.engine.errors import AnalysisError
 
 
@@ -47,6 +47,8 @@ def load_proto(path: Path, *, external_data: ExternalData = "reject") -> onnx.Mo
     try:
         proto = onnx.load_model_from_string(path.read_bytes())
     except Exception as exc:
+        if (memory := out_of_memory(exc, "loading the model")) is not None:
+            raise memory from exc
         raise AnalysisError(
             f"expected an ONNX model (protobuf ModelProto) in {path.name}, could not parse it: {exc}",
             code="model_invalid",
@@ -149,6 +151,8 @@ class _OrtRunner:
         try:
             self.session = ort.InferenceSession(model, sess_options=options, providers=placement.providers)
         except Exception as exc:
+            if (memory := out_of_memory(exc, "loading the model into onnxruntime")) is not None:
+                raise memory from exc
             code = "model_unsupported" if type(exc).__name__ == "NotImplemented" else "model_invalid"
             raise AnalysisError(f"onnxruntime could not load the model: {exc}", code=code) from exc
         self.inputs = inputs

@@ -26,6 +26,7 @@ from worker.engine.errors import AnalysisError
 
 _ALLOCATION = (
     "bad_alloc",
+    "alloc failed",
     "failed to allocate memory",
     "can't allocate memory",
     "cannot allocate memory",
@@ -98,6 +99,18 @@ def _shapes(shapes: Mapping[str, Sequence[int]]) -> str:
     items = [f"{quote(name, 40)}: {list(shape)}" for name, shape in list(shapes.items())[:_MAX_INPUTS]]
     more = f", and {len(shapes) - _MAX_INPUTS} more" if len(shapes) > _MAX_INPUTS else ""
     return "{" + ", ".join(items) + more + "}"
+
+
+def out_of_memory(exc: BaseException, what: str) -> AnalysisError | None:
+    """``AnalysisError(out_of_memory)`` when ``exc`` is an allocation failure while ``what`` (e.g.
+    "loading the model") ran, else ``None``: for the steps before a batch runs."""
+    if not is_allocation_failure(exc):
+        return None
+    return AnalysisError(
+        f"the analysis ran out of memory {what} ({_cause(exc)}); raise the memory limit "
+        "(NEURONSCOPE_JOB_MEMORY_LIMIT_MB) or use a smaller model",
+        code="out_of_memory",
+    )
 
 
 def run_failure(exc: BaseException, what: str, shapes: Mapping[str, Sequence[int]]) -> AnalysisError:

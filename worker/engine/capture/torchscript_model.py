@@ -16,7 +16,7 @@ from worker.engine.capture.base import ActivationLayer, CaptureResult, InputSpec
 from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes, doubled
 from worker.engine.capture.device import torch_device
 from worker.engine.capture.record import Recorder
-from worker.engine.capture.run_errors import run_failure
+from worker.engine.capture.run_errors import out_of_memory, run_failure
 from worker.engine.capture.torchscript_graph import (
     Exposure,
     candidate_names,
@@ -44,6 +44,8 @@ def load_script(path: Path, device: torch.device) -> torch.jit.ScriptModule:
     try:
         module: torch.jit.ScriptModule = jit_load(str(path), map_location=device)
     except Exception as exc:
+        if (memory := out_of_memory(exc, "loading the model")) is not None:
+            raise memory from exc
         raise AnalysisError(
             f"expected a TorchScript archive (torch.jit.save of a scripted or traced module) in {path.name}, "
             f"torch.jit.load failed: {exc}",
