@@ -39,8 +39,9 @@ from neuronscope.contracts import Report
 from neuronscope.job_lease import JobLeases, new_owner
 from neuronscope.jobs import JobError, JobRecord, JobStore, connect
 from neuronscope.settings import Settings
-from neuronscope.storage import ArtifactKind, Storage, open_storage
+from neuronscope.storage import ArtifactKind, Storage, StorageFull, open_storage
 from worker.config import WorkerSettings
+from worker.stale_dirs import job_workdir
 from worker.zygote import Zygote, ZygoteError, get_zygote
 
 log = logging.getLogger("neuronscope.worker")
@@ -667,9 +668,9 @@ def _run_leased(
     if refused is not None:
         return finish(ctx, job_id, "failed", refused)
 
-    with tempfile.TemporaryDirectory(prefix=f"neuronscope-{job_id[:8]}-") as tmp:
+    with job_workdir(job_id) as workdir:
         try:
-            inputs = fetch_inputs(ctx, record, Path(tmp))
+            inputs = fetch_inputs(ctx, record, workdir)
         except FileNotFoundError as exc:
             return finish(
                 ctx,
@@ -699,14 +700,31 @@ def _run_leased(
 
 
 def store_report(ctx: WorkerContext, job_id: str, report: Path) -> RunOutcome:
-    """Validate the report the child wrote, store it once and mark the job succeeded."""
+    """Validate the report the child wrote, store it once and mark the job succeeded.
+
+    The file comes from the process that ran the model, so what is wrong with it is summarised,
+    never quoted."""
     try:
         data = Report.model_validate_json(report.read_bytes()).to_json(indent=None).encode()
-    except (OSError, ValidationError) as exc:
-        error = JobError(code="internal_error", message=f"the analysis produced no valid report: {exc}")
+    except OSError:
+        error = JobError(code="internal_error", message="the analysis process wrote no report")
+        return finish(ctx, job_id, "failed", error)
+    except ValidationError as exc:
+        error = JobError(
+            code="internal_error",
+            message=f"the analysis process wrote a report that is not valid ({exc.error_count()} errors)",
+        )
         return finish(ctx, job_id, "failed", error)
     ctx.jobs.set_progress(job_id, "saving report", 1.0)
-    ctx.storage.put_report(job_id, data)
+    try:
+        ctx.storage.put_report(job_id, data)
+    except StorageFull as exc:
+        log.error("job %s: %s", job_id, exc)
+        error = JobError(
+            code="insufficient_storage",
+            message="the report could not be stored: the storage is full; free space and run the job again",
+        )
+        return finish(ctx, job_id, "failed", error)
     return finish(ctx, job_id, "succeeded")
 
 

@@ -336,3 +336,17 @@ def test_parallel_uploads_cannot_slip_past_the_quota(quota_server: tuple[str, Se
     owner = ArtifactOwnership(client, prefix=settings.key_prefix)
     assert owner.in_flight("alice") == 0  # every refused upload gave its bytes back
     client.close()
+
+
+def test_files_sent_inline_to_analyze_count_against_the_quota(make_settings: Any, tiny_model: Any) -> None:
+    settings: Settings = make_settings(api_keys=KEYS, tenant_quota_mb=1)
+    with TestClient(create_app(settings)) as api:
+        assert _upload(api, "datasets", npy(6400, 20), ALICE_KEY).status_code == 201
+        assert _upload(api, "datasets", npy(6400, 21), ALICE_KEY).status_code == 201
+        refused = api.post(
+            "/v1/analyze",
+            files={"model": ("m.onnx", tiny_model.model.read_bytes()), "dataset": ("d.npy", npy(6400, 22))},
+            headers=auth(ALICE_KEY),
+        )
+        assert_error(refused, 507, "storage_quota_exceeded")
+        assert api.get("/v1/jobs", headers=auth(ALICE_KEY)).json()["jobs"] == []

@@ -32,7 +32,7 @@ from service.api.deps import (
     TenantDep,
     get_tenant,
 )
-from service.api.routes.artifacts import owned_artifact
+from service.api.routes.artifacts import owned_artifact, store_owned_upload
 from service.core.idempotency import Claim, ClaimContended, FingerprintMismatch, fingerprint
 from service.errors import (
     ArtifactNotFound,
@@ -44,7 +44,6 @@ from service.errors import (
     error_responses,
 )
 from service.schemas import AnalyzeAccepted
-from service.uploads import store_upload
 
 log = logging.getLogger("neuronscope.api")
 router = APIRouter(prefix="/v1", tags=["analysis"], dependencies=[Depends(get_tenant)])
@@ -85,8 +84,7 @@ def _resolve(
             + ("both" if upload is not None else "neither")
         )
     if upload is not None:
-        info, _ = store_upload(storage, settings, upload.file, kind)
-        ownership.grant(tenant, kind, info.id)
+        info, _ = store_owned_upload(kind, upload.file, settings, storage, ownership, tenant)
     else:
         assert artifact_id is not None
         found = owned_artifact(kind, artifact_id.strip().lower(), storage, ownership, tenant)

@@ -15,6 +15,8 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from neuronscope.contracts import Report
+from neuronscope.contracts.report import MAX_REPORT_BYTES, load_report
+from neuronscope.errors import InvalidInput
 from neuronscope.jobs import CURSOR_PATTERN, InvalidCursor, JobRecord
 from service.api.deps import JobStoreDep, StorageDep, TenantDep, get_tenant
 from service.errors import (
@@ -100,7 +102,13 @@ def _report_bytes(job_id: str, jobs: JobStoreDep, storage: StorageDep, tenant: s
 
 def _valid_report(job_id: str, data: bytes) -> Report:
     try:
-        return Report.model_validate_json(data)
+        return load_report(data)
+    except InvalidInput as exc:
+        log.error("job %s: stored report refused unread: %s", job_id, exc.message)
+        raise ReportCorrupt(
+            f"the stored report of job {job_id} is {len(data)} bytes, more than any report the "
+            f"worker writes ({MAX_REPORT_BYTES}); it is not served"
+        ) from None
     except ValidationError as exc:
         log.error(
             "job %s: stored report is not a valid report (%d errors); not serving it",
