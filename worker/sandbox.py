@@ -36,7 +36,7 @@ from redis import Redis
 import worker
 from neuronscope.confinement import default_paths, exposing_root, host_confinement
 from neuronscope.contracts import Report
-from neuronscope.job_lease import JobLeases, new_owner
+from neuronscope.job_lease import HeldLease, JobLeases, new_owner
 from neuronscope.jobs import JobError, JobRecord, JobStore, connect
 from neuronscope.settings import Settings
 from neuronscope.storage import ArtifactKind, Storage, StorageFull, open_storage
@@ -462,33 +462,6 @@ class _Progress:
 RunOutcome = Literal["succeeded", "failed", "cancelled", "skipped", "missing", "split", "leased"]
 
 
-class _LeaseKeeper:
-    """Renews this attempt's lease on its job every third of the lease's time to live, when called
-    (the child's supervision loop calls it twice a second)."""
-
-    def __init__(self, leases: JobLeases, job_id: str, owner: str) -> None:
-        self._leases, self._job_id, self._owner = leases, job_id, owner
-        self._every = leases.ttl_s / 3
-        self._last = time.monotonic()
-
-    def __call__(self) -> None:
-        now = time.monotonic()
-        if now - self._last < self._every:
-            return
-        self._last = now
-        try:
-            if not self._leases.renew(self._job_id, self._owner) and not self._leases.acquire(
-                self._job_id, self._owner
-            ):
-                log.warning(
-                    "job %s: its lease expired and %s holds it now; two attempts may be running",
-                    self._job_id,
-                    self._leases.holder(self._job_id),
-                )
-        except Exception as exc:
-            log.warning("job %s: could not renew its lease: %s", self._job_id, exc)
-
-
 @dataclass(frozen=True)
 class JobInputs:
     """A job's model, dataset and config, as private copies in its temporary directory."""
@@ -565,17 +538,17 @@ def run_runner(
     *,
     python: str = sys.executable,
     on_progress: Callable[[str, float], None] | None = None,
-    keep_alive: Callable[[], None] | None = None,
+    lease: HeldLease | None = None,
 ) -> tuple[ChildResult, JobError | None]:
     """Run ``python -m worker.runner ARGS`` for ``job_id`` in ``workdir`` under the job's limits,
-    calling ``keep_alive()`` twice a second while it runs.
+    stopping it when the job is cancelled or ``lease`` is lost (another attempt may run it).
 
-    Returns the child's result and why it failed (``None`` when it succeeded or was cancelled).
+    Returns the child's result and why it failed (``None`` when it succeeded or was stopped).
     """
 
     def should_cancel() -> bool:
-        if keep_alive is not None:
-            keep_alive()
+        if lease is not None and lease.lost.is_set():
+            return True
         return ctx.jobs.status(job_id) == "cancelled"
 
     limits = Limits.of(ctx.settings)
@@ -612,7 +585,8 @@ def run_runner(
     if result is None:
         result = run_child([*prefix, python, *runner], **options)
     if result.cancelled:
-        log.info("job %s: cancelled; analysis process stopped", job_id)
+        lost = lease is not None and lease.lost.is_set()
+        log.info("job %s: %s; analysis process stopped", job_id, "lease lost" if lost else "cancelled")
         return result, None
     error = outcome_error(result, limits)
     if error is not None and result.returncode != 0 and result.error is None:
@@ -637,21 +611,23 @@ def run_job(
     large analysis split into parallel tasks): then the outcome is ``"split"`` and the job
     finishes later, elsewhere.
     """
-    owner = new_owner()
-    if not ctx.leases.acquire(job_id, owner):
-        log.info("job %s: attempt %s holds it; not starting a second one", job_id, ctx.leases.holder(job_id))
-        return "leased"
-    try:
-        return _run_leased(job_id, ctx, python, split, _LeaseKeeper(ctx.leases, job_id, owner))
-    finally:
-        try:
-            ctx.leases.release(job_id, owner)
-        except Exception as exc:
-            log.warning("job %s: could not release its lease (it expires by itself): %s", job_id, exc)
+    with ctx.leases.held(job_id, new_owner()) as lease:
+        if lease is None:
+            log.info(
+                "job %s: attempt %s holds it; not starting a second one", job_id, ctx.leases.holder(job_id)
+            )
+            return "leased"
+        outcome = _run_leased(job_id, ctx, python, split, lease)
+        if lease.lost.is_set():
+            log.warning(
+                "job %s: this attempt lost its lease and stopped; the holder finishes the job", job_id
+            )
+            return "leased"
+        return outcome
 
 
 def _run_leased(
-    job_id: str, ctx: WorkerContext, python: str, split: SplitHook | None, keep_alive: Callable[[], None]
+    job_id: str, ctx: WorkerContext, python: str, split: SplitHook | None, lease: HeldLease
 ) -> RunOutcome:
     record = ctx.jobs.start(job_id, max_attempts=ctx.settings.job_max_attempts)
     if record is None:
@@ -691,7 +667,9 @@ def _run_leased(
             "--config", str(inputs.config), "--report", str(report),
         ]  # fmt: skip
         log.info("job %s: attempt %d starting", job_id, record.attempts)
-        result, error = run_runner(ctx, job_id, inputs.workdir, args, python=python, keep_alive=keep_alive)
+        result, error = run_runner(ctx, job_id, inputs.workdir, args, python=python, lease=lease)
+        if lease.lost.is_set():
+            return "leased"
         if result.cancelled:
             return "cancelled"
         if error is None:
