@@ -1,0 +1,306 @@
+"""Chance-corrected pattern similarity: how much more alike same-label inputs are than the region
+occupancy of each neuron alone would make them.
+
+Raw PS depends on Γ: with values about N(0, 1), four regions give PS ≈ 0.27 and two regions
+PS ≈ 0.50 whatever the training. The chance level removes that scale. For neuron ``n`` with
+``c[n, r]`` of the N samples in region ``r`` (``c[n, k, r]`` of them with label ``k``), over all
+``P = N(N-1)/2`` distinct pairs:
+
+- random agreement ``a_n = Σ_r C(c[n, r], 2) / P``: the share of pairs whose values share the
+  neuron's region. It is also the expected agreement of same-label (or different-label) pairs when
+  patterns are independent of labels (labels permuted at random, class sizes kept), so it is the
+  *chance* level;
+- same-label agreement ``s_n = Σ_k Σ_r C(c[n, k, r], 2) / P_same`` with
+  ``P_same = Σ_k C(N_k, 2)``, and different-label agreement
+  ``d_n = (a_n · P - s_n · P_same) / (P - P_same)``: the paper's *dying* neuron keeps values of
+  differently labelled inputs in one region (``d_n`` near 1).
+
+For a set of neurons (a layer or the network) the chance PS, same- and different-label PS are the
+means of ``a_n``, ``s_n`` and ``d_n`` (over all pairs these equal the PS_E of random, same- and
+different-label pairs exactly), and the lift of a pair kind is Cohen's-kappa-like
+``(PS_kind - chance) / (1 - chance)``: 0 when labels tell nothing about patterns, 1 when every
+same-label pair agrees everywhere. ``separation = lift_same - lift_different``.
+
+Everything comes from integer counts, so an accumulator fed block by block and merged
+(:meth:`LabelRegionCounts.merge`) gives exactly what one pass over all samples gives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from worker.engine.metrics._checks import check_patterns, describe, require
+from worker.engine.metrics.patterns import PatternStore
+
+#: Samples read from a pattern store at a time by :func:`label_region_counts`.
+_STORE_BLOCK = 4096
+
+
+@dataclass(frozen=True)
+class ChanceStats:
+    """Chance-corrected PS of one set of neurons over all distinct pairs; ``None`` where undefined
+    (no pairs of a kind, or chance = 1: every neuron dead)."""
+
+    neurons: int
+    chance: float | None
+    same_label: float | None
+    different_label: float | None
+    lift_same: float | None
+    lift_different: float | None
+    separation: float | None
+
+
+@dataclass(frozen=True)
+class NeuronAgreement:
+    """Per-neuron label-conditional agreement of one layer (all ``[M]`` float64)."""
+
+    random: torch.Tensor
+    same_label: torch.Tensor
+    different_label: torch.Tensor
+
+
+@dataclass(frozen=True)
+class LayerLabelStats:
+    """One layer's chance-corrected PS and the summary of its per-neuron agreements."""
+
+    chance: ChanceStats
+    #: Mean over neurons of the different-label agreement ``d_n``.
+    different_label_agreement_mean: float | None
+    #: Neurons whose different-label agreement is at least ``dying_threshold``: they keep inputs
+    #: of different labels in one region (the paper's dying neuron).
+    label_dying_count: int
+    #: Mean per-neuron lift ``(s_n - a_n) / (1 - a_n)`` over neurons that are not dead.
+    neuron_lift_mean: float | None
+
+
+@dataclass(frozen=True)
+class ChanceSummary:
+    """Chance-corrected PS of the network and of each layer, over ``samples`` samples."""
+
+    samples: int
+    classes: int
+    pairs: int
+    same_label_pairs: int
+    network: ChanceStats
+    layers: list[LayerLabelStats]
+
+
+class LabelRegionCounts:
+    """Per layer ``[K, R_l, M_l]`` int64 counts of samples by label, region and neuron.
+
+    Labels are any int64 values; the ``K`` rows follow :attr:`labels` (sorted). Holds
+    ``8 · K · R_l · M_l`` bytes per layer on ``device``. Feed with :meth:`update` batch by batch
+    in any order, combine with :meth:`merge`.
+
+    Example:
+        >>> counts = LabelRegionCounts(neurons=[2], regions=[2])
+        >>> counts.update([torch.tensor([[1, 0], [1, 1], [0, 1]], dtype=torch.uint8)],
+        ...               torch.tensor([0, 0, 1]))
+        >>> summary = counts.result(dying_threshold=0.9)
+        >>> summary.network.chance, summary.network.same_label, summary.network.different_label
+        (0.3333333333333333, 0.5, 0.25)
+    """
+
+    def __init__(
+        self, neurons: Sequence[int], regions: Sequence[int], *, device: torch.device | str = "cpu"
+    ) -> None:
+        require(
+            len(neurons) == len(regions) and len(neurons) > 0,
+            f"expected one region count per layer and at least one layer, got {len(neurons)} layers "
+            f"and {len(regions)} region counts",
+        )
+        require(
+            all(m > 0 for m in neurons) and all(r >= 2 for r in regions),
+            f"expected neurons > 0 and regions >= 2 per layer, got {list(neurons)} and {list(regions)}",
+        )
+        self.neurons = tuple(int(m) for m in neurons)
+        self.regions = tuple(int(r) for r in regions)
+        self.device = torch.device(device)
+        self.labels: list[int] = []
+        self.samples = 0
+        self._counts = [
+            torch.zeros(0, r, m, dtype=torch.int64, device=self.device)
+            for m, r in zip(self.neurons, self.regions, strict=True)
+        ]
+
+    def update(self, patterns: Sequence[torch.Tensor], labels: torch.Tensor) -> None:
+        """Add one batch: per layer ``[b, M_l]`` uint8 region indices and ``[b]`` integer labels."""
+        batch = check_patterns(patterns, self.neurons)
+        require(
+            labels.shape == (batch,) and not labels.is_floating_point() and labels.dtype != torch.bool,
+            f"labels: expected a [{batch}] integer tensor, got {describe(labels)}",
+        )
+        for layer, regions in enumerate(patterns):
+            high = int(regions.max()) if regions.numel() else 0
+            require(
+                high < self.regions[layer],
+                f"patterns[{layer}]: expected region indices < {self.regions[layer]}, got {high}",
+            )
+        self._add_labels(sorted(set(labels.tolist())))
+        rows = torch.searchsorted(
+            torch.tensor(self.labels, dtype=torch.int64, device=self.device),
+            labels.to(self.device, torch.int64),
+        )
+        for layer, regions in enumerate(patterns):
+            _scatter_counts(self._counts[layer], rows, regions.to(self.device))
+        self.samples += batch
+
+    def merge(self, other: LabelRegionCounts) -> None:
+        """Add another accumulator's counts (same layers and regions) into this one."""
+        require(
+            other.neurons == self.neurons and other.regions == self.regions,
+            f"merge: expected counts of layers with neurons {self.neurons} and regions {self.regions}, "
+            f"got neurons {other.neurons} and regions {other.regions}",
+        )
+        self._add_labels(other.labels)
+        rows = torch.tensor([self.labels.index(label) for label in other.labels], dtype=torch.int64)
+        for layer, counts in enumerate(other._counts):
+            self._counts[layer].index_add_(0, rows.to(self.device), counts.to(self.device))
+        self.samples += other.samples
+
+    def class_sizes(self) -> torch.Tensor:
+        """``[K]`` int64 samples per label (in :attr:`labels` order)."""
+        return self._counts[0][:, :, 0].sum(1).cpu()
+
+    def layer_counts(self, layer: int) -> torch.Tensor:
+        """``[K, R_l, M_l]`` int64 counts of layer ``layer``."""
+        return self._counts[layer]
+
+    def neuron_agreement(self, layer: int) -> NeuronAgreement:
+        """Per-neuron random, same- and different-label agreement of ``layer`` (NaN when a pair kind
+        has no pairs)."""
+        pairs, same_pairs = self._pair_totals()
+        counts = self._counts[layer].double()
+        agree_all = _pairs_of(counts.sum(0)).sum(0)
+        agree_same = _pairs_of(counts).sum((0, 1))
+        different_pairs = pairs - same_pairs
+        return NeuronAgreement(
+            random=(agree_all / pairs if pairs else agree_all * math.nan).cpu(),
+            same_label=(agree_same / same_pairs if same_pairs else agree_same * math.nan).cpu(),
+            different_label=(
+                (agree_all - agree_same) / different_pairs if different_pairs else agree_all * math.nan
+            ).cpu(),
+        )
+
+    def result(self, dying_threshold: float) -> ChanceSummary:
+        """Chance-corrected PS of the network and each layer; a layer's ``label_dying_count``
+        counts neurons with different-label agreement ``>= dying_threshold``."""
+        require(self.samples >= 2, f"chance-corrected PS: expected at least 2 samples, got {self.samples}")
+        require(
+            0.0 < dying_threshold <= 1.0,
+            f"dying_threshold: expected a value in (0, 1], got {dying_threshold}",
+        )
+        pairs, same_pairs = self._pair_totals()
+        agreements = [self.neuron_agreement(layer) for layer in range(len(self.neurons))]
+        layers = []
+        for agreement in agreements:
+            different = agreement.different_label
+            lifts = _lift(agreement.same_label, agreement.random)
+            living = lifts[~lifts.isnan()]
+            layers.append(
+                LayerLabelStats(
+                    chance=_chance_stats(agreement),
+                    different_label_agreement_mean=_finite(different.mean()),
+                    label_dying_count=int((different >= dying_threshold).sum()),
+                    neuron_lift_mean=_finite(living.mean()) if living.numel() else None,
+                )
+            )
+        network = _chance_stats(
+            NeuronAgreement(
+                random=torch.cat([a.random for a in agreements]),
+                same_label=torch.cat([a.same_label for a in agreements]),
+                different_label=torch.cat([a.different_label for a in agreements]),
+            )
+        )
+        return ChanceSummary(
+            samples=self.samples,
+            classes=len(self.labels),
+            pairs=pairs,
+            same_label_pairs=same_pairs,
+            network=network,
+            layers=layers,
+        )
+
+    def _pair_totals(self) -> tuple[int, int]:
+        sizes = self.class_sizes().tolist()
+        return self.samples * (self.samples - 1) // 2, sum(n * (n - 1) // 2 for n in sizes)
+
+    def _add_labels(self, labels: Sequence[int]) -> None:
+        new = sorted(set(labels) - set(self.labels))
+        if not new:
+            return
+        merged = sorted(self.labels + new)
+        rows = torch.tensor([merged.index(label) for label in self.labels], dtype=torch.int64)
+        for layer, counts in enumerate(self._counts):
+            grown = torch.zeros(len(merged), *counts.shape[1:], dtype=torch.int64, device=self.device)
+            grown[rows.to(self.device)] = counts
+            self._counts[layer] = grown
+        self.labels = merged
+
+
+def label_region_counts(
+    store: PatternStore, labels: torch.Tensor, *, block: int = _STORE_BLOCK
+) -> LabelRegionCounts:
+    """The counts of every sample in a filled ``store`` with ``[N]`` integer ``labels``."""
+    require(
+        labels.shape == (store.filled,),
+        f"labels: expected [{store.filled}] (one per stored sample), got {describe(labels)}",
+    )
+    counts = LabelRegionCounts(store.neurons, store.regions, device=store.device)
+    for start in range(0, store.filled, block):
+        index = torch.arange(start, min(start + block, store.filled), dtype=torch.int64)
+        patterns = [store.rows(layer, index) for layer in range(store.num_layers)]
+        counts.update(patterns, labels[index])
+    return counts
+
+
+def _scatter_counts(counts: torch.Tensor, rows: torch.Tensor, regions: torch.Tensor) -> None:
+    """Add ``[b, M]`` region indices of samples in label rows ``[b]`` into ``[K, R, M]`` counts."""
+    _, n_regions, width = counts.shape
+    flat = (rows.unsqueeze(1) * n_regions + regions.to(torch.int64)) * width
+    flat = (flat + torch.arange(width, device=counts.device)).flatten()
+    counts.view(-1).index_add_(0, flat, torch.ones_like(flat))
+
+
+def _pairs_of(counts: torch.Tensor) -> torch.Tensor:
+    """``C(c, 2)`` elementwise, float64 (exact below 2^53)."""
+    return counts * (counts - 1) / 2
+
+
+def _lift(observed: torch.Tensor, chance: torch.Tensor) -> torch.Tensor:
+    """``(observed - chance) / (1 - chance)``, NaN where chance is 1."""
+    room = 1.0 - chance
+    return torch.where(room > 0, (observed - chance) / room.clamp_min(1e-300), torch.nan)
+
+
+def _finite(value: torch.Tensor | float) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _chance_stats(agreement: NeuronAgreement) -> ChanceStats:
+    chance = _finite(agreement.random.mean())
+    same = _finite(agreement.same_label.mean())
+    different = _finite(agreement.different_label.mean())
+
+    def lift(observed: float | None) -> float | None:
+        if chance is None or observed is None or chance >= 1.0:
+            return None
+        return (observed - chance) / (1.0 - chance)
+
+    lift_same, lift_different = lift(same), lift(different)
+    return ChanceStats(
+        neurons=int(agreement.random.numel()),
+        chance=chance,
+        same_label=same,
+        different_label=different,
+        lift_same=lift_same,
+        lift_different=lift_different,
+        separation=lift_same - lift_different
+        if lift_same is not None and lift_different is not None
+        else None,
+    )
