@@ -1,0 +1,68 @@
+"""The layer rules, checked by import-linter on the real import graph (``[tool.importlinter]`` in
+pyproject.toml): ``worker.engine`` imports neither FastAPI, Celery nor the rest of ``worker/``;
+``service`` imports neither torch, onnxruntime nor ``worker/``; the shared package ``neuronscope``
+imports neither ``service/`` nor ``worker/``. Imports inside functions count too.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTRACTS = {
+    "engine": "worker.engine imports neither FastAPI, Celery nor the rest of worker/",
+    "api": "service imports neither torch, onnxruntime nor worker/",
+    "shared": "neuronscope (the shared package) imports neither service/ nor worker/",
+}
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """``lint-imports`` on the tree at ``root`` (its pyproject.toml, its packages first on the path)."""
+    script = Path(sys.executable).with_name("lint-imports")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "importlinter.cli"]
+    return subprocess.run(
+        [*command, "--no-cache", "--no-logo"],
+        cwd=root,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "NO_COLOR": "1", "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_layer_contracts_hold() -> None:
+    result = lint_imports(ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    for name in CONTRACTS.values():
+        assert f"{name} KEPT" in output, f"expected contract {name!r} to be checked and kept:\n{output}"
+    assert "Contracts: 3 kept, 0 broken." in output, output
+
+
+def test_each_contract_catches_a_planted_import(tmp_path: Path) -> None:
+    """A copy of the tree with one forbidden import per layer, two of them indirect or inside a
+    function: every contract breaks and names the import that breaks it."""
+    for package in ("neuronscope", "service", "worker"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "worker" / "engine" / "planted.py").write_text("from worker import tasks\n")
+    (tmp_path / "service" / "planted.py").write_text("import neuronscope.planted_helper\n")
+    (tmp_path / "neuronscope" / "planted_helper.py").write_text(
+        "def load() -> object:\n    import torch\n\n    return torch\n"
+    )
+    (tmp_path / "neuronscope" / "planted.py").write_text(
+        "def app() -> object:\n    from service.main import create_app\n\n    return create_app\n"
+    )
+
+    result = lint_imports(tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    for name in CONTRACTS.values():
+        assert f"{name} BROKEN" in output, f"expected contract {name!r} to break:\n{output}"
+    assert "worker.engine.planted -> worker.tasks" in output, output
+    assert "service.planted -> neuronscope.planted_helper" in output, output
+    assert "neuronscope.planted_helper -> torch" in output, output
+    assert "neuronscope.planted -> service.main" in output, output
