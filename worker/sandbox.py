@@ -35,6 +35,7 @@ from redis import Redis
 
 import worker
 from neuronscope.confinement import default_paths, exposing_root, host_confinement
+from neuronscope.confinement_reports import HostConfinement, publish, this_host
 from neuronscope.contracts import Report
 from neuronscope.job_lease import HeldLease, JobLeases, new_owner
 from neuronscope.jobs import JobError, JobRecord, JobStore, connect
@@ -407,6 +408,7 @@ class WorkerContext:
             worker_zygote(settings.job_threads).start()
         confinement = worker_confinement(settings)
         log_confinement(confinement, settings)
+        report_confinement(client, settings.key_prefix, confinement)
         return cls(
             confinement=confinement,
             settings=settings,
@@ -421,6 +423,19 @@ class WorkerContext:
         if self.redis_client is None:
             raise RuntimeError("this WorkerContext has no Redis client; build it with WorkerContext.of")
         return self.redis_client
+
+
+def report_confinement(client: Redis, prefix: str, confinement: Confinement) -> None:
+    """Tell the API (``/readyz``) what this host's analysis processes get; a Redis hiccup only
+    delays the report."""
+    try:
+        publish(
+            client,
+            prefix,
+            HostConfinement(this_host(), confinement.active, confinement.mechanism, confinement.reason),
+        )
+    except Exception as exc:
+        log.warning("could not report this worker's confinement: %s", exc)
 
 
 def log_confinement(confinement: Confinement, settings: Settings) -> None:
@@ -638,6 +653,8 @@ def _run_leased(
         return "skipped"
     if ctx.storage.get_report(job_id) is not None:
         return finish(ctx, job_id, "succeeded")
+    if ctx.redis_client is not None:
+        report_confinement(ctx.redis_client, ctx.settings.key_prefix, ctx.sandbox())
     refused = torchscript_refused(ctx, record) or sandbox_refused(
         ctx.settings, ctx.sandbox(), record.model_format
     )

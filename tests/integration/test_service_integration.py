@@ -177,3 +177,27 @@ def test_a_tenants_job_limit_frees_up_when_the_worker_finishes(stack: Stack) -> 
         # The tenant's jobs are its own: the default tenant's client does not see them.
         assert stack.client.get(f"/v1/jobs/{job_id}").status_code == 404
         assert client.delete(f"/v1/jobs/{again.json()['job_id']}", headers=headers).status_code in (200, 409)
+
+
+def test_readyz_reports_the_workers_confinement(stack: Stack) -> None:
+    """The real worker reports its host's confinement; a host whose workers cannot confine their
+    analysis processes makes /readyz say so, whatever the API's own host has."""
+    from neuronscope.confinement_reports import HostConfinement, publish, reported
+    from neuronscope.jobs import connect
+
+    client = connect(stack.settings.require_redis_url())
+    deadline = time.monotonic() + 60
+    while not (hosts := reported(client, stack.settings.key_prefix)):
+        assert time.monotonic() < deadline, "the worker never reported its confinement"
+        time.sleep(0.2)
+    assert all(host.active and host.mechanism.startswith("landlock") for host in hosts), hosts
+    ready = stack.client.get("/readyz").json()
+    assert ready["confined"] is True and ready["confinement"].startswith("landlock")
+
+    publish(client, stack.settings.key_prefix, HostConfinement("gpu-host-7", False, "none", "no Landlock"))
+    try:
+        ready = stack.client.get("/readyz").json()
+        assert ready["confined"] is False and ready["confinement"] == "none"
+    finally:
+        client.delete(f"{stack.settings.key_prefix}:confinement:gpu-host-7")
+    assert stack.client.get("/readyz").json()["confined"] is True

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from fastapi import APIRouter
 
 from neuronscope.confinement import host_confinement
+from neuronscope.confinement_reports import reported
 from service.api.deps import QueueDep, RedisDep, SettingsDep
 from service.errors import ServiceUnavailable, error_responses
 from service.schemas import Health, Ready
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger("neuronscope.api")
 
 
 @router.get("/healthz", response_model=Health)
@@ -22,7 +26,8 @@ def healthz() -> Health:
 @router.get("/readyz", response_model=Ready, responses=error_responses(503))
 def readyz(client: RedisDep, queue: QueueDep, settings: SettingsDep) -> Ready:
     """Redis answers a ping and at least one worker answers a Celery ping; says which confinement
-    the processes that open uploaded models get on this host."""
+    the processes that open uploaded models get (confined only when this host and every worker
+    host that reported within the hour confine them)."""
     try:
         client.ping()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -39,6 +44,14 @@ def readyz(client: RedisDep, queue: QueueDep, settings: SettingsDep) -> Ready:
         )
     found = host_confinement()
     confined = bool(found.get("active"))
+    unconfined_workers = [report for report in reported(client, settings.key_prefix) if not report.active]
+    if unconfined_workers:
+        log.warning(
+            "workers on %s cannot confine their analysis processes: %s",
+            ", ".join(report.host for report in unconfined_workers),
+            "; ".join(report.reason for report in unconfined_workers),
+        )
+        confined = False
     return Ready(
         workers=workers,
         confinement=str(found.get("mechanism", "none")) if confined else "none",
