@@ -46,10 +46,9 @@ import contextlib
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -58,6 +57,7 @@ from neuronscope.contracts.config import AnalysisConfig
 from neuronscope.contracts.report import Report
 from neuronscope.errors import NeuronscopeError
 from neuronscope.gates import Gate, GateError, evaluate_gates, parse_gates, report_data
+from neuronscope.progress import ProgressBar
 
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
@@ -86,46 +86,6 @@ def _usage(message: str) -> NoReturn:
 
 # ---------------------------------------------------------------------------------------------
 # Output helpers
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal (stderr); on anything else, one line per stage."""
-
-    def __init__(self, stream: IO[str] | None = None, *, enabled: bool = True, prefix: str = "") -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = enabled and self.stream.isatty()
-        self.enabled = enabled
-        self.prefix = prefix
-        self._stage: str | None = None
-        self._last = 0.0
-        self._drawn = False
-
-    def update(self, stage: str, fraction: float) -> None:
-        if not self.enabled:
-            return
-        fraction = min(1.0, max(0.0, fraction))
-        if not self.tty:
-            if stage != self._stage:
-                self.stream.write(f"{self.prefix}{stage} ({fraction * 100:.0f}%)\n")
-                self.stream.flush()
-            self._stage = stage
-            return
-        now = time.monotonic()
-        if stage == self._stage and now - self._last < 0.1 and fraction < 1.0:
-            return
-        self._stage, self._last = stage, now
-        width = 28
-        filled = round(width * fraction)
-        bar = "█" * filled + "░" * (width - filled)
-        self.stream.write(f"\r\x1b[2K{self.prefix}{bar} {fraction * 100:3.0f}%  {stage[:48]}")
-        self.stream.flush()
-        self._drawn = True
-
-    def close(self) -> None:
-        if self.tty and self._drawn:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
-            self._drawn = False
 
 
 def _one_line_validation(exc: ValidationError, source: str) -> str:
@@ -305,7 +265,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 return EXIT_OK
             if not args.quiet:
                 print(f"job {job.job_id} submitted to {client.url}", file=sys.stderr)
-            bar = ProgressBar(enabled=not args.quiet, prefix="")
+            bar = ProgressBar(enabled=not args.quiet)
 
             def on_progress(info: JobInfo) -> None:
                 if info.status == "running":
@@ -408,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate_help = "fail (exit 1) when EXPR is true, e.g. 'max(layers.dead_fraction) > 0.2'; repeatable"
 
     p = sub.add_parser("analyze", help="analyse a model here, in this process")
-    p.add_argument("model", type=Path, help="ONNX (.onnx) or TorchScript (.pt) model")
+    p.add_argument("model", type=Path, help="ONNX (.onnx), ExportedProgram (.pt2, torch.export.save) or TorchScript (.pt) model")
     p.add_argument("dataset", type=Path, help=".npz with x (and y), or .npy")
     p.add_argument("--config", type=Path, metavar="C.json", help="analysis config (JSON)")
     p.add_argument(

@@ -15,7 +15,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from neuronscope.contracts.config import AnalysisConfig
 from neuronscope.errors import InvalidInput
 
-REPORT_SCHEMA_VERSION = "1.0"
+#: 1.1 added ``pattern_similarity.chance_corrected``, ``pattern_similarity.per_layer[].chance_corrected``
+#: and ``layers[].label_agreement`` (``null`` in reports made before them).
+REPORT_SCHEMA_VERSION = "1.1"
 
 #: Dead and dying neuron indices one report lists, over every layer and both lists together (the
 #: config's ``max_neuron_indices`` caps each list too). Counts and fractions stay exact; each
@@ -113,11 +115,40 @@ class PairKindSummary(_Model):
     std: Stat
 
 
+class ChanceCorrected(_Model):
+    """PS against what the region occupancy of each neuron alone gives, over every distinct pair
+    (whatever ``pairs`` selected): comparable across activations and breakpoints Γ."""
+
+    chance: Stat = Field(
+        description="Expected PS of a pair if patterns were independent of labels given each neuron's "
+        "region occupancy (= PS_E of all random pairs)."
+    )
+    same_label: Stat = Field(description="PS_E over every same-label pair.")
+    different_label: Stat = Field(description="PS_E over every different-label pair.")
+    lift_same: Stat = Field(
+        description="(same_label - chance) / (1 - chance): 0 when labels tell nothing about patterns, "
+        "1 when same-label inputs share their whole pattern; null when chance is 1 (all dead)."
+    )
+    lift_different: Stat = Field(
+        description="(different_label - chance) / (1 - chance); at most 0 if classes separate."
+    )
+    separation: Stat = Field(
+        description="lift_same - lift_different = (same_label - different_label) / (1 - chance): the "
+        "class separation beyond chance, the headline figure."
+    )
+
+
+class ChanceCorrectedNetwork(ChanceCorrected):
+    pairs: int = Field(description="Distinct pairs behind the figures: N(N-1)/2.")
+    same_label_pairs: int
+
+
 class LayerSimilarity(_Model):
     name: str
     random: PairKindSummary
     same_label: PairKindSummary
     different_label: PairKindSummary
+    chance_corrected: ChanceCorrected | None = None
 
 
 class PatternSimilaritySection(_Model):
@@ -126,6 +157,10 @@ class PatternSimilaritySection(_Model):
     same_label: PairKindStats
     different_label: PairKindStats
     per_layer: list[LayerSimilarity]
+    chance_corrected: ChanceCorrectedNetwork | None = Field(
+        None, description="The whole network's PS beyond chance (schema 1.1; null in older reports)."
+    )
+
 
 
 class TdKindStats(_Model):
@@ -158,6 +193,22 @@ class TransitionDensitySection(_Model):
     samples: list[PairSampleRow] = Field(description="Per-pair values (capped) for the TD/PS/distance plot.")
 
 
+class LabelAgreement(_Model):
+    """Per-neuron agreement between inputs of different labels: the paper's dying neuron keeps them
+    in one region."""
+
+    different_label_mean: Stat = Field(
+        description="Mean over neurons of the share of different-label pairs that share the neuron's region."
+    )
+    label_dying_count: int = Field(
+        description="Neurons whose different-label agreement is >= dying_threshold (dead included)."
+    )
+    label_dying_fraction: float
+    neuron_lift_mean: Stat = Field(
+        description="Mean over living neurons of (same-label agreement - chance) / (1 - chance)."
+    )
+
+
 class LayerHealth(_Model):
     name: str
     op_type: str
@@ -186,6 +237,7 @@ class LayerHealth(_Model):
     post_activation_var: Stat
     pre_activation_mean: Stat
     pre_activation_var: Stat
+    label_agreement: LabelAgreement | None = Field(None, description="Schema 1.1; null in older reports.")
 
 
 class PredictionDistanceKind(_Model):

@@ -21,7 +21,7 @@ import pytest
 from ns_testlib import FakeApi, LiveService, play_worker
 
 import neuronscope.client as client_module
-from neuronscope import cli
+from neuronscope import cli, progress
 from neuronscope.cli import (
     EXIT_ANALYSIS_FAILED,
     EXIT_CANCELLED,
@@ -29,11 +29,11 @@ from neuronscope.cli import (
     EXIT_GATE_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    ProgressBar,
     main,
 )
 from neuronscope.contracts.config import AnalysisConfig
 from neuronscope.contracts.report import Report
+from neuronscope.progress import ProgressBar
 
 ROOT = Path(__file__).resolve().parents[2]
 ReportFactory = Callable[..., Report]
@@ -233,7 +233,15 @@ def test_analysis_errors(
     assert "internal error: RuntimeError: boom" in one_line_error(capsys.readouterr().err)
 
 
-def test_progress_bar_on_a_terminal() -> None:
+def test_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal: tqdm's bar, drawn at once for a new stage and at 100%, otherwise at most
+    every 0.1 s, erased on close."""
+    import tqdm
+
+    clock = [1000.0]
+    monkeypatch.setattr(tqdm.std, "time", lambda: clock[0])
+    monkeypatch.setattr(progress, "time", lambda: clock[0])
+
     class Tty(io.StringIO):
         def isatty(self) -> bool:
             return True
@@ -241,12 +249,35 @@ def test_progress_bar_on_a_terminal() -> None:
     stream = Tty()
     bar = ProgressBar(stream)
     bar.update("capture", 0.5)
-    bar.update("capture", 0.6)  # throttled
-    bar.update("pattern_similarity", 1.0)
-    bar.close()
+    bar.update("capture", 0.6)  # within 0.1 s: not drawn
+    clock[0] += 0.2
+    bar.update("capture", 0.7)
+    bar.update("pattern_similarity", 0.25)  # a new stage: drawn at once
+    bar.update("pattern_similarity", 1.0)  # done: drawn at once
     text = stream.getvalue()
-    assert text.count("\r") >= 3 and " 50%  capture" in text and "100%  pattern_similarity" in text
-    assert " 60%" not in text
+    frames = [frame.rstrip() for frame in text.split("\r") if frame.strip()]
+    assert [frame.split("|")[0].strip() + " " + frame.split("|")[-1].strip() for frame in frames] == [
+        "50% capture",
+        "70% capture",
+        "25% pattern_similarity",
+        "100% pattern_similarity",
+    ]
+    assert "\n" not in text and "\x1b[2K" not in text
+    bar.close()
+    assert stream.getvalue()[len(text) :].strip() == "", "close erases the bar"
+
+
+def test_progress_off_a_terminal_is_one_line_per_stage() -> None:
+    """A pipe or a CI log gets plain lines, no carriage returns or escape sequences; --quiet nothing."""
+    stream = io.StringIO()
+    bar = ProgressBar(stream)
+    for stage, fraction in [("load", 0.0), ("capture", 0.5), ("capture", 0.9), ("transition_density", 1.0)]:
+        bar.update(stage, fraction)
+    bar.close()
+    assert stream.getvalue() == "load (0%)\ncapture (50%)\ntransition_density (100%)\n"
+    quiet = io.StringIO()
+    ProgressBar(quiet, enabled=False).update("capture", 0.5)
+    assert quiet.getvalue() == ""
 
 
 # ---------------------------------------------------------------------------------------------
