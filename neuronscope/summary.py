@@ -26,6 +26,16 @@ Level = Literal["clear", "weak", "none"]
 HOT_LAYER_MIN = 0.05
 #: Below this overall dying share the network reads as healthy.
 HEALTHY_DYING = 0.01
+#: Chance-corrected separation ``(PS_same - PS_different) / (1 - PS_chance)`` at least this large
+#: reads as a clear class separation, below LIFT_WEAK as hardly any. Measured on scikit-learn's
+#: digits (tests/neuronscope/test_verdicts.py): healthy ReLU and sigmoid nets score 0.2-0.6, a
+#: collapsed one about 0.
+LIFT_CLEAR = 0.15
+LIFT_WEAK = 0.05
+#: Accuracy within this share of the way from chance (1 / classes) to 1 counts as near chance.
+NEAR_CHANCE_ACCURACY = 0.1
+#: Chance PS at least this large means inputs share almost their whole pattern whatever they are.
+COLLAPSED_PS = 0.9
 
 
 def pct(value: float | None, digits: int = 0) -> str:
@@ -144,8 +154,83 @@ def _peak(report: Report) -> tuple[float, float, float] | None:
     return best
 
 
+def near_chance_accuracy(report: Report) -> bool:
+    """Whether the model's accuracy on the dataset labels is no better than guessing (within
+    :data:`NEAR_CHANCE_ACCURACY` of the way from ``1 / classes`` to 1)."""
+    d = report.dataset
+    if d.accuracy is None or d.classes is None or d.classes < 2:
+        return False
+    guess = 1.0 / d.classes
+    return d.accuracy <= guess + NEAR_CHANCE_ACCURACY * (1.0 - guess)
+
+
+def collapse_verdict(report: Report) -> str | None:
+    """A sentence when the network has not learnt the task (accuracy near chance), naming a collapse
+    when inputs also share nearly their whole pattern; ``None`` otherwise."""
+    if not near_chance_accuracy(report):
+        return None
+    d, cc = report.dataset, report.pattern_similarity.chance_corrected
+    assert d.accuracy is not None and d.classes is not None
+    ps = cc.chance if cc is not None else report.pattern_similarity.random.mean
+    accuracy = (
+        f"accuracy {pct(d.accuracy, 1)} is near chance (1 of {d.classes} classes: {pct(1 / d.classes, 1)})"
+    )
+    if ps is not None and ps >= COLLAPSED_PS:
+        return (
+            f"The network has collapsed: {accuracy} and any two inputs share {pct(ps)} of their activation "
+            "pattern whatever their labels."
+        )
+    return f"The network has not learnt the task: {accuracy}."
+
+
+def breakpoints_label(report: Report) -> str:
+    """The breakpoints Γ behind raw PS, e.g. ``'Γ = {0} in 3 layers'`` or
+    ``'Γ = {-0.5, 0, 0.5} in 2 layers, {0} in 1'``."""
+    groups: dict[str, int] = {}
+    for layer in report.model.layers:
+        key = "{" + ", ".join(f"{b:g}" for b in layer.breakpoints) + "}"
+        groups[key] = groups.get(key, 0) + 1
+    parts = [f"{key} in {count} layer{'s' if count != 1 else ''}" for key, count in groups.items()]
+    if len(parts) > 1:
+        parts[1:] = [part.removesuffix(" layers").removesuffix(" layer") for part in parts[1:]]
+    return "Γ = " + ", ".join(parts) if parts else "Γ: none"
+
+
+def _lift_level(separation: float) -> Level:
+    return "clear" if separation >= LIFT_CLEAR else "weak" if separation >= LIFT_WEAK else "none"
+
+
 def gap_verdict(report: Report) -> GapVerdict:
-    """The same- vs different-label similarity gap in plain words (the paper's expressivity indicator).
+    """The class separation in plain words: chance-corrected when the report has it (schema 1.1),
+    else :func:`raw_gap_verdict`; never "clear" when accuracy is near chance."""
+    cc = report.pattern_similarity.chance_corrected
+    if cc is None or cc.separation is None or cc.same_label is None or cc.different_label is None:
+        return raw_gap_verdict(report)
+    level = "none" if near_chance_accuracy(report) else _lift_level(cc.separation)
+    judgement = {
+        "clear": "the network separates classes clearly",
+        "weak": "the network separates classes only weakly",
+        "none": "the network barely tells classes apart by its activation patterns",
+    }[level]
+    if level == "none" and near_chance_accuracy(report):
+        judgement = "accuracy is near chance, so the patterns do not separate the classes"
+    source = " (labels: the model's own predictions)" if report.dataset.labels_source == "predicted" else ""
+    text = (
+        f"Beyond chance{source}: any two inputs share {pct(cc.chance)} of their pattern by chance "
+        f"({breakpoints_label(report)}); same-label inputs {pct(cc.same_label)}, different-label "
+        f"{pct(cc.different_label)}, a separation of {num(cc.separation, 2)} of the room above chance: "
+        f"{judgement}."
+    )
+    peak = _peak(report)
+    lam, s, d = peak if peak is not None else (None, None, None)
+    return GapVerdict(
+        text, cc.same_label, cc.different_label, cc.same_label - cc.different_label, lam, s, d, level
+    )
+
+
+def raw_gap_verdict(report: Report) -> GapVerdict:
+    """The same- vs different-label gap of raw PS in plain words (the paper's expressivity
+    indicator), for reports without chance-corrected figures; never "clear" at near-chance accuracy.
 
     The judgement uses the widest vertical gap between the PS_D(λ) curves (a one-sided
     Kolmogorov–Smirnov distance between the two PS distributions: 1 when every same-label pair is
@@ -173,6 +258,8 @@ def gap_verdict(report: Report) -> GapVerdict:
         "weak": "the network separates classes only weakly",
         "none": "the network barely tells classes apart by its activation patterns",
     }[level]
+    if near_chance_accuracy(report):
+        level, judgement = "none", "accuracy is near chance, so the patterns do not separate the classes"
     source = " (labels: the model's own predictions)" if report.dataset.labels_source == "predicted" else ""
     text = (
         f"Inputs with the same label share {pct(same)} of their activation pattern on average, inputs with "
@@ -190,7 +277,8 @@ def gap_verdict(report: Report) -> GapVerdict:
 
 def headline(report: Report) -> list[str]:
     """The verdict sentences, most important first."""
-    return [dying_verdict(report).text, gap_verdict(report).text]
+    collapse = collapse_verdict(report)
+    return [*([collapse] if collapse else []), dying_verdict(report).text, gap_verdict(report).text]
 
 
 def summarize(report: Report, *, worst_layers: int = 3) -> str:
@@ -204,9 +292,10 @@ def summarize(report: Report, *, worst_layers: int = 3) -> str:
     lines = [
         f"neuronscope: {m.format} model, {len(m.layers)} activation layers, {m.neurons:,} neurons; "
         f"{d.samples:,} samples ({labels})",
-        "Verdict: " + dying_verdict(report).text,
+        *(["Verdict: " + collapse] if (collapse := collapse_verdict(report)) else []),
+        ("Neurons: " if collapse else "Verdict: ") + dying_verdict(report).text,
         "Classes: " + gap_verdict(report).text,
-        "Pattern similarity PS_E: "
+        f"Raw pattern similarity PS_E ({breakpoints_label(report)}): "
         + " · ".join(
             f"{kind} {num(s.mean)} ± {num(s.std)} ({s.pairs:,} pairs)"
             for kind, s in (

@@ -25,6 +25,8 @@ from worker.engine.capture.base import ActivationLayer, CaptureModel, CaptureRes
 from worker.engine.capture.loader import model_inputs, open_model
 from worker.engine.errors import AnalysisError
 from worker.engine.inputs import BoundInputs, bind_inputs
+from worker.engine.label_sections import with_chance
+from worker.engine.metrics.chance import label_region_counts
 from worker.engine.metrics.correlation import spearman
 from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
 from worker.engine.metrics.pairs import AllPairs, PairLists, PairSets, select_pairs
@@ -178,7 +180,7 @@ def assemble_report(
     transition: TransitionResult | None,
 ) -> Report:
     """The report of a captured stage and its pair metrics."""
-    return build_report(
+    report = build_report(
         ReportInputs(
             config=stage.config,
             model=stage.model,
@@ -199,6 +201,8 @@ def assemble_report(
             timings={**stage.clock.marks, "total": time.perf_counter() - stage.clock.started},
         )
     )
+    chance = label_region_counts(stage.capture.store, stage.labels).result(stage.config.dying_threshold)
+    return with_chance(report, chance)
 
 
 def load_inputs(

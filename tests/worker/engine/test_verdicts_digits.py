@@ -1,0 +1,134 @@
+"""Verdicts on real networks trained on scikit-learn's digits: they never contradict the accuracy
+or chance. A collapsed net (accuracy near chance, patterns nearly identical) is called collapsed, a
+healthy ReLU and a sigmoid net separate classes beyond chance, planted dead neurons are named.
+
+The nets are tiny (64 → 32 → 32 → 10, full-batch Adam) and trained once per session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from neuronscope.contracts import AnalysisConfig
+from neuronscope.contracts.report import Report
+from neuronscope.summary import collapse_verdict, dying_verdict, gap_verdict, headline, summarize
+from worker.engine import analyze
+
+CONFIG = AnalysisConfig.model_validate({"pairs": "all", "transition_density": None})
+
+
+def _net(activation: type[nn.Module]) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(64, 32), activation(), nn.Linear(32, 32), activation(), nn.Linear(32, 10))
+
+
+def _train(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, *, lr: float, steps: int) -> None:
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimiser.step()
+
+
+@pytest.fixture(scope="session")
+def digit_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Report]:
+    """Reports of four nets on 300 held-out digits: relu, sigmoid, collapsed, planted_dead."""
+    out = tmp_path_factory.mktemp("verdict_digits")
+    features, labels = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(features))
+    features = (features[order] / 16.0).astype(np.float32)
+    labels = labels[order].astype(np.int64)
+    test = out / "test.npz"
+    np.savez(test, x=features[1500:1800], y=labels[1500:1800])
+    x, y = torch.from_numpy(features[:1500]), torch.from_numpy(labels[:1500])
+
+    nets: dict[str, nn.Sequential] = {}
+    torch.manual_seed(0)
+    nets["relu"] = _net(nn.ReLU)
+    _train(nets["relu"], x, y, lr=0.01, steps=120)
+    torch.manual_seed(0)
+    nets["sigmoid"] = _net(nn.Sigmoid)
+    _train(nets["sigmoid"], x, y, lr=0.01, steps=200)
+    # Collapsed: every sigmoid saturated from the start (biases +12), so the gradients vanish and
+    # training with plain SGD never moves the net off chance.
+    torch.manual_seed(0)
+    collapsed = _net(nn.Sigmoid)
+    with torch.no_grad():
+        for index in (0, 2):
+            layer = collapsed[index]
+            assert isinstance(layer, nn.Linear)
+            layer.weight.mul_(0.01)
+            layer.bias.fill_(12.0)
+    optimiser = torch.optim.SGD(collapsed.parameters(), lr=0.05)
+    for _ in range(50):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(collapsed(x), y).backward()
+        optimiser.step()
+    nets["collapsed"] = collapsed
+    # Planted dead: the trained ReLU net with 16 of its 32 first-layer neurons cut off (zero weights,
+    # negative bias: one region for every input), then the rest retrained around them.
+    torch.manual_seed(0)
+    planted = _net(nn.ReLU)
+    planted.load_state_dict(nets["relu"].state_dict())
+    first = planted[0]
+    assert isinstance(first, nn.Linear)
+    with torch.no_grad():
+        first.weight[:16] = 0.0
+        first.bias[:16] = -1.0
+    nets["planted_dead"] = planted
+
+    reports = {}
+    for name, model in nets.items():
+        path = out / f"{name}.pt"
+        torch.jit.trace(model.eval(), torch.zeros(1, 64)).save(str(path))
+        reports[name] = analyze(path, test, CONFIG, trusted_model=True)
+    return reports
+
+
+def test_collapsed_net_is_called_collapsed_never_separating(digit_reports: dict[str, Report]) -> None:
+    report = digit_reports["collapsed"]
+    assert report.dataset.accuracy is not None and report.dataset.accuracy < 0.2
+    cc = report.pattern_similarity.chance_corrected
+    assert cc is not None and cc.chance is not None and cc.chance > 0.9
+    text = collapse_verdict(report)
+    assert text is not None and text.startswith("The network has collapsed")
+    gap = gap_verdict(report)
+    assert gap.level == "none"
+    assert "clearly" not in gap.text and "near chance" in gap.text
+    assert headline(report)[0] == text
+    assert summarize(report).splitlines()[1] == "Verdict: " + text
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid"])
+def test_trained_nets_separate_classes_beyond_chance(digit_reports: dict[str, Report], name: str) -> None:
+    report = digit_reports[name]
+    assert report.dataset.accuracy is not None and report.dataset.accuracy > 0.85
+    assert collapse_verdict(report) is None
+    cc = report.pattern_similarity.chance_corrected
+    assert cc is not None and cc.separation is not None and cc.lift_same is not None
+    assert cc.lift_same > 0 and cc.separation > 0.15
+    # Over all pairs the chance-corrected figures are the raw PS_E of each pair kind.
+    ps = report.pattern_similarity
+    assert cc.chance == pytest.approx(ps.random.mean, abs=1e-9)
+    assert cc.same_label == pytest.approx(ps.same_label.mean, abs=1e-9)
+    assert cc.different_label == pytest.approx(ps.different_label.mean, abs=1e-9)
+    gap = gap_verdict(report)
+    assert gap.level == "clear", gap.text
+    assert "Γ = " in gap.text and "Γ = " in summarize(report)
+    for layer, similarity in zip(report.layers, ps.per_layer, strict=True):
+        assert similarity.chance_corrected is not None and layer.label_agreement is not None
+
+
+def test_planted_dead_neurons_are_named_and_label_dying(digit_reports: dict[str, Report]) -> None:
+    report = digit_reports["planted_dead"]
+    first = report.layers[0]
+    assert first.dead_count >= 16 and set(range(16)) <= set(first.dead_neurons)
+    assert first.label_agreement is not None and first.label_agreement.label_dying_count >= 16
+    assert "dead" in dying_verdict(report).text
+    healthy = digit_reports["relu"].layers[0]
+    assert healthy.label_agreement is not None
+    # A dead neuron keeps every pair in one region, so it is label-dying too; planting adds dead ones.
+    assert first.label_agreement.label_dying_count >= first.dead_count > healthy.dead_count
+    assert first.label_agreement.label_dying_count >= healthy.label_agreement.label_dying_count
