@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate_help = "fail (exit 1) when EXPR is true, e.g. 'max(layers.dead_fraction) > 0.2'; repeatable"
 
     p = sub.add_parser("analyze", help="analyse a model here, in this process")
-    p.add_argument("model", type=Path, help="ONNX (.onnx), ExportedProgram (.pt2, torch.export.save) or TorchScript (.pt) model")
+    p.add_argument("model", type=Path, help="ONNX (.onnx), .pt2 (torch.export) or TorchScript (.pt) model")
     p.add_argument("dataset", type=Path, help=".npz with x (and y), or .npy")
     p.add_argument("--config", type=Path, metavar="C.json", help="analysis config (JSON)")
     p.add_argument(

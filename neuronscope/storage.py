@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
 ArtifactKind = Literal["model", "dataset"]
-ArtifactFormat = Literal["onnx", "torchscript", "npz", "npy"]
+ArtifactFormat = Literal["onnx", "torchscript", "pt2", "npz", "npy"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1024 * 1024

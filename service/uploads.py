@@ -22,7 +22,7 @@ from neuronscope.storage import (
     Storage,
     UploadTooLarge,
 )
-from neuronscope.validation import check_model_file, inspect_dataset
+from neuronscope.validation import check_model_file, detect_model_format, inspect_dataset
 from service.errors import PayloadTooLarge
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -39,7 +39,8 @@ def detect_format(kind: ArtifactKind, staged: StagedUpload) -> ArtifactFormat:
     if staged.size == 0:
         raise InvalidInput(f"{kind}: expected a non-empty file, got 0 bytes", code=f"{kind}_invalid")
     if kind == "model":
-        return "torchscript" if head.startswith(_ZIP_MAGIC) else "onnx"
+        # A zip is told apart by its entries (torch.export.save or torch.jit.save), from its headers.
+        return detect_model_format(staged.path) if head.startswith(_ZIP_MAGIC) else "onnx"
     if head.startswith(_NPY_MAGIC):
         return "npy"
     if head.startswith(_ZIP_MAGIC):
@@ -52,10 +53,10 @@ def detect_format(kind: ArtifactKind, staged: StagedUpload) -> ArtifactFormat:
 
 def check_artifact(path: Path, kind: ArtifactKind, fmt: ArtifactFormat, settings: Settings) -> None:
     """Refuse what the service must not store or run; raises ``InvalidInput`` (→ 422)."""
-    if fmt == "torchscript" and not settings.allow_torchscript:
+    if fmt in CODE_FORMATS and not settings.allow_torchscript:
         raise InvalidInput(
-            "model: TorchScript uploads are switched off on this server "
-            "(NEURONSCOPE_ALLOW_TORCHSCRIPT=false); export the model to ONNX",
+            f"model: PyTorch-format uploads ({fmt}: TorchScript and .pt2 are code) are switched off on "
+            "this server (NEURONSCOPE_ALLOW_TORCHSCRIPT=false); export the model to ONNX",
             code="torchscript_disabled",
         )
     if kind == "model":

@@ -140,9 +140,9 @@ def confine_self(args: argparse.Namespace) -> ConfinementReport | None:
     if (report is None or not report.active) and args.model is not None and not args.allow_unconfined_code:
         from worker.engine.capture.loader import detect_format
 
-        if detect_format(args.model) == "torchscript":
+        if (found := detect_format(args.model)) in ("torchscript", "pt2"):
             raise AnalysisError(
-                "model: a TorchScript model is code, and this worker cannot confine the process that "
+                f"model: a {found} model is code, and this worker cannot confine the process that "
                 "would run it; export the model to ONNX (or the operator sets "
                 "NEURONSCOPE_SANDBOX_ALLOW_UNCONFINED=true on a trusted network)",
                 code="sandbox_unavailable",
@@ -195,13 +195,13 @@ class _Channel:
 
 def refuse_torchscript(model: Path) -> None:
     """Raise ``AnalysisError(torchscript_disabled)`` when the engine would open ``model`` as
-    TorchScript (the same content check the engine's loader makes)."""
+    TorchScript or ``.pt2`` (the same content check the engine's loader makes)."""
     from worker.engine.capture.loader import detect_format
     from worker.engine.errors import AnalysisError
 
-    if detect_format(model) == "torchscript":
+    if (found := detect_format(model)) in ("torchscript", "pt2"):
         raise AnalysisError(
-            "model: TorchScript models are switched off on this worker "
+            f"model: PyTorch-format models ({found}) are switched off on this worker "
             "(NEURONSCOPE_ALLOW_TORCHSCRIPT=false); export the model to ONNX",
             code="torchscript_disabled",
         )

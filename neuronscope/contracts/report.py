@@ -72,7 +72,7 @@ class InputInfo(_Model):
 
 
 class LayerInfo(_Model):
-    name: str = Field(description="Unique layer name (ONNX node name, or TorchScript module path and op).")
+    name: str = Field(description="Unique layer name (ONNX node name, or PyTorch module path and op).")
     op_type: str = Field(description="Canonical activation op type, e.g. 'relu', 'sigmoid', 'gelu'.")
     neurons: int = Field(description="Neurons per sample: every element of the activation map.")
     shape: list[int] = Field(description="Per-sample shape of the activation map.")
@@ -80,7 +80,7 @@ class LayerInfo(_Model):
 
 
 class ModelSection(_Model):
-    format: Literal["onnx", "torchscript"]
+    format: Literal["onnx", "torchscript", "pt2"]
     sha256: str | None = None
     inputs: list[InputInfo]
     layers: list[LayerInfo]

@@ -1,4 +1,4 @@
-"""Validation of untrusted uploads (datasets, ONNX models, TorchScript archives) before use.
+"""Validation of untrusted uploads (datasets, ONNX models, TorchScript and ``.pt2`` archives) before use.
 
 Imports only numpy, onnx and the standard library, so the API process can use it; nothing here
 runs a model. Every failure is an :class:`~neuronscope.errors.InvalidInput` (HTTP 422) with a
@@ -13,6 +13,7 @@ from neuronscope.validation.dataset import (
     inspect_dataset,
     load_dataset,
 )
+from neuronscope.validation.exported_program import ExportedProgramSummary, check_exported_program_archive
 from neuronscope.validation.limits import DEFAULT_LIMITS, Limits
 from neuronscope.validation.model_format import ModelFormat, check_model_file, detect_model_format
 from neuronscope.validation.onnx_model import (
@@ -31,6 +32,7 @@ __all__ = [
     "DatasetArrays",
     "DatasetHeader",
     "Dim",
+    "ExportedProgramSummary",
     "InputDescription",
     "InputLike",
     "Limits",
@@ -40,6 +42,7 @@ __all__ = [
     "TorchScriptSummary",
     "as_model_input",
     "check_dataset_fits_model",
+    "check_exported_program_archive",
     "check_model_file",
     "check_onnx_model",
     "check_torchscript_archive",

@@ -27,7 +27,8 @@ class TorchScriptSummary:
     uncompressed_bytes: int
 
 
-def _policy(limits: Limits) -> ZipPolicy:
+def model_zip_policy(limits: Limits) -> ZipPolicy:
+    """The zip limits of an uploaded PyTorch archive (TorchScript or ``.pt2``)."""
     return ZipPolicy(
         what="model",
         invalid_code="model_invalid",
@@ -62,7 +63,7 @@ def check_torchscript_archive(
                 f"model: expected a TorchScript archive (a zip file, magic b'PK\\x03\\x04'), got {magic!r}",
                 code="model_invalid",
             )
-        with open_checked_zip(fp, size, _policy(limits)) as archive:
+        with open_checked_zip(fp, size, model_zip_policy(limits)) as archive:
             infos = archive.infolist()
     names = [info.orig_filename for info in infos]
     prefixes = {name.split("/", 1)[0] for name in names}

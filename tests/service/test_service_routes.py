@@ -101,6 +101,24 @@ def test_torchscript_can_be_switched_off(make_settings: Any, tmp_path: Any) -> N
     assert_error(response, 422, "torchscript_disabled")
 
 
+def test_a_pt2_upload_is_recognised_by_content_and_switched_off_with_torchscript(
+    make_settings: Any, tmp_path: Any
+) -> None:
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+    archive = tmp_path / "m.bin"
+    torch.export.save(torch.export.export(net, (torch.randn(2, 4),)), str(archive))
+    with TestClient(create_app(make_settings(sandbox_allow_unconfined=True))) as client:
+        response = client.post("/v1/models", files={"file": ("m.onnx", archive.read_bytes())})
+    assert response.status_code == 201, response.text
+    assert response.json()["format"] == "pt2"
+    with TestClient(create_app(make_settings(allow_torchscript=False))) as client:
+        response = client.post("/v1/models", files={"file": ("m.pt2", archive.read_bytes())})
+    assert_error(response, 422, "torchscript_disabled")
+    assert ".pt2" in response.json()["detail"]
+
+
 def test_analyze_stores_records_then_queues_by_name(
     client: TestClient, settings: Settings, onnx_bytes: bytes, dataset_bytes: bytes
 ) -> None:

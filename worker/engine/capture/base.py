@@ -11,6 +11,10 @@ import torch
 
 from worker.engine.errors import AnalysisError
 
+#: The model formats the engine opens: ONNX, TorchScript (``torch.jit.save``) and ExportedProgram
+#: (``torch.export.save``, ``.pt2``).
+ModelFormat = Literal["onnx", "torchscript", "pt2"]
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -77,7 +81,7 @@ class CaptureResult:
 class CaptureModel(Protocol):
     """A loaded model that can run batches with or without capturing activations."""
 
-    format: Literal["onnx", "torchscript"]
+    format: ModelFormat
     inputs: list[InputSpec]
     layers: list[ActivationLayer]
     device: torch.device

@@ -12,23 +12,23 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from worker.engine.capture.base import CaptureModel, InputSpec
+from worker.engine.capture.base import CaptureModel, InputSpec, ModelFormat
 from worker.engine.errors import AnalysisError
 
-ModelFormat = Literal["onnx", "torchscript"]
+__all__ = ["ModelFormat", "archive_format", "detect_format", "model_inputs", "open_model"]
 
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
 def detect_format(path: Path) -> ModelFormat:
-    """``"torchscript"`` for a ``torch.jit.save`` zip archive, else ``"onnx"`` (parsed later).
+    """``"torchscript"`` for a ``torch.jit.save`` zip archive, ``"pt2"`` for a
+    ``torch.export.save`` one, else ``"onnx"`` (parsed later).
 
     Raises ``AnalysisError`` with ``model_invalid`` (missing, empty or corrupt file) or
-    ``model_unsupported`` (a zip that is not TorchScript, such as a ``torch.save`` checkpoint).
+    ``model_unsupported`` (a zip that is neither, such as a ``torch.save`` checkpoint).
     """
     try:
         with path.open("rb") as handle:
@@ -54,14 +54,32 @@ def detect_format(path: Path) -> ModelFormat:
         raise AnalysisError(
             f"expected a readable zip archive in {path.name}, got: {exc}", code="model_invalid"
         ) from exc
-    if any("/code/" in name or name.endswith("constants.pkl") for name in names):
-        return "torchscript"
+    found = archive_format(names)
+    if found is not None:
+        return found
     raise AnalysisError(
-        f"expected a TorchScript archive (torch.jit.save) or an ONNX model in {path.name}, got a zip without "
-        "TorchScript code (a torch.save checkpoint or torch.export archive?); export it with "
-        "torch.jit.script / torch.jit.trace or torch.onnx.export",
+        f"expected an ExportedProgram (torch.export.save), a TorchScript archive (torch.jit.save) or an ONNX "
+        f"model in {path.name}, got a zip with neither's entries (a torch.save checkpoint?); save the model "
+        "with torch.export.save(torch.export.export(model, example), path) or torch.onnx.export",
         code="model_unsupported",
     )
+
+
+def archive_format(names: list[str]) -> ModelFormat | None:
+    """Which PyTorch archive a zip with member ``names`` is: ``"pt2"`` when it has
+    ``<folder>/archive_format`` and ``<folder>/models/`` (``torch.export.save``), ``"torchscript"``
+    when it has ``<folder>/code/`` or ``<folder>/constants.pkl`` (``torch.jit.save``), else None.
+
+    >>> archive_format(["m/archive_format", "m/models/model.json", "m/data/weights/weight_0"])
+    'pt2'
+    >>> archive_format(["m/data.pkl", "m/code/__torch__/m.py", "m/constants.pkl"])
+    'torchscript'
+    """
+    if any(name.endswith("/archive_format") for name in names) and any("/models/" in name for name in names):
+        return "pt2"
+    if any("/code/" in name or name.endswith("constants.pkl") for name in names):
+        return "torchscript"
+    return None
 
 
 def model_inputs(path: Path) -> list[InputSpec]:
@@ -69,13 +87,20 @@ def model_inputs(path: Path) -> list[InputSpec]:
 
     ONNX: names, shapes (batch dimension included; ``str`` / ``None`` are dynamic) and dtypes as
     declared. TorchScript: names from ``forward``'s schema (``self`` and arguments with defaults
-    left out), shape ``()`` (unknown), dtype as traced or ``"float32"``.
+    left out), shape ``()`` (unknown), dtype as traced or ``"float32"``. ``.pt2``: the user inputs
+    as exported (``None`` for a dynamic dimension).
     """
-    if detect_format(path) == "onnx":
+    found = detect_format(path)
+    if found == "onnx":
         from worker.engine.capture.onnx_model import load_proto, onnx_inputs
 
         return onnx_inputs(load_proto(path, external_data="ignore"))
     import torch
+
+    if found == "pt2":
+        from worker.engine.capture.exported_model import load_program, program_inputs
+
+        return program_inputs(load_program(path, torch.device("cpu")))
 
     from worker.engine.capture.torchscript_model import load_script, script_inputs
 
@@ -90,7 +115,7 @@ def open_model(
     example: Mapping[str, np.ndarray],
     trusted: bool = False,
 ) -> CaptureModel:
-    """Load ``path`` (ONNX or TorchScript, told apart by content) on ``device`` and discover its
+    """Load ``path`` (ONNX, TorchScript or ``.pt2``, told apart by content) on ``device`` and discover its
     activation layers by running ``example`` (arrays ``[B, ...]``, B of 1 or 2, keyed by input name).
 
     ``layer_names`` restricts the layers analysed; ``None`` keeps every activation found.
@@ -100,7 +125,12 @@ def open_model(
     ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
     """
     names = list(layer_names) if layer_names is not None else None
-    if detect_format(path) == "onnx":
+    found = detect_format(path)
+    if found == "pt2":
+        from worker.engine.capture.exported_model import load_exported
+
+        return load_exported(path, device=device, layer_names=names, example=example)
+    if found == "onnx":
         from worker.engine.capture.onnx_model import load_onnx
 
         return load_onnx(

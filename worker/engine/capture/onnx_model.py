@@ -13,7 +13,13 @@ import numpy as np
 import onnx
 import torch
 
-from worker.engine.capture.base import ActivationLayer, CaptureResult, InputSpec, selected_positions
+from worker.engine.capture.base import (
+    ActivationLayer,
+    CaptureResult,
+    InputSpec,
+    ModelFormat,
+    selected_positions,
+)
 from worker.engine.capture.batch import (
     Batch,
     as_numpy,
@@ -231,7 +237,7 @@ def _layer_names(proto: onnx.ModelProto, candidates: Sequence[Candidate]) -> lis
 class OnnxCaptureModel:
     """An ONNX model run by onnxruntime; see ``worker.engine.capture.base.CaptureModel``."""
 
-    format: Literal["onnx", "torchscript"] = "onnx"
+    format: ModelFormat = "onnx"
 
     def __init__(
         self,

@@ -7,12 +7,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from worker.engine.capture.base import ActivationLayer, CaptureResult, InputSpec, selected_positions
+from worker.engine.capture.base import (
+    ActivationLayer,
+    CaptureResult,
+    InputSpec,
+    ModelFormat,
+    selected_positions,
+)
 from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes, doubled
 from worker.engine.capture.device import torch_device
 from worker.engine.capture.record import Recorder
@@ -176,7 +182,7 @@ class _Runner:
 class TorchScriptCaptureModel:
     """A TorchScript module; see ``worker.engine.capture.base.CaptureModel``."""
 
-    format: Literal["onnx", "torchscript"] = "torchscript"
+    format: ModelFormat = "torchscript"
 
     def __init__(
         self,

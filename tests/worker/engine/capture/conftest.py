@@ -1,4 +1,4 @@
-"""Small torch models, their ONNX / TorchScript exports and reference activations from hooks."""
+"""Small torch models, their ONNX / TorchScript / .pt2 exports and reference activations from hooks."""
 
 from __future__ import annotations
 
@@ -145,6 +145,18 @@ def save_script(model: nn.Module, inputs: Sequence[torch.Tensor] | None, path: P
     """``torch.jit.save`` of ``model`` traced on ``inputs``, or scripted when ``inputs`` is None."""
     scripted = torch.jit.script(model) if inputs is None else torch.jit.trace(model, tuple(inputs))
     torch.jit.save(scripted, str(path))
+    return path
+
+
+def save_exported(
+    model: nn.Module, inputs: Sequence[torch.Tensor], path: Path, *, dynamic_batch: bool = True
+) -> Path:
+    """``torch.export.save`` of ``model`` exported on ``inputs``, batch dynamic or fixed."""
+    batch = torch.export.Dim("batch")
+    shapes = tuple({0: batch} for _ in inputs) if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(model, tuple(inputs), dynamic_shapes=shapes), str(path))
     return path
 
 

@@ -1,0 +1,311 @@
+"""``.pt2`` front end: a ``torch.export`` ExportedProgram, functionalized, whose lifted graph is
+copied with every selected activation's input and output appended to its outputs, so one call
+captures all layers.
+
+Loading a ``.pt2`` archive unpickles, so it is code: the worker opens it only in a confined
+process, like TorchScript (``docs/security.md``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import fx
+
+from worker.engine.capture.base import (
+    ActivationLayer,
+    CaptureResult,
+    InputSpec,
+    ModelFormat,
+    selected_positions,
+)
+from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes, doubled
+from worker.engine.capture.device import torch_device
+from worker.engine.capture.exported_graph import FxCandidate, find_activations, input_dependent
+from worker.engine.capture.naming import module_layer_names
+from worker.engine.capture.run_errors import out_of_memory, run_failure
+from worker.engine.errors import AnalysisError
+
+
+def load_program(path: Path, device: torch.device) -> torch.export.ExportedProgram:
+    """``torch.export.load``, functionalized (no in-place ops) and moved to ``device``.
+
+    Raises ``AnalysisError`` with ``model_invalid`` when the archive does not load or
+    ``out_of_memory``.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.load(str(path))
+            program = program.run_decompositions({})
+            if device.type != "cpu":
+                from torch.export.passes import move_to_device_pass
+
+                program = move_to_device_pass(program, device)
+    except Exception as exc:
+        if (memory := out_of_memory(exc, "loading the model")) is not None:
+            raise memory from exc
+        raise AnalysisError(
+            f"expected an ExportedProgram archive (torch.export.save) in {path.name}, "
+            f"torch.export.load failed: {type(exc).__name__}: {exc}",
+            code="model_invalid",
+        ) from exc
+    return program
+
+
+def _user_placeholders(program: torch.export.ExportedProgram) -> list[fx.Node]:
+    user = torch.export.graph_signature.InputKind.USER_INPUT
+    kinds = {spec.arg.name: spec.kind for spec in program.graph_signature.input_specs}
+    return [node for node in program.graph.nodes if node.op == "placeholder" and kinds.get(node.name) == user]
+
+
+def program_inputs(program: torch.export.ExportedProgram) -> list[InputSpec]:
+    """The user inputs with their exported shapes (``None`` for a dynamic dimension, the batch
+    dimension included) and dtypes. Raises ``AnalysisError(code="model_unsupported")`` for a user
+    input that is not a tensor."""
+    specs = []
+    for node in _user_placeholders(program):
+        value = node.meta.get("val")
+        if not isinstance(value, torch.Tensor):
+            raise AnalysisError(
+                f"expected every input of the exported program to be a tensor, got {node.name}: "
+                f"{type(value).__name__}",
+                code="model_unsupported",
+            )
+        shape = tuple(int(d) if isinstance(d, int) else None for d in value.shape)
+        specs.append(InputSpec(node.name, shape, str(value.dtype).removeprefix("torch.")))
+    return specs
+
+
+def _lifted_values(program: torch.export.ExportedProgram) -> dict[str, object]:
+    """The values of the lifted placeholders (parameters, buffers, constants) by placeholder name."""
+    kind = torch.export.graph_signature.InputKind
+    values: dict[str, object] = {}
+    for spec in program.graph_signature.input_specs:
+        if spec.kind == kind.USER_INPUT:
+            continue
+        target = spec.target
+        if target is None:
+            raise AnalysisError(
+                f"expected lifted input {spec.arg.name} ({spec.kind.name}) to name its value, got none",
+                code="model_unsupported",
+            )
+        if target in program.state_dict:
+            values[spec.arg.name] = program.state_dict[target]
+        elif target in program.constants:
+            values[spec.arg.name] = program.constants[target]
+        else:
+            raise AnalysisError(
+                f"expected the value of lifted input {spec.arg.name} ({spec.kind.name}, {target}) in the "
+                "archive's state dict or constants, found neither",
+                code="model_unsupported",
+            )
+    return values
+
+
+def _with_outputs(module: fx.GraphModule, extra: Sequence[fx.Node]) -> fx.GraphModule:
+    """A copy of ``module`` whose graph returns ``(*original outputs, *extra)`` (flat)."""
+    graph = fx.Graph()
+    mapping: dict[fx.Node, fx.Node] = {}
+    returned = graph.graph_copy(module.graph, mapping)
+    original = list(returned) if isinstance(returned, tuple | list) else [returned]
+    graph.output((*original, *(mapping[node] for node in extra)))
+    return fx.GraphModule(module, graph)
+
+
+class _Runner:
+    """Calls the lifted graph with its weights, in chunks of ``fixed_batch`` (padded by repeating
+    the last sample) when the program was exported with a static batch size."""
+
+    def __init__(self, program: torch.export.ExportedProgram, device: torch.device) -> None:
+        self.placeholders = [n.name for n in program.graph.nodes if n.op == "placeholder"]
+        self.values = _lifted_values(program)
+        self.inputs = program_inputs(program)
+        user_outputs = [
+            i
+            for i, spec in enumerate(program.graph_signature.output_specs)
+            if spec.kind == torch.export.graph_signature.OutputKind.USER_OUTPUT
+        ]
+        self.first_output = user_outputs[0] if user_outputs else 0
+        self.outputs = len(program.graph_signature.output_specs)
+        self.device = device
+        floating = [v for v in self.values.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+        self.float_dtype = floating[0].dtype if floating else torch.float32
+        leading = {spec.shape[0] if spec.shape else None for spec in self.inputs}
+        fixed = leading.pop() if len(leading) == 1 else None
+        self.fixed_batch = fixed if isinstance(fixed, int) and fixed > 0 else None
+
+    def run(self, module: fx.GraphModule, batch: Batch, size: int, what: str) -> list[torch.Tensor]:
+        """The first user output and every extra output, each ``[size, ...]``."""
+        tensors = {s.name: as_tensor(batch[s.name], self.device, self.float_dtype) for s in self.inputs}
+        try:
+            chunk = self.fixed_batch
+            if chunk is None or chunk == size:
+                return self._call(module, tensors)
+            parts = []
+            for start in range(0, size, chunk):
+                stop = min(start + chunk, size)
+                piece = {name: _pad(t[start:stop], chunk) for name, t in tensors.items()}
+                parts.append([out[: stop - start] for out in self._call(module, piece)])
+            return [torch.cat(column, dim=0) for column in zip(*parts, strict=True)]
+        except AnalysisError:
+            raise
+        except Exception as exc:
+            shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+            raise run_failure(exc, what, shapes) from exc
+
+    def _call(self, module: fx.GraphModule, tensors: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        arguments = [tensors[name] if name in tensors else self.values[name] for name in self.placeholders]
+        with torch.inference_mode():
+            raw = module(*arguments)
+        flat = list(raw) if isinstance(raw, tuple | list) else [raw]
+        first = flat[self.first_output]
+        if not isinstance(first, torch.Tensor):
+            raise AnalysisError(
+                f"expected the model's first output to be a tensor, got {type(first).__name__}",
+                code="model_unsupported",
+            )
+        return [first, *flat[self.outputs :]]
+
+
+def _pad(tensor: torch.Tensor, size: int) -> torch.Tensor:
+    """``tensor`` ``[n, ...]`` padded to ``[size, ...]`` by repeating its last sample."""
+    if tensor.shape[0] == size:
+        return tensor
+    return torch.cat([tensor, tensor[-1:].expand(size - tensor.shape[0], *tensor.shape[1:])], dim=0)
+
+
+class ExportedCaptureModel:
+    """A ``torch.export`` program; see ``worker.engine.capture.base.CaptureModel``."""
+
+    format: ModelFormat = "pt2"
+
+    def __init__(
+        self,
+        *,
+        runner: _Runner,
+        plain: fx.GraphModule,
+        capturing: fx.GraphModule,
+        layers: list[ActivationLayer],
+        sample_shapes: dict[str, tuple[int, ...]],
+    ) -> None:
+        self.inputs = [InputSpec(s.name, (None, *s.shape[1:]), s.dtype) for s in runner.inputs]
+        self.layers = layers
+        self.device = runner.device
+        self.runtime = f"torch.export {torch.__version__} {runner.device}"
+        self._runner = runner
+        self._plain = plain
+        self._capturing = capturing
+        self._sample_shapes = sample_shapes
+
+    def capture(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
+        """Run ``batch`` (``[B, ...]`` per input name) and return the first output ``[B, ...]`` and
+        ``pre[k]`` / ``post[k]`` ``[B, neurons_k]`` float32 for every layer."""
+        size = self._check(batch)
+        output, *extra = self._runner.run(self._capturing, batch, size, "a batch")
+        flat = [t.reshape(size, -1).to(torch.float32) for t in extra]
+        return CaptureResult(outputs=output.to(torch.float32), pre=flat[0::2], post=flat[1::2])
+
+    def infer(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
+        """The first output ``[B, ...]`` of the unmodified program, nothing captured."""
+        size = self._check(batch)
+        return self._runner.run(self._plain, batch, size, "a batch")[0].to(torch.float32)
+
+    def _check(self, batch: Batch) -> int:
+        size = batch_size(batch, self._runner.inputs)
+        check_sample_shapes(batch, self._sample_shapes)
+        return size
+
+
+def _per_sample(candidates: Sequence[FxCandidate], graph: fx.Graph, inputs: Sequence[InputSpec]) -> list[int]:
+    """Positions of the candidates whose input depends on the model's inputs (an activation of
+    weights alone is no layer)."""
+    reached = input_dependent(graph, {spec.name for spec in inputs})
+    return [k for k, c in enumerate(candidates) if c.node in reached]
+
+
+def _shapes(
+    runner: _Runner, capturing: fx.GraphModule, example: Batch, size: int, count: int
+) -> list[tuple[int, ...] | None]:
+    """Per candidate, its per-sample shape when it ran on ``[B, ...]`` float tensors with the same
+    shape before and after at batch sizes B and 2B, else None."""
+    runs = []
+    for batch, rows in ((example, size), (doubled(example, runner.inputs), 2 * size)):
+        _, *extra = runner.run(capturing, batch, rows, "the example batch")
+        runs.append((extra, rows))
+    shapes: list[tuple[int, ...] | None] = []
+    for k in range(count):
+        seen = set()
+        for extra, rows in runs:
+            pre, post = extra[2 * k], extra[2 * k + 1]
+            fits = pre.shape == post.shape and pre.dim() > 0 and pre.shape[0] == rows
+            seen.add(tuple(int(d) for d in pre.shape[1:]) if fits and pre.is_floating_point() else None)
+        shape = seen.pop() if len(seen) == 1 else None
+        shapes.append(shape)
+    return shapes
+
+
+def load_exported(
+    path: Path,
+    *,
+    device: str,
+    layer_names: Sequence[str] | None,
+    example: Mapping[str, np.ndarray],
+) -> ExportedCaptureModel:
+    """Open a ``.pt2`` archive and discover its activation layers on ``example`` (``[B, ...]`` per
+    input name).
+
+    Raises ``AnalysisError`` with ``model_invalid``, ``model_unsupported``,
+    ``dataset_shape_mismatch``, ``out_of_memory``, ``model_runtime_error``, ``no_activation_layers``,
+    ``unknown_layer`` or ``device_unavailable``.
+    """
+    target = torch_device(device)
+    program = load_program(path, target)
+    runner = _Runner(program, target)
+    size = batch_size(example, runner.inputs)
+    module = program.graph_module
+    candidates = find_activations(module.graph)
+    if not candidates:
+        raise AnalysisError(
+            f"expected at least one activation (aten.relu, sigmoid, gelu, ...) in {path.name}'s graph, "
+            "found none",
+            code="no_activation_layers",
+        )
+    candidates = [candidates[k] for k in _per_sample(candidates, module.graph, runner.inputs)]
+    everything = _with_outputs(module, _exposed(candidates))
+    shapes = _shapes(runner, everything, example, size, len(candidates))
+    kept = [(c, s) for c, s in zip(candidates, shapes, strict=True) if s is not None]
+    if not kept:
+        raise AnalysisError(
+            f"expected at least one activation on per-sample float tensors in {path.name}; the activations "
+            "found act on weights only",
+            code="no_activation_layers",
+        )
+    names = module_layer_names([c.path for c, _ in kept], [c.op for c, _ in kept])
+    layers = [
+        ActivationLayer(name, c.op_type, shape, c.default_breakpoints)
+        for name, (c, shape) in zip(names, kept, strict=True)
+    ]
+    keep = selected_positions(names, layer_names)
+    chosen = [kept[i][0] for i in keep]
+    return ExportedCaptureModel(
+        runner=runner,
+        plain=module,
+        capturing=_with_outputs(module, _exposed(chosen)),
+        layers=[layers[i] for i in keep],
+        sample_shapes={s.name: tuple(int(d) for d in example[s.name].shape[1:]) for s in runner.inputs},
+    )
+
+
+def _exposed(candidates: Sequence[FxCandidate]) -> list[fx.Node]:
+    """Each candidate's input node and output node, in that order."""
+    nodes: list[fx.Node] = []
+    for candidate in candidates:
+        pre = candidate.node.args[0]
+        assert isinstance(pre, fx.Node)  # find_activations keeps only tensor inputs
+        nodes += [pre, candidate.node]
+    return nodes
