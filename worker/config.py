@@ -59,6 +59,11 @@ class WorkerSettings(BaseSettings):
         description="Split all-pairs pattern similarity into parallel tasks of about this many "
         "sample pairs (row blocks of the N × N matrix) when a job has more; 0: never split it.",
     )
+    chunk_capture_samples: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="Split the capture (the pass of the dataset through the model) into parallel "
+        "tasks of about this many samples, whole batches each, when a job has more; 0: never split it.",
+    )
 
     @field_validator("sandbox_command")
     @classmethod

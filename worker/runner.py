@@ -1,8 +1,8 @@
 """The analysis child process: ``python -m worker.runner --model M --dataset D --config C --report R``.
 
-One process per job (or per stage of a split job: ``--stage prepare|ps|td|merge --work DIR``,
-see :mod:`worker.chunking`), started by :mod:`worker.sandbox`. Before it loads anything it limits
-itself (address space, CPU time, no core dumps) and arranges to die with its parent. With
+One process per job (or per stage of a split job: ``--stage prepare|capture|gather|ps|td|merge
+--work DIR``, see :mod:`worker.engine.plan`), started by :mod:`worker.sandbox`. Before it loads
+anything it limits itself (address space, CPU time, no core dumps) and arranges to die with its parent. With
 ``--no-torchscript`` it refuses a model file whose content is TorchScript, whatever the job record
 says. It tells malloc to keep freed memory for reuse (``worker.engine.allocator``), then runs
 ``worker.engine.analyze`` (or the stage) and speaks to the parent in JSON lines on its original
@@ -36,18 +36,18 @@ if TYPE_CHECKING:
 
 _MIB = 1024 * 1024
 _PR_SET_PDEATHSIG = 1
-STAGES = ("prepare", "ps", "td", "merge")
+STAGES = ("prepare", "capture", "gather", "ps", "td", "merge")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m worker.runner", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", choices=["analyze", *STAGES], default="analyze")
-    parser.add_argument("--model", type=Path, help="the model file (analyze, prepare, td)")
-    parser.add_argument("--dataset", type=Path, help="the dataset file (analyze, prepare, td)")
-    parser.add_argument("--config", type=Path, help="AnalysisConfig JSON file (analyze, prepare, td)")
+    parser.add_argument("--model", type=Path, help="the model file (analyze, prepare, capture, td)")
+    parser.add_argument("--dataset", type=Path, help="the dataset file (analyze, prepare, capture, td)")
+    parser.add_argument("--config", type=Path, help="AnalysisConfig JSON file (every stage)")
     parser.add_argument("--report", type=Path, help="where to write the report JSON (analyze, merge)")
     parser.add_argument("--work", type=Path, help="the split job's files: plan.json, stage outputs")
-    parser.add_argument("--chunk", type=int, default=0, help="the chunk index (ps, td)")
+    parser.add_argument("--chunk", type=int, default=0, help="the block index (capture, ps, td)")
     parser.add_argument("--memory-mb", type=int, default=0, help="address-space limit; 0: none")
     parser.add_argument("--cpu-seconds", type=int, default=0, help="CPU-time limit; 0: none")
     parser.add_argument(
@@ -71,9 +71,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     needed = {
         "analyze": ("model", "dataset", "config", "report"),
         "prepare": ("model", "dataset", "config", "work"),
-        "ps": ("work",),
+        "capture": ("model", "dataset", "config", "work"),
+        "gather": ("config", "work"),
+        "ps": ("config", "work"),
         "td": ("model", "dataset", "config", "work"),
-        "merge": ("work", "report"),
+        "merge": ("config", "work", "report"),
     }[args.stage]
     missing = [f"--{name}" for name in needed if getattr(args, name) is None]
     if missing:
@@ -209,43 +211,40 @@ def refuse_torchscript(model: Path) -> None:
 
 def _run_stage(args: argparse.Namespace, channel: _Channel) -> None:
     from neuronscope.contracts import AnalysisConfig
-    from worker.chunking import BASE_REPORT_FILE, PATTERNS_FILE, PLAN_FILE, TD_PAIRS_FILE, chunk_file
 
     confine_self(args)
     if args.no_torchscript and args.model is not None:
         refuse_torchscript(args.model)
-    config = AnalysisConfig.model_validate_json(args.config.read_text()) if args.config else None
+    config = AnalysisConfig.model_validate_json(args.config.read_text())
     channel.progress("loading", 0.0)
     if args.stage == "analyze":
         from worker.engine import analyze
 
-        assert config is not None
         report = analyze(args.model, args.dataset, config, progress=channel.progress)
         args.report.write_text(report.to_json(indent=None))
         return
-    from worker.engine import chunks
+    from worker.engine import stages
+    from worker.engine.plan import CAPTURED_FILE, PLAN_FILE, TD_PAIRS_FILE, chunk_file
 
     work: Path = args.work
-    plan = chunks.read_plan(work / PLAN_FILE)
+    plan = stages.read_plan(work / PLAN_FILE)
     if args.stage == "prepare":
-        assert config is not None
-        chunks.prepare(args.model, args.dataset, config, plan, work, channel.progress)
+        stages.prepare(args.model, args.dataset, config, plan, work, channel.progress)
+    elif args.stage == "capture":
+        out = work / chunk_file("capture", args.chunk)
+        stages.run_capture_block(args.model, args.dataset, config, plan, args.chunk, out, channel.progress)
+    elif args.stage == "gather":
+        stages.gather(config, plan, work, channel.progress)
     elif args.stage == "ps":
-        device = config.device if config is not None else "auto"
         out = work / chunk_file("ps", args.chunk)
-        chunks.run_ps_chunk(
-            work / PATTERNS_FILE, plan, args.chunk, out, device=device, progress=channel.progress
-        )
+        stages.run_ps_block(work / CAPTURED_FILE, config, plan, args.chunk, out, channel.progress)
     elif args.stage == "td":
-        assert config is not None
         out = work / chunk_file("td", args.chunk)
-        chunks.run_td_chunk(
+        stages.run_td_block(
             args.model, args.dataset, config, plan, work / TD_PAIRS_FILE, args.chunk, out, channel.progress
         )
     else:
-        paths = {(kind, index): work / chunk_file(kind, index) for kind, index in plan.chunks()}
-        td_pairs = work / TD_PAIRS_FILE if plan.td_ranges else None
-        report = chunks.merge(plan, work / BASE_REPORT_FILE, paths, td_pairs)
+        report = stages.merge(config, plan, work, channel.progress)
         args.report.write_text(report.to_json(indent=None))
 
 

@@ -1,13 +1,16 @@
-"""Running a large analysis as parallel tasks: the worker side of :mod:`worker.chunking`.
+"""Running a large analysis as parallel tasks: the worker side of :mod:`worker.engine.plan`.
 
 :func:`maybe_split` takes over a claimed job when its plan splits it: it runs the ``prepare``
-stage, publishes the stage's files to the job's shared scratch directory and hands the chunks to
-``dispatch`` (the Celery chord, wired in :mod:`worker.tasks`). :func:`run_chunk` runs one chunk
-and :func:`finish_split` the merge. Each stage runs in its own sandboxed analysis process, like a
-whole analysis does, and each is safe to run again after its worker died (at-least-once
-delivery): a chunk whose result is already published is not recomputed, a chunk or merge whose
-worker died ``job_max_attempts`` times fails the job with ``too_many_attempts``, and a job that
-failed or was cancelled makes the remaining stages skip. Nothing here imports Celery.
+stage, publishes the stage's files to the job's shared scratch directory and hands the first
+wave of blocks to ``dispatch`` (the Celery chord, wired in :mod:`worker.tasks`): the capture
+blocks, or the PS and TD blocks when the capture ran in ``prepare``. :func:`run_chunk` runs one
+block; :func:`finish_split`, the chord's callback, runs ``gather`` and dispatches the PS and TD
+blocks after a capture wave, and the merge after the last wave. Each stage runs in its own
+sandboxed analysis process, like a whole analysis does, and each is safe to run again after its
+worker died (at-least-once delivery): a block whose result is already published is not
+recomputed, a block, gather or merge whose worker died ``job_max_attempts`` times fails the job
+with ``too_many_attempts``, and a job that failed or was cancelled makes the remaining stages
+skip. Nothing here imports Celery.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from neuronscope.contracts import AnalysisConfig
 from neuronscope.errors import NeuronscopeError
 from neuronscope.jobs import JobError, JobRecord
 from neuronscope.validation import inspect_dataset
-from worker.chunking import (
-    BASE_REPORT_FILE,
-    PATTERNS_FILE,
+from worker.engine.plan import (
+    CAPTURED_FILE,
+    DATASET_LABELS_FILE,
+    FACTS_FILE,
     PLAN_FILE,
     TD_PAIRS_FILE,
+    TD_PREPARED_FILE,
     ChunkKind,
     ChunkPlan,
     chunk_file,
@@ -48,25 +53,32 @@ from worker.stale_dirs import job_workdir
 
 log = logging.getLogger("neuronscope.worker")
 
-#: Queues the chunks of a split job and the merge after them.
-Dispatch = Callable[[str, ChunkPlan], None]
+#: Queues blocks of a split job as a chord whose callback is :func:`finish_split`.
+Dispatch = Callable[[str, list[tuple[ChunkKind, int]]], None]
 ChunkOutcome = Literal["done", "skipped", "failed", "cancelled"]
 
 _DISPATCHED = "dispatched"
+_DISPATCHED_PAIRS = "dispatched-pairs"
 
 
 def plan_for(ctx: WorkerContext, record: JobRecord, inputs: JobInputs) -> ChunkPlan | None:
     """The job's chunk plan under this worker's policy; ``None`` when it runs as one analysis
     (splitting off, a small job, or inputs the single analysis should report on)."""
     policy = ctx.worker
-    if not policy.chunk_td_points and not policy.chunk_ps_pairs:
+    if not policy.chunk_td_points and not policy.chunk_ps_pairs and not policy.chunk_capture_samples:
         return None
     try:
         config = AnalysisConfig.model_validate_json(record.config)
         samples = inspect_dataset(inputs.dataset).samples
     except (ValidationError, NeuronscopeError, OSError, ValueError):
         return None
-    plan = plan_chunks(config, samples, td_points=policy.chunk_td_points, ps_pairs=policy.chunk_ps_pairs)
+    plan = plan_chunks(
+        config,
+        samples,
+        td_points=policy.chunk_td_points,
+        ps_pairs=policy.chunk_ps_pairs,
+        capture_samples=policy.chunk_capture_samples,
+    )
     return plan if plan.split else None
 
 
@@ -90,9 +102,10 @@ def maybe_split(
     work = inputs.workdir
     (work / PLAN_FILE).write_text(plan.model_dump_json())
     log.info(
-        "job %s: attempt %d, split into %d TD and %d PS chunks",
+        "job %s: attempt %d, split into %d capture, %d TD and %d PS blocks",
         job_id,
         record.attempts,
+        len(plan.capture_ranges),
         len(plan.td_ranges),
         len(plan.ps_rows),
     )
@@ -105,13 +118,17 @@ def maybe_split(
         return "cancelled"
     if error is not None:
         return finish(ctx, job_id, "failed", error)
-    names = [PLAN_FILE, BASE_REPORT_FILE]
-    names += [PATTERNS_FILE] if plan.ps_rows else []
-    names += [TD_PAIRS_FILE] if plan.td_ranges else []
+    names = [PLAN_FILE, FACTS_FILE]
+    if plan.capture_ranges:
+        names += [DATASET_LABELS_FILE]
+    else:
+        names += [CAPTURED_FILE]
+        names += [TD_PAIRS_FILE] if plan.td_pairs else []
+        names += [TD_PREPARED_FILE] if plan.td_pairs and not plan.td_ranges else []
     for name in names:
         scratch.put(name, work / name)
     ctx.jobs.set_progress(job_id, "chunks", 0.0)
-    dispatch(job_id, plan)
+    dispatch(job_id, plan.capture_chunks() or plan.pair_chunks())
     scratch.mark(_DISPATCHED)
     return "split"
 
@@ -159,12 +176,13 @@ def run_chunk(
         config = work / "config.json"
         args = ["--stage", kind, "--work", str(work), "--chunk", str(index), "--config", str(config)]
         try:
-            if kind == "td":
+            if kind in ("capture", "td"):
                 inputs = fetch_inputs(ctx, record, work)
                 args += ["--model", str(inputs.model), "--dataset", str(inputs.dataset)]
             else:
                 config.write_text(record.config)
-            for needed in (PLAN_FILE, TD_PAIRS_FILE if kind == "td" else PATTERNS_FILE):
+            needs = {"capture": [], "td": [TD_PAIRS_FILE], "ps": [CAPTURED_FILE]}[kind]
+            for needed in (PLAN_FILE, *needs):
                 scratch.get(needed, work / needed)
         except ArtifactTampered as exc:
             finish(ctx, job_id, "failed", JobError(code="artifact_tampered", message=str(exc)))
@@ -188,8 +206,12 @@ def run_chunk(
     return "done"
 
 
-def finish_split(ctx: WorkerContext, job_id: str, *, python: str = sys.executable) -> RunOutcome:
-    """Merge a split job's chunks into its report, store it and finish the job; clean up."""
+def finish_split(
+    ctx: WorkerContext, job_id: str, *, dispatch: Dispatch, python: str = sys.executable
+) -> RunOutcome:
+    """The callback of a wave of blocks: after the capture blocks, gather them and dispatch the PS
+    and TD blocks (or merge when there are none); after the last wave, merge the blocks into the
+    report, store it and finish the job; clean up once the job is over."""
     scratch = JobScratch(ctx.settings, job_id)
     try:
         record = ctx.jobs.get(job_id)
@@ -199,30 +221,77 @@ def finish_split(ctx: WorkerContext, job_id: str, *, python: str = sys.executabl
             return "skipped"
         if ctx.storage.get_report(job_id) is not None:
             return finish(ctx, job_id, "succeeded")
-        refused = _too_many_attempts(ctx, job_id, "the merge")
-        if refused is not None:
-            return finish(ctx, job_id, "failed", refused)
-        ctx.jobs.set_progress(job_id, "merging", 0.0)
-        with job_workdir(job_id) as work:
-            try:
-                scratch.get(PLAN_FILE, work / PLAN_FILE)
-                plan = ChunkPlan.model_validate_json((work / PLAN_FILE).read_text())
-                names = [BASE_REPORT_FILE, *(chunk_file(kind, index) for kind, index in plan.chunks())]
-                names += [TD_PAIRS_FILE] if plan.td_ranges else []
-                for name in names:
-                    scratch.get(name, work / name)
-            except FileNotFoundError as exc:
-                gone = JobError(code="internal_error", message=f"a chunk result is missing: {exc}")
-                return finish(ctx, job_id, "failed", gone)
-            report = work / "report.json"
-            args = ["--stage", "merge", "--work", str(work), "--report", str(report)]
-            result, error = run_runner(ctx, job_id, work, args, python=python)
-            if result.cancelled:
-                return "cancelled"
-            if error is not None:
-                return finish(ctx, job_id, "failed", error)
-            return store_report(ctx, job_id, report)
+        plan = ChunkPlan.model_validate_json(scratch.path(PLAN_FILE).read_text())
+        if plan.capture_ranges and not scratch.has(CAPTURED_FILE):
+            gathered = _gather(ctx, record, scratch, plan, python)
+            if gathered is not None:
+                return gathered
+        pair_chunks = plan.pair_chunks()
+        if plan.capture_ranges and pair_chunks:
+            if not scratch.has(_DISPATCHED_PAIRS):
+                dispatch(job_id, pair_chunks)
+                scratch.mark(_DISPATCHED_PAIRS)
+                return "split"
+            if not all(scratch.has(chunk_file(kind, index)) for kind, index in pair_chunks):
+                return "split"  # a second delivery of the capture wave's callback
+        return _merge(ctx, record, scratch, plan, python)
+    except FileNotFoundError as exc:
+        gone = JobError(code="internal_error", message=f"a file of the split job is missing: {exc}")
+        return finish(ctx, job_id, "failed", gone)
     finally:
         if ctx.jobs.status(job_id) != "running":
             scratch.remove()
             ctx.client().delete(_counter_key(ctx, job_id))
+
+
+def _gather(
+    ctx: WorkerContext, record: JobRecord, scratch: JobScratch, plan: ChunkPlan, python: str
+) -> RunOutcome | None:
+    """Join the capture blocks (the ``gather`` stage) and publish the whole capture and the TD
+    pairs; an outcome when the job ended instead."""
+    job_id = record.job_id
+    refused = _too_many_attempts(ctx, job_id, "the gather")
+    if refused is not None:
+        return finish(ctx, job_id, "failed", refused)
+    ctx.jobs.set_progress(job_id, "gathering", 0.0)
+    with job_workdir(job_id) as work:
+        names = [PLAN_FILE, DATASET_LABELS_FILE, *(chunk_file(k, i) for k, i in plan.capture_chunks())]
+        for name in names:
+            scratch.get(name, work / name)
+        (work / "config.json").write_text(record.config)
+        args = ["--stage", "gather", "--work", str(work), "--config", str(work / "config.json")]
+        result, error = run_runner(ctx, job_id, work, args, python=python)
+        if result.cancelled:
+            return "cancelled"
+        if error is not None:
+            return finish(ctx, job_id, "failed", error)
+        for name in [CAPTURED_FILE] + ([TD_PAIRS_FILE] if plan.td_pairs else []):
+            scratch.put(name, work / name)
+    return None
+
+
+def _merge(
+    ctx: WorkerContext, record: JobRecord, scratch: JobScratch, plan: ChunkPlan, python: str
+) -> RunOutcome:
+    """Merge every block into the report (the ``merge`` stage), store it and finish the job."""
+    job_id = record.job_id
+    refused = _too_many_attempts(ctx, job_id, "the merge")
+    if refused is not None:
+        return finish(ctx, job_id, "failed", refused)
+    ctx.jobs.set_progress(job_id, "merging", 0.0)
+    with job_workdir(job_id) as work:
+        names = [PLAN_FILE, FACTS_FILE, CAPTURED_FILE, *(chunk_file(k, i) for k, i in plan.pair_chunks())]
+        names += [TD_PAIRS_FILE] if plan.td_pairs else []
+        names += [TD_PREPARED_FILE] if plan.td_pairs and not plan.td_ranges else []
+        for name in names:
+            scratch.get(name, work / name)
+        (work / "config.json").write_text(record.config)
+        report = work / "report.json"
+        args = ["--stage", "merge", "--work", str(work), "--config", str(work / "config.json")]
+        args += ["--report", str(report)]
+        result, error = run_runner(ctx, job_id, work, args, python=python)
+        if result.cancelled:
+            return "cancelled"
+        if error is not None:
+            return finish(ctx, job_id, "failed", error)
+        return store_report(ctx, job_id, report)

@@ -1,7 +1,7 @@
 """Celery tasks: thin adapters from queued job ids to :mod:`worker.sandbox` and :mod:`worker.split`.
 
 ``analysis.run`` runs a job (the API queues it). A job large enough to split (see
-:mod:`worker.chunking`) continues as a chord: ``analysis.chunk`` tasks in parallel on any
+:mod:`worker.engine.plan`) continues as chords: ``analysis.chunk`` tasks in parallel on any
 worker, then ``analysis.merge``. Every task is acknowledged after it ran and requeued if the
 process running it dies; payloads are ids only.
 """
@@ -19,8 +19,8 @@ from celery.signals import worker_process_init
 from neuronscope.jobs import JobError
 from neuronscope.settings import ANALYSIS_TASK, get_settings
 from worker.celery_app import app
-from worker.chunking import ChunkKind, ChunkPlan
 from worker.config import get_worker_settings
+from worker.engine.plan import ChunkKind
 from worker.sandbox import RunOutcome, WorkerContext, run_job
 from worker.split import ChunkOutcome, finish_split, maybe_split, run_chunk
 
@@ -57,9 +57,9 @@ def _time_limit_exceeded(ctx: WorkerContext, job_id: str) -> None:
     )
 
 
-def dispatch_chunks(job_id: str, plan: ChunkPlan) -> None:
-    """Queue a split job's chunks as a chord whose callback merges them."""
-    header = [run_chunk_task.si(job_id, kind, index) for kind, index in plan.chunks()]
+def dispatch_chunks(job_id: str, chunks: list[tuple[ChunkKind, int]]) -> None:
+    """Queue a wave of a split job's blocks as a chord whose callback gathers or merges them."""
+    header = [run_chunk_task.si(job_id, kind, index) for kind, index in chunks]
     chord(header)(merge_task.si(job_id))
 
 
@@ -93,7 +93,7 @@ def _run_chunk(job_id: str, kind: ChunkKind, index: int) -> ChunkOutcome:
 def _merge(job_id: str) -> RunOutcome:
     ctx = worker_context()
     try:
-        return finish_split(ctx, job_id)
+        return finish_split(ctx, job_id, dispatch=dispatch_chunks)
     except SoftTimeLimitExceeded:
         _time_limit_exceeded(ctx, job_id)
         return "failed"

@@ -45,9 +45,9 @@ PRELOAD = (
     "neuronscope.contracts",
     "neuronscope.errors",
     "neuronscope.validation",
-    "worker.chunking",
+    "worker.engine.plan",
     "worker.engine",
-    "worker.engine.chunks",
+    "worker.engine.stages",
     "worker.engine.capture.loader",
 )
 _PR_SET_PDEATHSIG = 1

@@ -9,8 +9,8 @@ import torch
 
 from neuronscope.contracts import AnalysisConfig
 from neuronscope.contracts.budget import Budget, BudgetExceeded, check_budget, plan_work
-from worker.chunking import td_pair_count
 from worker.engine.metrics.pairs import PairLists, select_pairs
+from worker.engine.plan import td_pair_count
 
 MIB = 1024 * 1024
 

@@ -1,8 +1,10 @@
-"""Splitting an analysis: the plan's ranges, and the staged engine (prepare, PS and TD chunks,
-merge) giving the single analysis's report number for number, in one process."""
+"""Splitting an analysis: the plan's ranges, and the staged engine (prepare, capture blocks,
+gather, PS and TD blocks, merge) giving the single analysis's report number for number, in one
+process."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -10,12 +12,10 @@ from typing import Any
 import pytest
 
 from neuronscope.contracts import AnalysisConfig, Report
-from worker.chunking import (
-    BASE_REPORT_FILE,
-    PATTERNS_FILE,
-    PLAN_FILE,
+from worker.engine.plan import (
+    CAPTURED_FILE,
     TD_PAIRS_FILE,
-    ChunkKind,
+    ChunkPlan,
     chunk_file,
     plan_chunks,
     td_pair_count,
@@ -72,40 +72,74 @@ def _comparable(report: Report) -> dict[str, Any]:
     return dict(data)
 
 
+def test_capture_blocks_hold_whole_batches_and_bring_td_into_a_block() -> None:
+    config = _config(batch_size=32, transition_density={"pairs": {"count": 5}, "points": 8})
+    plan = plan_chunks(config, 1000, td_points=0, ps_pairs=0, capture_samples=100)
+    assert plan.capture_ranges[0] == (0, 128) and plan.capture_ranges[-1][1] == 1000
+    ranges = plan.capture_ranges
+    assert all(a[1] == b[0] and (a[1] - a[0]) % 32 == 0 for a, b in itertools.pairwise(ranges))
+    assert plan.td_ranges == [(0, 5)]  # the TD pairs need the labels, known after the capture
+    assert plan.chunks() == [*(("capture", i) for i in range(8)), ("td", 0)]
+    assert not plan_chunks(config, 100, td_points=0, ps_pairs=0, capture_samples=100).split
+
+
+def run_stages(plan: ChunkPlan, model: Path, dataset: Path, config: AnalysisConfig, work: Path) -> Report:
+    """Every stage of ``plan`` in order, in this process, as the workers run them."""
+    from worker.engine import stages
+
+    stages.prepare(model, dataset, config, plan, work)
+    for kind, index in plan.capture_chunks():
+        stages.run_capture_block(model, dataset, config, plan, index, work / chunk_file(kind, index))
+    if plan.capture_ranges:
+        stages.gather(config, plan, work)
+    for kind, index in plan.pair_chunks():
+        out = work / chunk_file(kind, index)
+        if kind == "ps":
+            stages.run_ps_block(work / CAPTURED_FILE, config, plan, index, out)
+        else:
+            stages.run_td_block(model, dataset, config, plan, work / TD_PAIRS_FILE, index, out)
+    return stages.merge(config, plan, work)
+
+
 @pytest.mark.parametrize(
-    "values",
+    ("values", "capture_samples"),
     [
         # all-pairs PS in row blocks, TD paths several to a batch
-        {"transition_density": {"pairs": {"count": 9}, "points": 16}, "batch_size": 64},
+        ({"transition_density": {"pairs": {"count": 9}, "points": 16}, "batch_size": 64}, 0),
         # TD paths streamed through batches, predicted labels
-        {
-            "transition_density": {"pairs": {"count": 5}, "points": 100},
-            "batch_size": 32,
-            "labels": "predicted",
-        },
+        (
+            {
+                "transition_density": {"pairs": {"count": 5}, "points": 100},
+                "batch_size": 32,
+                "labels": "predicted",
+            },
+            0,
+        ),
         # sampled PS pairs (not split), TD over every pair, post-activation patterns
-        {"pairs": {"count": 50}, "transition_density": {"pairs": "all", "points": 4}, "space": "post"},
+        ({"pairs": {"count": 50}, "transition_density": {"pairs": "all", "points": 4}, "space": "post"}, 0),
+        # the capture in blocks of 2 batches (a short last one), PS and TD blocks after it
+        ({"transition_density": {"pairs": {"count": 9}, "points": 16}, "batch_size": 7}, 14),
+        # capture blocks, predicted labels (they come from the joined outputs), sigmoid-like Γ
+        (
+            {
+                "transition_density": None,
+                "batch_size": 16,
+                "labels": "predicted",
+                "breakpoints": {"relu": [-0.5, 0.0, 0.5]},
+            },
+            30,
+        ),
     ],
 )
 def test_staged_analysis_equals_the_single_one(
-    values: dict[str, Any], tiny_model: Any, tmp_path: Path
+    values: dict[str, Any], capture_samples: int, tiny_model: Any, tmp_path: Path
 ) -> None:
-    from worker.engine import analyze, chunks
+    from worker.engine import analyze
 
     config = _config(device="cpu", **values)
-    plan = plan_chunks(config, tiny_model.samples, td_points=48, ps_pairs=900)
-    assert plan.split
-    (tmp_path / PLAN_FILE).write_text(plan.model_dump_json())
-    chunks.prepare(tiny_model.model, tiny_model.dataset, config, plan, tmp_path)
-    paths: dict[tuple[ChunkKind, int], Path] = {}
-    for kind, index in plan.chunks():
-        out = paths[kind, index] = tmp_path / chunk_file(kind, index)
-        if kind == "ps":
-            chunks.run_ps_chunk(tmp_path / PATTERNS_FILE, plan, index, out, device="cpu")
-        else:
-            chunks.run_td_chunk(
-                tiny_model.model, tiny_model.dataset, config, plan, tmp_path / TD_PAIRS_FILE, index, out
-            )
-    td_pairs = tmp_path / TD_PAIRS_FILE if plan.td_ranges else None
-    merged = chunks.merge(plan, tmp_path / BASE_REPORT_FILE, paths, td_pairs)
+    plan = plan_chunks(
+        config, tiny_model.samples, td_points=48, ps_pairs=900, capture_samples=capture_samples
+    )
+    assert plan.split and bool(plan.capture_ranges) == bool(capture_samples)
+    merged = run_stages(plan, tiny_model.model, tiny_model.dataset, config, tmp_path)
     assert _comparable(merged) == _comparable(analyze(tiny_model.model, tiny_model.dataset, config))

@@ -1,9 +1,16 @@
 """The analysis pipeline: dataset and model in, :class:`~neuronscope.contracts.report.Report` out.
 
-One pass over the dataset captures every activation layer batch by batch and keeps only the
-region patterns (at most one byte per neuron-sample), the layer-health counts and the model
-outputs; pattern similarity and prediction distance run on those; transition density streams
-interpolated points through the model pair by pair.
+The pipeline's steps, used alike by :func:`analyze` (every step once, in this process) and by the
+stages of a split analysis (:mod:`worker.engine.stages`, planned by :mod:`worker.engine.plan`):
+
+1. :func:`open_analysis`: check and load the inputs, open the model, choose Γ per layer.
+2. :func:`capture_dataset`: push samples through the model batch by batch and keep only the
+   region patterns (at most one byte per neuron-sample), the layer-health counts and the model
+   outputs; :func:`settle` joins a capture to its labels.
+3. pattern similarity on the patterns; transition density streams interpolated points through
+   the model pair by pair (:func:`transition_counts`).
+4. :func:`assemble_report`: prediction distance, the PS-distance correlation and the report,
+   built once.
 """
 
 from __future__ import annotations
@@ -34,13 +41,25 @@ from worker.engine.metrics.patterns import PatternStore, RegionCoder
 from worker.engine.metrics.similarity import SimilaritySummary, pair_counts, pattern_similarity
 from worker.engine.metrics.transition import TransitionCounter, interpolation_points, path_transitions
 from worker.engine.prediction import DistanceSummary, distance_summary, pair_distances
-from worker.engine.report_builder import Correlation, ReportInputs, TransitionResult, build_report
+from worker.engine.report_builder import (
+    Correlation,
+    ReportFacts,
+    ReportInputs,
+    TransitionResult,
+    build_report,
+)
 
 #: Called with a stage name and the share of that stage done (0..1); it may raise to cancel.
 ProgressCallback = Callable[[str, float], None]
 
 #: Random pairs behind the rank correlation of PS with prediction distance.
 CORRELATION_PAIRS = 200_000
+#: Bytes of unpacked patterns moved at a time when captures are joined.
+_JOIN_BYTES = 64 * 2**20
+
+
+def no_progress(stage: str, fraction: float) -> None:
+    return None
 
 
 @dataclass
@@ -51,8 +70,11 @@ class StageClock:
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
-        self.marks[name] = now - self._last
+        self.marks[name] = self.marks.get(name, 0.0) + now - self._last
         self._last = now
+
+    def timings(self) -> dict[str, float]:
+        return {**self.marks, "total": time.perf_counter() - self.started}
 
 
 @dataclass(frozen=True)
@@ -78,60 +100,59 @@ def analyze(
     ``trusted_model`` (a local file the caller vouches for, as in the CLI) the model check is
     skipped and ONNX weights stored as external data are read from the model's directory.
 
+    This is the staged pipeline with one block of each kind (:mod:`worker.engine.plan`), run in
+    this process.
+
     Raises:
         AnalysisError: the inputs cannot be analysed as given; ``code`` says why.
     """
-    stage = capture_stage(model_path, dataset_path, config, progress=progress, trusted_model=trusted_model)
-    pairs = select_pairs(config.pairs, stage.bound.samples, stage.labels)
-    similarity = pattern_similarity(
-        stage.capture.store,
-        pairs,
-        config.lambdas,
-        progress=lambda fraction: stage.progress("pattern_similarity", fraction),
-    )
-    distances = distance_summary(stage.capture.outputs, pairs_on_device(pairs, stage.capture.outputs.device))
-    correlation = ps_distance_correlation(stage.capture, pairs, stage.labels, config.seed)
-    stage.clock.lap("pattern_similarity")
-
+    opened = open_analysis(model_path, dataset_path, config, progress=progress, trusted_model=trusted_model)
+    captured = settle(opened.capture(), opened.dataset_labels, config)
+    opened.clock.lap("capture")
+    similarity = similarity_of(captured, config, opened.progress)
+    opened.clock.lap("pattern_similarity")
     transition = None
     if config.transition_density is not None:
-        chosen = transition_pairs(stage)
-        transition = transition_density(
-            stage.model, stage.bound, stage.plans, chosen, config, stage.capture, stage.labels, stage.progress
+        pairs = transition_pairs(config, captured)
+        td, changes = transition_counts(
+            opened.model, opened.bound, opened.plans, pairs, config, opened.progress
         )
-    stage.clock.lap("transition_density")
-    return assemble_report(stage, similarity, distances, correlation, transition)
+        transition = transition_result(
+            pairs, config.transition_density.points, td, changes, captured.capture, captured.labels
+        )
+    opened.clock.lap("transition_density")
+    return assemble_report(config, opened.facts, captured, similarity, transition, opened.clock)
 
 
 @dataclass
-class CapturedStage:
-    """Everything an analysis holds after its one pass over the dataset; shared by :func:`analyze`
-    and the stages of a split analysis (``worker.engine.chunks``)."""
+class OpenedAnalysis:
+    """The checked inputs, the open model and Γ per layer: what every stage that runs the model
+    starts from."""
 
     config: AnalysisConfig
-    model_path: Path
-    dataset_path: Path
     bound: BoundInputs
     dataset_labels: np.ndarray | None
     model: CaptureModel
     plans: list[LayerPlan]
-    capture: DatasetCapture
-    labels: torch.Tensor
-    labels_source: Literal["dataset", "predicted"]
+    facts: ReportFacts
     clock: StageClock
     progress: ProgressCallback
 
+    def capture(self, rows: tuple[int, int] | None = None) -> DatasetCapture:
+        """Capture samples ``rows`` (``[start, stop)``, default all) in batches of ``batch_size``."""
+        return capture_dataset(self.model, self.bound, self.plans, self.config, self.progress, rows=rows)
 
-def capture_stage(
+
+def open_analysis(
     model_path: Path,
     dataset_path: Path,
     config: AnalysisConfig,
     *,
     progress: ProgressCallback | None = None,
     trusted_model: bool = False,
-) -> CapturedStage:
-    """Load and check the inputs, open the model, capture the dataset and settle the labels."""
-    report_progress: ProgressCallback = progress or (lambda stage, fraction: None)
+) -> OpenedAnalysis:
+    """Load and check the inputs, open the model and plan its layers."""
+    report_progress: ProgressCallback = progress or no_progress
     clock = StageClock()
     report_progress("load", 0.0)
     bound, dataset_labels = load_inputs(model_path, dataset_path, check_model=not trusted_model)
@@ -143,65 +164,86 @@ def capture_stage(
         trusted=trusted_model,
     )
     plans = plan_layers(model, config)
+    facts = ReportFacts.of(model, [(p.layer, p.breakpoints) for p in plans], model_path, dataset_path)
     report_progress("load", 1.0)
     clock.lap("load")
+    return OpenedAnalysis(config, bound, dataset_labels, model, plans, facts, clock, report_progress)
 
-    capture = capture_dataset(model, bound, plans, config, report_progress)
-    labels, labels_source = resolve_labels(capture.outputs, dataset_labels, config)
-    clock.lap("capture")
-    return CapturedStage(
-        config,
-        model_path,
-        dataset_path,
-        bound,
-        dataset_labels,
-        model,
-        plans,
-        capture,
-        labels,
-        labels_source,
-        clock,
-        report_progress,
+
+@dataclass(frozen=True)
+class Captured:
+    """A whole dataset's capture with its labels: ``labels`` ``[N]`` int64 on the CPU, from the
+    dataset or predicted, and the top-1 accuracy against dataset labels where it is defined."""
+
+    capture: DatasetCapture
+    labels: torch.Tensor
+    labels_source: Literal["dataset", "predicted"]
+    accuracy: float | None
+
+    @property
+    def samples(self) -> int:
+        return self.capture.store.n_samples
+
+
+def settle(capture: DatasetCapture, dataset_labels: np.ndarray | None, config: AnalysisConfig) -> Captured:
+    """Join a complete capture to its labels (the dataset's, or the model's predicted classes)."""
+    labels, source = resolve_labels(capture.outputs, dataset_labels, config)
+    accuracy = top1_accuracy(capture.outputs, dataset_labels) if source == "dataset" else None
+    return Captured(capture, labels, source, accuracy)
+
+
+def similarity_of(
+    captured: Captured, config: AnalysisConfig, progress: ProgressCallback
+) -> SimilaritySummary:
+    """Pattern similarity over the pairs ``config.pairs`` asks for, in one block."""
+    pairs = select_pairs(config.pairs, captured.samples, captured.labels)
+    return pattern_similarity(
+        captured.capture.store,
+        pairs,
+        config.lambdas,
+        progress=lambda fraction: progress("pattern_similarity", fraction),
     )
 
 
-def transition_pairs(stage: CapturedStage) -> torch.Tensor:
+def transition_pairs(config: AnalysisConfig, captured: Captured) -> torch.Tensor:
     """``[P, 2]`` the pairs whose segments transition density walks."""
-    assert stage.config.transition_density is not None
-    chosen = select_pairs(stage.config.transition_density.pairs, stage.bound.samples, stage.labels)
+    assert config.transition_density is not None
+    chosen = select_pairs(config.transition_density.pairs, captured.samples, captured.labels)
     return chosen.materialize().random if isinstance(chosen, AllPairs) else chosen.random
 
 
 def assemble_report(
-    stage: CapturedStage,
+    config: AnalysisConfig,
+    facts: ReportFacts,
+    captured: Captured,
     similarity: SimilaritySummary,
-    distances: DistanceSummary,
-    correlation: Correlation,
     transition: TransitionResult | None,
+    clock: StageClock,
 ) -> Report:
-    """The report of a captured stage and its pair metrics."""
+    """The report, built once: prediction distance and the PS-distance correlation from the
+    capture, with pattern similarity and transition density as computed (in one block or many)."""
+    capture = captured.capture
+    pairs = select_pairs(config.pairs, captured.samples, captured.labels)
+    distances = distance_summary(capture.outputs, pairs_on_device(pairs, capture.outputs.device))
+    correlation = ps_distance_correlation(capture, pairs, captured.labels, config.seed)
+    clock.lap("pattern_similarity")
     report = build_report(
         ReportInputs(
-            config=stage.config,
-            model=stage.model,
-            model_path=stage.model_path,
-            dataset_path=stage.dataset_path,
-            plans=[(p.layer, p.breakpoints) for p in stage.plans],
-            samples=stage.bound.samples,
-            labels_source=stage.labels_source,
-            classes=int(torch.unique(stage.labels).numel()),
-            accuracy=top1_accuracy(stage.capture.outputs, stage.dataset_labels)
-            if stage.labels_source == "dataset"
-            else None,
+            config=config,
+            facts=facts,
+            samples=captured.samples,
+            labels_source=captured.labels_source,
+            classes=int(torch.unique(captured.labels).numel()),
+            accuracy=captured.accuracy,
             similarity=similarity,
-            health=stage.capture.health,
+            health=capture.health,
             distances=distances,
             correlation=correlation,
             transition=transition,
-            timings={**stage.clock.marks, "total": time.perf_counter() - stage.clock.started},
+            timings=clock.timings(),
         )
     )
-    chance = label_region_counts(stage.capture.store, stage.labels).result(stage.config.dying_threshold)
+    chance = label_region_counts(capture.store, captured.labels).result(config.dying_threshold)
     return with_chance(report, chance)
 
 
@@ -252,6 +294,30 @@ class DatasetCapture:
     health: HealthAccumulator
     outputs: torch.Tensor
 
+    @classmethod
+    def join(cls, parts: Sequence[DatasetCapture], device: torch.device | str = "cpu") -> DatasetCapture:
+        """The capture of consecutive sample ranges, in order, as one (on ``device``): patterns and
+        outputs laid end to end, region counts added, value moments merged batch by batch in the
+        same order as one pass, so every number is the one a single capture gives."""
+        if not parts:
+            raise AnalysisError(
+                "capture: expected at least one block to join, got none", code="internal_error"
+            )
+        first = parts[0].store
+        store = PatternStore(
+            sum(p.store.n_samples for p in parts), first.neurons, first.regions, device=device
+        )
+        step = max(1, _JOIN_BYTES // max(first.total_neurons, 1))
+        for part in parts:
+            for start in range(0, part.store.n_samples, step):
+                index = torch.arange(start, min(start + step, part.store.n_samples))
+                store.append([part.store.rows(layer, index) for layer in range(first.num_layers)])
+        health = HealthAccumulator.combine(
+            first.neurons, first.regions, [p.health.state() for p in parts], device=device
+        )
+        outputs = torch.cat([p.outputs.to(device) for p in parts])
+        return cls(store, health, outputs)
+
 
 def capture_dataset(
     model: CaptureModel,
@@ -259,20 +325,34 @@ def capture_dataset(
     plans: Sequence[LayerPlan],
     config: AnalysisConfig,
     progress: ProgressCallback,
+    *,
+    rows: tuple[int, int] | None = None,
 ) -> DatasetCapture:
-    """Push the dataset through the model once, in batches of ``config.batch_size``."""
+    """Push samples ``rows`` (``[start, stop)``, default the whole dataset) through the model once,
+    in batches of ``config.batch_size`` counted from ``start``.
+
+    Captures of consecutive ranges that start on batch boundaries join into the whole dataset's
+    capture, bit for bit (:meth:`DatasetCapture.join`).
+    """
+    start, stop = rows if rows is not None else (0, bound.samples)
+    if not 0 <= start < stop <= bound.samples:
+        raise AnalysisError(
+            f"capture: expected rows within [0, {bound.samples}], got [{start}, {stop})",
+            code="internal_error",
+        )
     neurons = [plan.layer.neurons for plan in plans]
     regions = [len(plan.breakpoints) + 1 for plan in plans]
-    store = PatternStore(bound.samples, neurons, regions, device=model.device)
+    store = PatternStore(stop - start, neurons, regions, device=model.device)
     health = HealthAccumulator(neurons, regions, device=model.device)
     outputs: list[torch.Tensor] = []
-    for _, stop, batch in bound.batches(config.batch_size):
-        result = model.capture(batch)
+    for first in range(start, stop, config.batch_size):
+        last = min(first + config.batch_size, stop)
+        result = model.capture(bound.batch(first, last))
         patterns = patterns_of(result, plans, config.space)
         store.append(patterns)
         health.update(patterns, result.pre, result.post)
         outputs.append(result.outputs.reshape(result.outputs.shape[0], -1).float())
-        progress("capture", stop / bound.samples)
+        progress("capture", (last - start) / (stop - start))
     return DatasetCapture(store, health, torch.cat(outputs))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from neuronscope import __version__
 from neuronscope.contracts.config import AnalysisConfig
@@ -76,13 +78,56 @@ class TransitionResult:
         return spearman(self.td.double(), self.distance)
 
 
+class ReportFacts(BaseModel):
+    """What the report says about the model and the dataset files, known once the model is open;
+    saved by a split analysis's ``prepare`` stage for its ``merge``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: ModelSection
+    dataset_sha256: str
+    device: str
+    runtime: str
+
+    @classmethod
+    def of(
+        cls,
+        model: CaptureModel,
+        plans: Sequence[tuple[ActivationLayer, list[float]]],
+        model_path: Path,
+        dataset_path: Path,
+    ) -> ReportFacts:
+        return cls(
+            model=ModelSection(
+                format=model.format,
+                sha256=file_sha256(model_path),
+                inputs=[InputInfo(name=i.name, shape=list(i.shape), dtype=i.dtype) for i in model.inputs],
+                layers=[
+                    LayerInfo(
+                        name=layer.name,
+                        op_type=layer.op_type,
+                        neurons=layer.neurons,
+                        shape=list(layer.shape),
+                        breakpoints=breakpoints,
+                    )
+                    for layer, breakpoints in plans
+                ],
+                neurons=sum(layer.neurons for layer, _ in plans),
+            ),
+            dataset_sha256=file_sha256(dataset_path),
+            device=_device_name(model.device),
+            runtime=model.runtime,
+        )
+
+    @property
+    def layers(self) -> list[ActivationLayer]:
+        return [ActivationLayer(info.name, info.op_type, tuple(info.shape)) for info in self.model.layers]
+
+
 @dataclass(frozen=True)
 class ReportInputs:
     config: AnalysisConfig
-    model: CaptureModel
-    model_path: Path
-    dataset_path: Path
-    plans: list[tuple[ActivationLayer, list[float]]]
+    facts: ReportFacts
     samples: int
     labels_source: Literal["dataset", "predicted"]
     classes: int
@@ -98,30 +143,15 @@ class ReportInputs:
 def build_report(inputs: ReportInputs) -> Report:
     config = inputs.config
     health = inputs.health.result(config.dying_threshold, config.max_neuron_indices)
-    layers = [layer for layer, _ in inputs.plans]
+    layers = inputs.facts.layers
     return Report(
-        model=ModelSection(
-            format=inputs.model.format,
-            sha256=file_sha256(inputs.model_path),
-            inputs=[InputInfo(name=i.name, shape=list(i.shape), dtype=i.dtype) for i in inputs.model.inputs],
-            layers=[
-                LayerInfo(
-                    name=layer.name,
-                    op_type=layer.op_type,
-                    neurons=layer.neurons,
-                    shape=list(layer.shape),
-                    breakpoints=breakpoints,
-                )
-                for layer, breakpoints in inputs.plans
-            ],
-            neurons=sum(layer.neurons for layer in layers),
-        ),
+        model=inputs.facts.model,
         dataset=DatasetSection(
             samples=inputs.samples,
             labels_source=inputs.labels_source,
             classes=inputs.classes,
             accuracy=inputs.accuracy,
-            sha256=file_sha256(inputs.dataset_path),
+            sha256=inputs.facts.dataset_sha256,
         ),
         pattern_similarity=similarity_section(inputs.similarity, layers),
         transition_density=transition_section(inputs.transition) if inputs.transition is not None else None,
@@ -311,8 +341,8 @@ def _provenance(inputs: ReportInputs) -> Provenance:
         torch_version=torch.__version__,
         onnx_version=_version("onnx"),
         onnxruntime_version=_version("onnxruntime") or _version("onnxruntime-gpu"),
-        device=_device_name(inputs.model.device),
-        runtime=inputs.model.runtime,
+        device=inputs.facts.device,
+        runtime=inputs.facts.runtime,
         seed=inputs.config.seed,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         config=inputs.config,

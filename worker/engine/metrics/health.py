@@ -8,7 +8,7 @@ A neuron is dead when one region holds every sample, dying when its dominant reg
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -103,6 +103,55 @@ class HealthAccumulator:
             self._post[layer].add(post[layer])
         self.samples += batch
 
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything accumulated, as arrays: per layer ``counts{l}`` ``[R_l, M_l]`` int32 region
+        counts (row 0 unused) and ``pre{l}`` / ``post{l}`` ``[k, 3]`` float64 per-batch moments
+        (count, sum, sum of squares), plus ``samples``. :meth:`combine` joins such states."""
+        arrays: dict[str, np.ndarray] = {"samples": np.asarray(self.samples, dtype=np.int64)}
+        for layer, counts in enumerate(self._counts):
+            arrays[f"counts{layer}"] = counts.cpu().numpy()
+            for name, moments in (("pre", self._pre[layer]), ("post", self._post[layer])):
+                arrays[f"{name}{layer}"] = np.asarray(moments.pieces, dtype=np.float64).reshape(-1, 3)
+        return arrays
+
+    @classmethod
+    def combine(
+        cls,
+        neurons: Sequence[int],
+        regions: Sequence[int],
+        states: Sequence[Mapping[str, np.ndarray]],
+        *,
+        device: torch.device | str = "cpu",
+    ) -> HealthAccumulator:
+        """The accumulator of consecutive sample ranges' :meth:`state` s, in order: counts add up
+        exactly and the per-batch moments are merged again in the same order, so the result is
+        bit for bit the one a single pass over every batch gives.
+
+        Example:
+            >>> values = torch.tensor([[-1.0, 2.0], [3.0, -0.5], [0.25, 1.0]])
+            >>> parts = [HealthAccumulator([2], [2]) for _ in range(2)]
+            >>> for part, rows in zip(parts, (slice(0, 2), slice(2, 3))):
+            ...     part.update([(values[rows] > 0).to(torch.uint8)], [values[rows]], [values[rows].relu()])
+            >>> joined = HealthAccumulator.combine([2], [2], [p.state() for p in parts])
+            >>> joined.samples, joined.result(0.9, 5)[0].pre_activation_mean
+            (3, 0.7916666666666666)
+        """
+        joined = cls(neurons, regions, device=device)
+        for state in states:
+            joined.samples += int(state["samples"])
+            for layer, counts in enumerate(joined._counts):
+                part = torch.from_numpy(np.asarray(state[f"counts{layer}"]))
+                require(
+                    part.shape == counts.shape and part.dtype == torch.int32,
+                    f"counts{layer}: expected an int32 array of shape {list(counts.shape)}, "
+                    f"got {part.dtype} {list(part.shape)}",
+                )
+                counts += part.to(joined.device)
+                for name, moments in (("pre", joined._pre[layer]), ("post", joined._post[layer])):
+                    for count, total, squares in np.asarray(state[f"{name}{layer}"]).reshape(-1, 3).tolist():
+                        moments.add_piece(int(count), total, squares)
+        return joined
+
     def result(self, dying_threshold: float, max_indices: int) -> list[LayerHealthStats]:
         """Per-layer health; ``max_indices`` caps the listed dead / dying neuron indices (lowest first)."""
         require(self.samples > 0, "health: expected at least one sample, got none")
@@ -161,6 +210,8 @@ class _Moments:
         self.count = 0
         self._mean = 0.0
         self._m2 = 0.0
+        #: ``(count, sum, sum of squares)`` of every batch merged, in order.
+        self.pieces: list[tuple[int, float, float]] = []
 
     def add(self, values: torch.Tensor) -> None:
         """Merge a batch of values (any shape): its exact float64 sum and sum of squares (a float32
@@ -177,6 +228,13 @@ class _Moments:
         else:
             exact = flat.to(torch.float64)
             total_sum, total_squares = float(exact.sum()), float(torch.dot(exact, exact))
+        self.add_piece(piece, total_sum, total_squares)
+
+    def add_piece(self, piece: int, total_sum: float, total_squares: float) -> None:
+        """Merge ``piece`` values given by their float64 sum and sum of squares; kept in
+        :attr:`pieces`, so another accumulator replaying them in the same order holds the same
+        bits."""
+        self.pieces.append((piece, total_sum, total_squares))
         piece_mean = total_sum / piece
         piece_m2 = max(total_squares - total_sum * piece_mean, 0.0)
         total = self.count + piece

@@ -312,35 +312,97 @@ def _all_pairs_summary(
     chunk_neurons: int | None,
     progress: Progress | None,
 ) -> SimilaritySummary:
+    counts = all_pairs_histograms(
+        store, labels, device=device, row_block=row_block, chunk_neurons=chunk_neurons, progress=progress
+    )
+    return counts.summary(lambdas)
+
+
+@dataclass
+class PairKindHistograms:
+    """Equal-neuron count histograms of same-label (``[0]``) and different-label (``[1]``) pairs,
+    over all layers (``totals``) and per layer (``per_layer[kind][layer]``). Histograms of
+    disjoint sets of pairs add up exactly (:meth:`add`)."""
+
+    totals: list[CountHistogram]
+    per_layer: list[list[CountHistogram]]
+
+    @classmethod
+    def empty(cls, neurons: Sequence[int], device: torch.device | str | None = None) -> PairKindHistograms:
+        return cls(
+            [CountHistogram(sum(neurons), device) for _ in range(2)],
+            [[CountHistogram(m, device) for m in neurons] for _ in range(2)],
+        )
+
+    def add(self, other: PairKindHistograms) -> None:
+        for mine, theirs in zip(self.totals, other.totals, strict=True):
+            mine.bins += theirs.bins.to(mine.bins.device)
+        for mine_layers, their_layers in zip(self.per_layer, other.per_layer, strict=True):
+            for mine, theirs in zip(mine_layers, their_layers, strict=True):
+                mine.bins += theirs.bins.to(mine.bins.device)
+
+    def summary(self, lambdas: Sequence[float]) -> SimilaritySummary:
+        """PS over all pairs counted (random), the same-label and the different-label ones."""
+        same, different = (
+            KindSummary.from_histograms(total, layers, lambdas)
+            for total, layers in zip(self.totals, self.per_layer, strict=True)
+        )
+        both = [a.merged(b) for a, b in zip(*self.per_layer, strict=True)]
+        everything = KindSummary.from_histograms(self.totals[0].merged(self.totals[1]), both, lambdas)
+        return SimilaritySummary("all", list(lambdas), everything, same, different)
+
+
+def all_pairs_histograms(
+    store: PatternStore,
+    labels: torch.Tensor,
+    *,
+    rows: tuple[int, int] | None = None,
+    device: torch.device | str | None = None,
+    row_block: int | None = None,
+    chunk_neurons: int | None = None,
+    progress: Progress | None = None,
+) -> PairKindHistograms:
+    """Exact histograms of every pair ``i < j`` whose row ``i`` lies in ``rows`` (default: all
+    ``N`` rows) of a complete store, with ``labels`` ``[N]``; row blocks of ``rows`` add up to the
+    whole matrix's histograms.
+
+    Example:
+        >>> store = PatternStore(3, neurons=[4], regions=[2])
+        >>> store.append([torch.tensor([[1, 1, 0, 0], [1, 1, 0, 1], [0, 0, 1, 1]], dtype=torch.uint8)])
+        >>> labels = torch.tensor([0, 0, 1])
+        >>> head = all_pairs_histograms(store, labels, rows=(0, 1))
+        >>> head.add(all_pairs_histograms(store, labels, rows=(1, 3)))
+        >>> head.summary([0.5]) == all_pairs_histograms(store, labels).summary([0.5])
+        True
+    """
     n = store.n_samples
-    labels = labels.to(device)
+    first, last = rows if rows is not None else (0, n)
+    require(
+        store.complete and 0 <= first <= last <= n and labels.shape == (n,),
+        f"expected a complete store, rows within [0, {n}] and [{n}] labels, got {store.filled} samples "
+        f"stored, rows {rows} and labels {describe(labels)}",
+    )
+    target = torch.device(device) if device is not None else store.device
+    labels = labels.to(target)
     block_rows = row_block or default_row_block(n)
-    totals = [CountHistogram(store.total_neurons, device) for _ in range(2)]
-    per_layer = [[CountHistogram(m, device) for m in store.neurons] for _ in range(2)]
-    starts = range(0, n, block_rows)
-    work = [(min(n, r0 + block_rows) - r0) * (n - r0) for r0 in starts]
-    all_work = sum(work) * store.total_neurons
+    counts = PairKindHistograms.empty(store.neurons, target)
+    starts = range(first, last, block_rows)
+    work = [(min(last, r0 + block_rows) - r0) * (n - r0) for r0 in starts]
+    all_work = max(sum(work) * store.total_neurons, 1)
     done = 0
     for r0, block_work in zip(starts, work, strict=True):
-        rows = (r0, min(n, r0 + block_rows))
-        kinds = pair_kinds(labels, rows)
-        total = torch.zeros(rows[1] - r0, n - r0, dtype=torch.int64, device=device)
+        block_range = (r0, min(last, r0 + block_rows))
+        kinds = pair_kinds(labels, block_range)
+        total = torch.zeros(block_range[1] - r0, n - r0, dtype=torch.int64, device=target)
         for layer in range(store.num_layers):
-            block = layer_block(store, layer, rows, r0, device, chunk_neurons)
-            add_by_kind(block, kinds, [hists[layer] for hists in per_layer])
+            block = layer_block(store, layer, block_range, r0, target, chunk_neurons)
+            add_by_kind(block, kinds, [hists[layer] for hists in counts.per_layer])
             total += block
             done += block_work * store.neurons[layer]
             if progress is not None:
                 progress(done / all_work)
-        add_by_kind(total, kinds, totals)
-    same, different = (
-        KindSummary.from_histograms(total, layers, lambdas)
-        for total, layers in zip(totals, per_layer, strict=True)
-    )
-    everything = KindSummary.from_histograms(
-        totals[0].merged(totals[1]), [a.merged(b) for a, b in zip(*per_layer, strict=True)], lambdas
-    )
-    return SimilaritySummary("all", list(lambdas), everything, same, different)
+        add_by_kind(total, kinds, counts.totals)
+    return counts
 
 
 def default_row_block(n: int) -> int:
