@@ -22,7 +22,7 @@ from typing import Any
 
 from neuronscope.contracts.config import AnalysisConfig, PairSample, PairSpec
 from neuronscope.contracts.report import MAX_LISTED_NEURONS, PairSampleRow, Report
-from neuronscope.summary import dying_verdict, gap_verdict, num, pct
+from neuronscope.summary import breakpoints_label, collapse_verdict, dying_verdict, gap_verdict, num, pct
 
 MAX_SCATTER_POINTS = 800
 MAX_LAYERS_DRAWN = 300
@@ -588,15 +588,21 @@ def render_html(report: Report) -> str:
     names = [layer.name for layer in report.layers]
     count = len(report.layers)
 
+    collapse = collapse_verdict(report)
+    gap_tone = {"clear": "good", "weak": "", "none": "bad"}.get(gap.level or "", "")
+    cc = ps.chance_corrected
     chips = [
         _chip("neurons dying", pct(dying.overall_dying, 1), "bad" if dying.overall_dying >= 0.1 else "good"),
         _chip("neurons dead", pct(dying.overall_dead, 1), "bad" if dying.overall_dead >= 0.05 else "good"),
+    ]
+    if cc is not None:
+        chips.append(_chip("class separation beyond chance", num(cc.separation, 2), gap_tone))
+        chips.append(_chip(f"chance PS ({breakpoints_label(report)})", num(cc.chance)))
+    chips += [
         _chip(
-            "same − different PS_E",
-            "n/a" if gap.gap is None else f"{gap.gap * 100:+.1f} pts",
-            {"clear": "good", "weak": "", "none": "bad"}.get(gap.level or "", ""),
+            "same − different PS_E (raw)", "n/a" if gap.gap is None else f"{gap.gap * 100:+.1f} pts", gap_tone
         ),
-        _chip("PS_E random pairs", num(ps.random.mean)),
+        _chip(f"PS_E random pairs ({breakpoints_label(report)})", num(ps.random.mean)),
     ]
     if d.accuracy is not None:
         chips.append(_chip("accuracy", pct(d.accuracy, 1)))
@@ -778,7 +784,7 @@ def render_html(report: Report) -> str:
         ("total", f"{t.total_s:.2f} s"),
     ]
     config_text = _compact(_config_for_display(p.config))
-    ok = dying.overall_dying < 0.1 and gap.level in (None, "clear")
+    ok = collapse is None and dying.overall_dying < 0.1 and gap.level in (None, "clear")
 
     parts = [
         "<!DOCTYPE html>",
@@ -791,6 +797,7 @@ def render_html(report: Report) -> str:
         f"<p>{esc(m.format)} model · {len(m.layers):,} activation layers · {m.neurons:,} neurons · "
         f"{d.samples:,} samples · {esc(_clip(p.created_at, 40))}</p></header>",
         f'<section class="verdict{" ok" if ok else ""}">',
+        f"{f'<p><strong>{esc(collapse)}</strong></p>' if collapse else ''}"
         f"<p>{esc(dying.text)}</p><p>{esc(gap.text)}</p></section>",
         f'<div class="chips">{"".join(chips)}</div>',
         "<h2>Do activation patterns tell classes apart?</h2>",

@@ -127,7 +127,7 @@ class ChanceCorrected(_Model):
     different_label: Stat = Field(description="PS_E over every different-label pair.")
     lift_same: Stat = Field(
         description="(same_label - chance) / (1 - chance): 0 when labels tell nothing about patterns, "
-        "1 when same-label inputs share their whole pattern; null when chance is 1 (all dead)."
+        "1 when same-label inputs share their whole pattern; 0 when chance is 1 (every neuron dead)."
     )
     lift_different: Stat = Field(
         description="(different_label - chance) / (1 - chance); at most 0 if classes separate."

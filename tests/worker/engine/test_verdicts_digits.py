@@ -6,6 +6,8 @@ The nets are tiny (64 → 32 → 32 → 10, full-batch Adam) and trained once pe
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,8 @@ from torch import nn
 
 from neuronscope.contracts import AnalysisConfig
 from neuronscope.contracts.report import Report
+from neuronscope.gates import evaluate_gates, parse_gates, report_data
+from neuronscope.report_html import render_html
 from neuronscope.summary import collapse_verdict, dying_verdict, gap_verdict, headline, summarize
 from worker.engine import analyze
 
@@ -132,3 +136,32 @@ def test_planted_dead_neurons_are_named_and_label_dying(digit_reports: dict[str,
     # A dead neuron keeps every pair in one region, so it is label-dying too; planting adds dead ones.
     assert first.label_agreement.label_dying_count >= first.dead_count > healthy.dead_count
     assert first.label_agreement.label_dying_count >= healthy.label_agreement.label_dying_count
+
+
+def test_html_report_leads_with_the_collapse_and_the_chance_corrected_figures(
+    digit_reports: dict[str, Report],
+) -> None:
+    collapsed = render_html(digit_reports["collapsed"])
+    verdict = collapse_verdict(digit_reports["collapsed"])
+    assert verdict is not None and html.escape(verdict, quote=True) in collapsed
+    assert '<section class="verdict">' in collapsed, "a collapsed net is never shown as healthy"
+    healthy = render_html(digit_reports["relu"])
+    assert "class separation beyond chance" in healthy and "chance PS (Γ = {0} in 2 layers)" in healthy
+    assert "The network has collapsed" not in healthy
+
+
+def test_gates_read_the_chance_corrected_paths(digit_reports: dict[str, Report]) -> None:
+    gates = parse_gates(
+        [
+            "pattern_similarity.chance_corrected.separation < 0.1",
+            "max(layers.label_agreement.label_dying_fraction) > 0.9",
+            "min(pattern_similarity.per_layer.chance_corrected.lift_same) < 0",
+        ]
+    )
+    collapsed = evaluate_gates(gates, report_data(digit_reports["collapsed"]))
+    healthy = evaluate_gates(gates, report_data(digit_reports["relu"]))
+    assert collapsed[0].failed and not healthy[0].failed
+    assert collapsed[1].failed and not healthy[1].failed
+    assert not healthy[2].failed
+    cc = digit_reports["relu"].pattern_similarity.chance_corrected
+    assert cc is not None and healthy[0].value == cc.separation

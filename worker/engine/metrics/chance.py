@@ -43,7 +43,7 @@ _STORE_BLOCK = 4096
 @dataclass(frozen=True)
 class ChanceStats:
     """Chance-corrected PS of one set of neurons over all distinct pairs; ``None`` where undefined
-    (no pairs of a kind, or chance = 1: every neuron dead)."""
+    (no pairs of a kind). With chance = 1 (every neuron dead) the lifts are 0: nothing separates."""
 
     neurons: int
     chance: float | None
@@ -288,9 +288,11 @@ def _chance_stats(agreement: NeuronAgreement) -> ChanceStats:
     different = _finite(agreement.different_label.mean())
 
     def lift(observed: float | None) -> float | None:
-        if chance is None or observed is None or chance >= 1.0:
+        if chance is None or observed is None:
             return None
-        return (observed - chance) / (1.0 - chance)
+        # Chance 1: every neuron dead, every pair agrees everywhere; nothing is separated, so the
+        # lifts are 0 (not 0/0), which gates and verdicts can read.
+        return 0.0 if chance >= 1.0 else (observed - chance) / (1.0 - chance)
 
     lift_same, lift_different = lift(same), lift(different)
     return ChanceStats(

@@ -159,12 +159,13 @@ def test_store_counts_match_direct_counts_on_packed_layers() -> None:
     _same(from_store.result(0.9), _counts(layers, labels, [2, 5]).result(0.9))
 
 
-def test_dead_layer_has_no_lift_and_every_neuron_label_dying() -> None:
+def test_dead_layer_has_zero_lift_and_every_neuron_label_dying() -> None:
     layers = [np.ones((10, 4), dtype=np.uint8)]
     labels = np.arange(10) % 2
     summary = _counts(layers, labels, [2]).result(0.9)
     assert summary.network.chance == 1.0
-    assert summary.network.lift_same is None and summary.network.separation is None
+    # Every pair agrees on every neuron: nothing is separated (0, not 0/0).
+    assert summary.network.lift_same == 0.0 and summary.network.separation == 0.0
     assert summary.layers[0].label_dying_count == 4
     assert summary.layers[0].neuron_lift_mean is None
 
