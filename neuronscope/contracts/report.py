@@ -162,7 +162,6 @@ class PatternSimilaritySection(_Model):
     )
 
 
-
 class TdKindStats(_Model):
     pairs: int
     mean: Stat
