@@ -30,7 +30,7 @@ def test_benchmark_suite_runs_on_smoke_sizes(tmp_path: Path) -> None:
     assert "**Device**: cpu" in text
     rows = [line for line in text.splitlines() if re.match(r"^\| \d \|", line)]
     sections = {row.split("|")[1].strip() for row in rows}
-    assert sections == {"1", "2", "3", "4", "5", "6", "7"}
+    assert sections == {"1", "2", "3", "4", "5", "6", "7", "8"}
     assert all(row.count("|") == 7 for row in rows), rows
     assert not any("values differ" in row or "DIFFER" in row for row in rows), rows
     assert "EXTRAPOLATED" in text
