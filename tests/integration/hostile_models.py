@@ -72,3 +72,32 @@ def decode(dead: list[int]) -> bytes:
     """The bytes a :class:`FileReader` encoded, from its layer's dead neuron indices."""
     bits = set(dead)
     return bytes(sum(1 << b for b in range(8) if 8 * i + b in bits) for i in range(SECRET_BYTES))
+
+
+class _ZerosReader(nn.Module):
+    """:class:`FileReader` with the read left as a placeholder: ``torch.export`` cannot trace
+    ``from_file`` (it has no fake kernel), so :func:`save_exported_reader` swaps it in after export."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 8 * SECRET_BYTES)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        secret = torch.zeros(16, dtype=torch.uint8)
+        bits = ((secret.to(torch.int64).unsqueeze(1) >> torch.arange(8)) & 1).flatten().to(x.dtype)
+        return torch.relu(self.fc(x) * (1.0 - bits) - bits)
+
+
+def save_exported_reader(read: str, path: Path) -> bytes:
+    """A ``.pt2`` ExportedProgram that behaves like ``FileReader(read)``: its graph maps 16 bytes
+    of ``read`` with ``aten.from_file`` when it runs, as a hand-edited archive can. Its bytes."""
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(_ZerosReader().eval(), (torch.zeros(2, 16),), dynamic_shapes=({0: batch},))
+    (zeros,) = [n for n in program.graph.nodes if n.target == torch.ops.aten.zeros.default]
+    zeros.target = torch.ops.aten.from_file.default
+    zeros.args = (read, False, 16)
+    zeros.kwargs = {"dtype": torch.uint8}
+    program.graph_module.recompile()
+    torch.export.save(program, str(path))
+    return path.read_bytes()

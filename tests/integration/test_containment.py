@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hostile_models import FileReader, FileWriter, Raiser, decode, save
+from hostile_models import FileReader, FileWriter, Raiser, decode, save, save_exported_reader
 from test_standalone import free_port, serving, stop, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -147,6 +147,22 @@ def test_a_model_writes_only_inside_its_job(service: Service, tmp_path: Path) ->
     assert again["status"] == "succeeded", again
 
 
+def test_a_pt2_model_is_confined_like_torchscript(service: Service) -> None:
+    """A ``.pt2`` whose graph maps a file with ``aten.from_file``: its own job's dataset reaches
+    the report (the attack is real), a host file does not."""
+    control = service.run(save_exported_reader("dataset.npz", service.models / "pt2-reads-its-dataset.pt2"))
+    assert control["status"] == "succeeded", control
+    (layer,) = service.report(control)["layers"]
+    assert service.report(control)["model"]["format"] == "pt2"
+    assert decode(layer["dead_neurons"]) == service.dataset[:16]
+    secret = Path("/etc/passwd").read_bytes()[:16]
+    job = service.run(save_exported_reader("/etc/passwd", service.models / "pt2-reads-passwd.pt2"))
+    assert job["status"] == "failed", job
+    text = json.dumps(job)
+    assert secret.decode("latin-1") not in text and secret.hex() not in text
+    assert httpx.get(f"{service.base}/v1/jobs/{job['job_id']}/report", timeout=10).status_code != 200
+
+
 def test_a_models_own_exception_text_is_not_echoed(service: Service) -> None:
     marker = f"SMUGGLED-{secrets.token_hex(8)}"
     job = service.attack(Raiser(marker), "raises")
@@ -166,18 +182,7 @@ def test_without_landlock_pytorch_uploads_are_refused_and_onnx_runs(tmp_path: Pa
         refused = service.submit(save(FileReader("/etc/passwd"), tmp_path / "reader.pt"))
         assert refused.status_code == 422, refused.text
         assert refused.json()["error"] == "sandbox_unavailable"
-        onnx = httpx.post(
-            base + "/v1/analyze",
-            files={"model": ("m.onnx", tiny_model.model.read_bytes()), "dataset": ("d.npz", service.dataset)},
-            data={"config": json.dumps(SMALL)},
-            timeout=60,
-        )
-        assert onnx.status_code == 202, onnx.text
-        job_url = base + onnx.headers["Location"]
-        deadline = time.monotonic() + 120
-        while (job := httpx.get(job_url, timeout=10).json())["status"] not in ("succeeded", "failed"):
-            assert time.monotonic() < deadline, job
-            time.sleep(0.2)
+        job = service.run(tiny_model.model.read_bytes())
         assert job["status"] == "succeeded", job
         stop(proc)
 

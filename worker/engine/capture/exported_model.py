@@ -32,7 +32,7 @@ from worker.engine.errors import AnalysisError
 
 
 def load_program(path: Path, device: torch.device) -> torch.export.ExportedProgram:
-    """``torch.export.load``, functionalized (no in-place ops) and moved to ``device``.
+    """``torch.export.load``, functionalized when it has in-place ops, and moved to ``device``.
 
     Raises ``AnalysisError`` with ``model_invalid`` when the archive does not load or
     ``out_of_memory``.
@@ -41,7 +41,8 @@ def load_program(path: Path, device: torch.device) -> torch.export.ExportedProgr
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.export.load(str(path))
-            program = program.run_decompositions({})
+            if _mutates(program.graph):
+                program = program.run_decompositions({})
             if device.type != "cpu":
                 from torch.export.passes import move_to_device_pass
 
@@ -55,6 +56,16 @@ def load_program(path: Path, device: torch.device) -> torch.export.ExportedProgr
             code="model_invalid",
         ) from exc
     return program
+
+
+def _mutates(graph: fx.Graph) -> bool:
+    """Whether some op of ``graph`` writes to its inputs (``relu_``, ``add_``, ...): then the
+    program is functionalized, so that no activation's input or output is overwritten later."""
+    return any(
+        isinstance(node.target, torch._ops.OpOverload) and node.target._schema.is_mutable
+        for node in graph.nodes
+        if node.op == "call_function"
+    )
 
 
 def _user_placeholders(program: torch.export.ExportedProgram) -> list[fx.Node]:
