@@ -1,11 +1,15 @@
-"""Scale-out: one TD-heavy analysis job on one single-threaded Celery worker, then on two.
+"""Scale-out: one TD-heavy or capture-heavy analysis job on one single-threaded Celery worker, then on two.
 
-    .venv/bin/python -m benchmarks.scaleout [--quick] [--repeats N] [--chunks K] [--td-pairs P]
+    .venv/bin/python -m benchmarks.scaleout [--case td|capture] [--quick] [--repeats N] [--chunks K]
+        [--td-pairs P] [--samples N]
 
 Starts its own ``redis-server`` (no persistence) and ``celery -A worker.celery_app worker
 --concurrency 1`` processes with ``NEURONSCOPE_JOB_THREADS=1`` (one thread per analysis), a fresh
 data directory, and a ReLU MLP (64 → 3 × 256 → 10) with 256 samples. The job is split into
-``--chunks`` TD chunks (``NEURONSCOPE_CHUNK_TD_POINTS``); a job runs from queueing to
+``--chunks`` TD chunks (``NEURONSCOPE_CHUNK_TD_POINTS``). ``--case capture`` times a job whose
+cost is the capture instead: ``--samples`` samples (default 120,000; ``--quick`` 40,000), sampled
+PS pairs, no TD, split into ``--chunks`` capture blocks (``NEURONSCOPE_CHUNK_CAPTURE_SAMPLES``),
+then gathered and merged. A job runs from queueing to
 ``succeeded`` with the workers already up. Three set-ups, each on its own queue with its workers
 idle while another runs, interleaved ``--repeats`` times (medians):
 
@@ -50,6 +54,9 @@ class Sizes:
 
 FULL = Sizes(td_pairs=48, points=65_536)
 QUICK = Sizes(td_pairs=16, points=32_768)
+#: The capture-heavy case: samples through the model, nothing else of weight.
+CAPTURE_FULL = 120_000
+CAPTURE_QUICK = 40_000
 
 
 def _free_port() -> int:
@@ -157,10 +164,14 @@ def deployment(redis_url: str, data: Path, logs: Path) -> Deployment:
 
 
 @contextlib.contextmanager
-def workers(dep: Deployment, count: int, td_points: int) -> Iterator[None]:
+def workers(dep: Deployment, count: int, td_points: int, capture_samples: int = 0) -> Iterator[None]:
     from worker.celery_app import create_celery
 
-    env = dep.env | {"NEURONSCOPE_CHUNK_TD_POINTS": str(td_points), "NEURONSCOPE_CHUNK_PS_PAIRS": "0"}
+    env = dep.env | {
+        "NEURONSCOPE_CHUNK_TD_POINTS": str(td_points),
+        "NEURONSCOPE_CHUNK_PS_PAIRS": "0",
+        "NEURONSCOPE_CHUNK_CAPTURE_SAMPLES": str(capture_samples),
+    }
     with contextlib.ExitStack() as stack:
         for _ in range(count):
             name = f"bench-{uuid.uuid4().hex[:6]}"
@@ -220,20 +231,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per set-up (median reported)")
     parser.add_argument("--chunks", type=int, default=2, help="TD chunks the job is split into")
     parser.add_argument("--td-pairs", type=int, help="TD pairs of the job (default 48, --quick 16)")
+    parser.add_argument("--case", choices=["td", "capture"], default="td", help="what makes the job heavy")
+    parser.add_argument("--samples", type=int, help="samples of the capture case (default 120000)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.td_pairs:
         sizes = Sizes(td_pairs=args.td_pairs, points=sizes.points)
-    config = {
-        "pairs": {"count": 1000},
-        "transition_density": {"pairs": {"count": sizes.td_pairs}, "points": sizes.points},
-        "device": "cpu",
-    }
-    td_points = -(-sizes.td_pairs // args.chunks) * sizes.points
+    if args.case == "capture":
+        samples = args.samples or (CAPTURE_QUICK if args.quick else CAPTURE_FULL)
+        sizes = Sizes(td_pairs=0, points=0, samples=samples)
+        config: dict[str, Any] = {
+            "pairs": {"count": 1000},
+            "transition_density": None,
+            "batch_size": 1024,
+            "device": "cpu",
+        }
+        split = (0, -(-samples // args.chunks))
+        what = f"capture-heavy job: {samples:,} samples, {args.chunks} capture blocks"
+    else:
+        config = {
+            "pairs": {"count": 1000},
+            "transition_density": {"pairs": {"count": sizes.td_pairs}, "points": sizes.points},
+            "device": "cpu",
+        }
+        split = (-(-sizes.td_pairs // args.chunks) * sizes.points, 0)
+        what = f"TD-heavy job: {sizes.td_pairs} pairs x {sizes.points} points, {args.chunks} TD chunks"
     setups = [
-        ("1 worker, not split", 1, 0),
-        ("1 worker, split", 1, td_points),
-        ("2 workers, split", 2, td_points),
+        ("1 worker, not split", 1, (0, 0)),
+        ("1 worker, split", 1, split),
+        ("2 workers, split", 2, split),
     ]
     times: dict[str, list[float]] = {name: [] for name, _, _ in setups}
     reference: dict[str, Any] | None = None
@@ -243,11 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, dataset = build_inputs(root, sizes)
         url = stack.enter_context(redis_server(root / "redis"))
         deployments = {}
-        for name, count, points in setups:  # every set-up's workers up (and idle) at once
+        for name, count, (td_points, capture_samples) in setups:  # every set-up's workers up (idle) at once
             data = root / name.replace(" ", "-").replace(",", "")
             data.mkdir()
             deployments[name] = deployment(url, data, root)
-            stack.enter_context(workers(deployments[name], count, points))
+            stack.enter_context(workers(deployments[name], count, td_points, capture_samples))
         for _ in range(args.repeats):  # set-ups interleaved, so drift in machine load hits all alike
             for name, _, _ in setups:
                 elapsed, report = run_job(deployments[name], model, dataset, config)
@@ -260,8 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     medians = {name: statistics.median(values) for name, values in times.items()}
     two = medians["2 workers, split"]
     print(
-        f"TD-heavy job: {sizes.td_pairs} pairs x {sizes.points} points on a 64-256-256-256-10 ReLU MLP, "
-        f"{args.chunks} TD chunks, one thread per worker, {os.cpu_count()} cores, median of {args.repeats}"
+        f"{what} on a 64-256-256-256-10 ReLU MLP, one thread per worker, {os.cpu_count()} cores, "
+        f"median of {args.repeats}"
     )
     print("| set-up | job time | vs 2 workers |")
     print("| --- | --- | --- |")
