@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
+from stored import store_artifact
 
 import worker.sandbox as sandbox
-from neuronscope.jobs import ArtifactRef
 from neuronscope.settings import Settings
-from neuronscope.storage import ArtifactFormat, ArtifactKind, FileSystemStorage
 from worker.config import WorkerSettings
 from worker.sandbox import WorkerContext, run_job
 
@@ -22,14 +20,6 @@ LEASE_S = 0.6
 SMALL = json.dumps({"transition_density": {"pairs": {"count": 4}, "points": 16}, "device": "cpu"})
 #: Keeps the analysis process busy far longer than the tests wait.
 SLOW = json.dumps({"transition_density": {"pairs": {"count": 2000}, "points": 100_000}, "device": "cpu"})
-
-
-def _store(ctx: WorkerContext, kind: ArtifactKind, path: Path, fmt: ArtifactFormat) -> ArtifactRef:
-    assert isinstance(ctx.storage, FileSystemStorage)
-    with open(path, "rb") as f:
-        staged = ctx.storage.stage(f, max_bytes=1 << 30)
-    info, _ = ctx.storage.commit(staged, kind, fmt)
-    return ArtifactRef(id=info.id, format=info.format)
 
 
 @pytest.fixture
@@ -40,8 +30,8 @@ def ctx(make_settings: Any) -> WorkerContext:
 
 def _job(ctx: WorkerContext, tiny_model: Any, config: str) -> str:
     record = ctx.jobs.create(
-        model=_store(ctx, "model", tiny_model.model, "onnx"),
-        dataset=_store(ctx, "dataset", tiny_model.dataset, "npz"),
+        model=store_artifact(ctx, "model", tiny_model.model, "onnx"),
+        dataset=store_artifact(ctx, "dataset", tiny_model.dataset, "npz"),
         config=config,
     )
     return record.job_id

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stored import store_artifact
 
-from neuronscope.jobs import ArtifactRef, JobError
+from neuronscope.jobs import JobError
 from neuronscope.settings import Settings
-from neuronscope.storage import ArtifactFormat, ArtifactKind, FileSystemStorage
+from neuronscope.storage import FileSystemStorage
 from worker.sandbox import (
     MAX_ERROR_MESSAGE_CHARS,
     Confinement,
@@ -26,14 +27,6 @@ from worker.sandbox import (
 )
 
 SMALL = json.dumps({"transition_density": {"pairs": {"count": 4}, "points": 16}, "device": "cpu"})
-
-
-def _store(ctx: WorkerContext, kind: ArtifactKind, path: Path, fmt: ArtifactFormat) -> ArtifactRef:
-    assert isinstance(ctx.storage, FileSystemStorage)
-    with open(path, "rb") as f:
-        staged = ctx.storage.stage(f, max_bytes=1 << 30)
-    info, _ = ctx.storage.commit(staged, kind, fmt)
-    return ArtifactRef(id=info.id, format=info.format)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +51,8 @@ def test_the_worker_refuses_a_torchscript_job_when_switched_off(
 ) -> None:
     ctx = no_torchscript
     record = ctx.jobs.create(
-        model=_store(ctx, "model", torchscript_model, "torchscript"),
-        dataset=_store(ctx, "dataset", tiny_model.dataset, "npz"),
+        model=store_artifact(ctx, "model", torchscript_model, "torchscript"),
+        dataset=store_artifact(ctx, "dataset", tiny_model.dataset, "npz"),
         config=SMALL,
     )
     # "false" is no Python: the job must fail before any analysis process starts.
@@ -75,11 +68,11 @@ def test_the_analysis_process_refuses_torchscript_content_whatever_the_record_sa
     """A TorchScript archive stored as if it were ONNX (a record or storage that was tampered
     with) is refused by content in the analysis process; ONNX models still run."""
     ctx = no_torchscript
-    dataset = _store(ctx, "dataset", tiny_model.dataset, "npz")
+    dataset = store_artifact(ctx, "dataset", tiny_model.dataset, "npz")
     disguised = ctx.jobs.create(
-        model=_store(ctx, "model", torchscript_model, "onnx"), dataset=dataset, config=SMALL
+        model=store_artifact(ctx, "model", torchscript_model, "onnx"), dataset=dataset, config=SMALL
     )
-    model = _store(ctx, "model", tiny_model.model, "onnx")
+    model = store_artifact(ctx, "model", tiny_model.model, "onnx")
     onnx = ctx.jobs.create(model=model, dataset=dataset, config=SMALL)
 
     assert run_job(disguised.job_id, ctx) == "failed"
@@ -91,7 +84,7 @@ def test_the_analysis_process_refuses_torchscript_content_whatever_the_record_sa
 
 def test_inputs_are_private_copies(settings: Settings, tiny_model: Any, tmp_path: Path) -> None:
     ctx = WorkerContext.of(settings)
-    ref = _store(ctx, "model", tiny_model.model, "onnx")
+    ref = store_artifact(ctx, "model", tiny_model.model, "onnx")
     copy = tmp_path / "model.onnx"
     private_copy(ctx.storage, "model", ref.id, copy)
     assert copy.stat().st_nlink == 1
@@ -110,8 +103,8 @@ def _failed_with(ctx: WorkerContext, job_id: str) -> str:
 
 def test_a_tampered_artifact_fails_the_job_and_is_never_analysed(settings: Settings, tiny_model: Any) -> None:
     ctx = WorkerContext.of(settings)
-    model = _store(ctx, "model", tiny_model.model, "onnx")
-    dataset = _store(ctx, "dataset", tiny_model.dataset, "npz")
+    model = store_artifact(ctx, "model", tiny_model.model, "onnx")
+    dataset = store_artifact(ctx, "dataset", tiny_model.dataset, "npz")
     assert isinstance(ctx.storage, FileSystemStorage)
     stored = ctx.storage.root / "artifacts" / "dataset" / dataset.id[:2] / f"{dataset.id}.bin"
     original = stored.read_bytes()
@@ -132,22 +125,22 @@ def test_models_that_are_code_are_refused_where_no_confinement_is_active(
 ) -> None:
     ctx = WorkerContext.of(make_settings(job_threads=1))
     ctx.confinement = Confinement(active=False, mechanism="no-landlock+seccomp", reason="no Landlock")
-    dataset = _store(ctx, "dataset", tiny_model.dataset, "npz")
+    dataset = store_artifact(ctx, "dataset", tiny_model.dataset, "npz")
     code = ctx.jobs.create(
-        model=_store(ctx, "model", torchscript_model, "torchscript"), dataset=dataset, config=SMALL
+        model=store_artifact(ctx, "model", torchscript_model, "torchscript"), dataset=dataset, config=SMALL
     )
     assert run_job(code.job_id, ctx, python="false") == "failed"
     assert _failed_with(ctx, code.job_id) == "sandbox_unavailable"
     onnx = ctx.jobs.create(
-        model=_store(ctx, "model", tiny_model.model, "onnx"), dataset=dataset, config=SMALL
+        model=store_artifact(ctx, "model", tiny_model.model, "onnx"), dataset=dataset, config=SMALL
     )
     assert run_job(onnx.job_id, ctx) == "succeeded"
 
     opted_in = WorkerContext.of(make_settings(job_threads=1, sandbox_allow_unconfined=True))
     opted_in.confinement = ctx.confinement
     allowed = opted_in.jobs.create(
-        model=_store(opted_in, "model", torchscript_model, "torchscript"),
-        dataset=_store(opted_in, "dataset", tiny_model.dataset, "npz"),
+        model=store_artifact(opted_in, "model", torchscript_model, "torchscript"),
+        dataset=store_artifact(opted_in, "dataset", tiny_model.dataset, "npz"),
         config=SMALL,
     )
     assert run_job(allowed.job_id, opted_in) == "succeeded", opted_in.jobs.get(allowed.job_id)
