@@ -16,7 +16,8 @@ from neuronscope.contracts.config import AnalysisConfig
 from neuronscope.errors import InvalidInput
 
 #: 1.1 added ``pattern_similarity.chance_corrected``, ``pattern_similarity.per_layer[].chance_corrected``
-#: and ``layers[].label_agreement`` (``null`` in reports made before them).
+#: and ``layers[].label_agreement``; ``layers[].flat`` and ``dataset.dead_data_points`` /
+#: ``dataset.living_fraction`` (``null`` in reports made before them).
 REPORT_SCHEMA_VERSION = "1.1"
 
 #: Dead and dying neuron indices one report lists, over every layer and both lists together (the
@@ -94,6 +95,12 @@ class DatasetSection(_Model):
     )
     classes: int | None = Field(None, description="Number of distinct labels.")
     accuracy: Stat = Field(None, description="Top-1 accuracy when dataset labels and class outputs exist.")
+    dead_data_points: int | None = Field(
+        None,
+        description="Inputs for which some layer has every neuron in a flat region of its activation "
+        "(Rister & Rubin's dead data points); null in older reports.",
+    )
+    living_fraction: Stat = Field(None, description="Share of inputs that are not dead data points.")
     sha256: str | None = None
 
 
@@ -208,6 +215,18 @@ class LabelAgreement(_Model):
     )
 
 
+class LayerFlat(_Model):
+    """Death in the flat regions of a piecewise-linear activation (pre space, the op's own kinks)."""
+
+    flat_regions: list[int] = Field(
+        description="Region indices on which the activation is constant (ReLU's (-inf, 0], ...); empty "
+        "for smooth activations and in post space."
+    )
+    rarely_active_count: int = Field(description="Neurons outside the flat regions for < 1% of inputs.")
+    rarely_active_fraction: float
+    never_active_count: int = Field(description="Neurons in a flat region for every input.")
+
+
 class LayerHealth(_Model):
     name: str
     op_type: str
@@ -237,6 +256,7 @@ class LayerHealth(_Model):
     pre_activation_mean: Stat
     pre_activation_var: Stat
     label_agreement: LabelAgreement | None = Field(None, description="Schema 1.1; null in older reports.")
+    flat: LayerFlat | None = Field(None, description="Schema 1.1; null in older reports.")
 
 
 class PredictionDistanceKind(_Model):

@@ -32,9 +32,10 @@ from worker.engine.capture.base import ActivationLayer, CaptureModel, CaptureRes
 from worker.engine.capture.loader import model_inputs, open_model
 from worker.engine.errors import AnalysisError
 from worker.engine.inputs import BoundInputs, bind_inputs
-from worker.engine.label_sections import with_chance
+from worker.engine.label_sections import with_chance, with_flat
 from worker.engine.metrics.chance import label_region_counts
 from worker.engine.metrics.correlation import spearman
+from worker.engine.metrics.flat import flat_counts, flat_regions
 from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
 from worker.engine.metrics.pairs import AllPairs, PairLists, PairSets, select_pairs
 from worker.engine.metrics.patterns import PatternStore, RegionCoder
@@ -244,7 +245,8 @@ def assemble_report(
         )
     )
     chance = label_region_counts(capture.store, captured.labels).result(config.dying_threshold)
-    return with_chance(report, chance)
+    flat = [flat_regions(layer.op_type, layer.breakpoints, config.space) for layer in facts.model.layers]
+    return with_flat(with_chance(report, chance), flat_counts(capture.store, flat).result())
 
 
 def load_inputs(

@@ -165,3 +165,21 @@ def test_gates_read_the_chance_corrected_paths(digit_reports: dict[str, Report])
     assert not healthy[2].failed
     cc = digit_reports["relu"].pattern_similarity.chance_corrected
     assert cc is not None and healthy[0].value == cc.separation
+
+
+def test_flat_region_death_and_dead_data_points(digit_reports: dict[str, Report]) -> None:
+    planted, healthy, sigmoid = (digit_reports[name] for name in ("planted_dead", "relu", "sigmoid"))
+    first = planted.layers[0].flat
+    assert first is not None and first.flat_regions == [0]
+    # Every planted neuron (zero weights, bias -1) sits in ReLU's flat region for every input.
+    # Never active implies dead (one region for every input), not the reverse: a ReLU always in its
+    # linear region is dead by the paper's definition yet passes gradients.
+    assert 16 <= first.never_active_count <= planted.layers[0].dead_count
+    assert first.rarely_active_count >= first.never_active_count
+    assert planted.dataset.dead_data_points is not None and healthy.dataset.dead_data_points is not None
+    assert planted.dataset.dead_data_points >= healthy.dataset.dead_data_points
+    assert planted.dataset.living_fraction == 1 - planted.dataset.dead_data_points / planted.dataset.samples
+    # Sigmoid has no flat region: no neuron or input dies that way.
+    for layer in sigmoid.layers:
+        assert layer.flat is not None and layer.flat.flat_regions == [] and layer.flat.never_active_count == 0
+    assert sigmoid.dataset.dead_data_points == 0 and sigmoid.dataset.living_fraction == 1.0
