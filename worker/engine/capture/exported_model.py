@@ -296,7 +296,7 @@ def load_exported(
             "found act on weights only",
             code="no_activation_layers",
         )
-    names = module_layer_names([c.path for c, _ in kept], [c.op for c, _ in kept])
+    names = module_layer_names([c.path for c, _ in kept], [c.op_type for c, _ in kept])
     layers = [
         ActivationLayer(name, c.op_type, shape, c.default_breakpoints)
         for name, (c, shape) in zip(names, kept, strict=True)

@@ -1,19 +1,31 @@
 """One naming scheme for the layers of every front end.
 
-A layer is named ``"<module path>:<op>"`` (``"net.4.act:relu"``) where the model carries the
-PyTorch module path of the activation (TorchScript, ``.pt2``), with ``#k`` appended when that is
-not unique; an activation outside any submodule is ``"aten::<op>#k"`` (k counting from 0 in
-execution order).
+A layer is named ``"<module path>:<op type>"`` (``"net.4.act:relu"``, the canonical op type) where
+the model carries the PyTorch module path of the activation (TorchScript scripted or traced,
+``.pt2``, ONNX from the dynamo exporter), with ``#k`` appended when that is not unique; an
+activation outside any submodule is ``"aten::<op type>#k"`` (k counting from 0 in execution
+order). A model without module paths (the legacy ONNX exporter) keeps its node names.
 """
 
 from __future__ import annotations
 
+import ast
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
+
+#: The dynamo exporter's record of a node's module scopes: ``"['', 'features', 'features.1', 'relu']"``
+#: (the root, each enclosing module's path, then the FX node's name).
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+_MAX_SCOPES_CHARS = 16_384
 
 
 def module_layer_names(paths: Sequence[str], ops: Sequence[str]) -> list[str]:
-    """Layer names for activations with module ``paths`` (``""``: none) and aten ``ops``.
+    """Layer names for activations with module ``paths`` (``""``: none) and canonical op types
+    ``ops``.
 
     >>> module_layer_names(["net.1", "", "net.3", "net.3"], ["relu", "sigmoid", "relu", "relu"])
     ['net.1:relu', 'aten::sigmoid#0', 'net.3:relu#0', 'net.3:relu#1']
@@ -31,3 +43,25 @@ def module_layer_names(paths: Sequence[str], ops: Sequence[str]) -> list[str]:
         else:
             names.append(base)
     return names
+
+
+def scope_path(node: onnx.NodeProto) -> str | None:
+    """The innermost module path of an ONNX node from its ``pkg.torch.onnx.name_scopes`` metadata
+    (``""`` for the root module), None when the node carries none or it does not parse.
+
+    >>> import onnx
+    >>> node = onnx.helper.make_node("Relu", ["x"], ["y"])
+    >>> _ = node.metadata_props.add(key=NAME_SCOPES, value="['', 'features', 'features.1', 'relu']")
+    >>> scope_path(node)
+    'features.1'
+    """
+    text = next((entry.value for entry in node.metadata_props if entry.key == NAME_SCOPES), None)
+    if text is None or len(text) > _MAX_SCOPES_CHARS:
+        return None
+    try:
+        scopes = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) for s in scopes):
+        return None
+    return scopes[-2].split("@", 1)[0] if len(scopes) >= 2 else ""

@@ -29,6 +29,7 @@ from worker.engine.capture.batch import (
     doubled,
 )
 from worker.engine.capture.device import OrtPlacement, ort_placement
+from worker.engine.capture.naming import module_layer_names, scope_path
 from worker.engine.capture.onnx_graph import Candidate, find_activations
 from worker.engine.capture.run_errors import out_of_memory, run_failure
 from worker.engine.errors import AnalysisError
@@ -216,8 +217,14 @@ def _with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> bytes:
 
 
 def _layer_names(proto: onnx.ModelProto, candidates: Sequence[Candidate]) -> list[str]:
-    """The anchor node's name when non-empty and unique in the graph, else its output's name;
-    a name still shared gets ``#k`` appended (k counting from 0 in graph order)."""
+    """PyTorch module paths where the dynamo exporter recorded them for every candidate
+    (``worker.engine.capture.naming``: ``"features.1:relu"``, as TorchScript and ``.pt2`` name
+    the same layer); otherwise the anchor node's name when non-empty and unique in the graph, else
+    its output's name, a name still shared getting ``#k`` appended (k counting from 0 in graph
+    order)."""
+    paths = [scope_path(c.anchor) for c in candidates]
+    if candidates and all(path is not None for path in paths):
+        return module_layer_names([p or "" for p in paths], [c.op_type for c in candidates])
     node_names = Counter(node.name for node in proto.graph.node)
     names = [
         c.anchor.name if c.anchor.name and node_names[c.anchor.name] == 1 else c.post for c in candidates

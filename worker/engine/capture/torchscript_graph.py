@@ -5,13 +5,13 @@ level of ``forward``, through ``neuronscope_capture::record`` for those inside `
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from worker.engine.capture.naming import module_layer_names
 from worker.engine.capture.record import OP_NAME
 
 #: aten ops (without the in-place ``_``) that are activations, to canonical op types. ``hardtanh``
@@ -87,9 +87,12 @@ def _op_type(node: torch._C.Node, op: str) -> tuple[str, tuple[float, ...] | Non
 
 def module_path(node: torch._C.Node) -> str:
     """``"net.4.act"`` from the inlined call stack ``net(Sequential).4(Block).act(ReLU)``; the
-    instances of inlined free functions (``UNKNOWN_INSTANCE``) are left out."""
+    instances of inlined free functions (``UNKNOWN_INSTANCE``) and the ``SELF`` a scripted module's
+    call of its own method adds are left out, so scripted and traced modules give one path."""
     parts = [
-        name for name, _ in _SCOPE.findall(node.getModuleHierarchy()) if name and name != "UNKNOWN_INSTANCE"
+        name
+        for name, _ in _SCOPE.findall(node.getModuleHierarchy())
+        if name and name not in ("UNKNOWN_INSTANCE", "SELF")
     ]
     return ".".join(parts)
 
@@ -111,19 +114,10 @@ def find_activations(graph: torch._C.Graph) -> list[TsCandidate]:
 
 
 def candidate_names(candidates: list[TsCandidate]) -> list[str]:
-    """``"<module path>:<op>"`` (``"net.4.act:relu"``), ``#k`` appended when that is not unique;
-    ``"aten::<op>#k"`` for activations outside any submodule (k counting from 0 in order)."""
-    bases = [f"{c.path}:{c.op}" if c.path else f"aten::{c.op}" for c in candidates]
-    counts = Counter(bases)
-    seen: Counter[str] = Counter()
-    names = []
-    for base, candidate in zip(bases, candidates, strict=True):
-        if counts[base] > 1 or not candidate.path:
-            names.append(f"{base}#{seen[base]}")
-            seen[base] += 1
-        else:
-            names.append(base)
-    return names
+    """``"<module path>:<op type>"`` (``"net.4.act:relu"``), ``#k`` appended when that is not
+    unique; ``"aten::<op type>#k"`` for activations outside any submodule
+    (``worker.engine.capture.naming``)."""
+    return module_layer_names([c.path for c in candidates], [c.op_type for c in candidates])
 
 
 def copy_flags(graph: torch._C.Graph) -> list[tuple[bool, bool]]:
