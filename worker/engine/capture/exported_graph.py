@@ -1,8 +1,9 @@
 """Find the activation nodes of an ExportedProgram's functional ATen graph (``.pt2``).
 
-After ``run_decompositions({})`` the graph has no in-place ops: every activation is one
-``call_function`` node whose first argument is its pre-activation and whose output is its
-post-activation. Its module path comes from the node's ``nn_module_stack``.
+A functional graph (``run_decompositions({})`` where it had in-place ops): every activation is
+one ``call_function`` node whose first argument is its pre-activation and whose output is its
+post-activation, or a decomposed form (``worker.engine.capture.patterns``) from its ``x`` to its
+final product. Its module path comes from the node's ``nn_module_stack``.
 """
 
 from __future__ import annotations
@@ -12,18 +13,44 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
+from worker.engine.capture.patterns import GATES, decomposed_activations
 from worker.engine.capture.torchscript_graph import ATEN_OPS
 
 
 @dataclass(frozen=True)
 class FxCandidate:
-    """An activation node: ``op`` the aten name (``"relu"``), ``path`` its module path or ``""``."""
+    """An activation: ``pre`` its input, ``node`` the node computing its output (the final product
+    of a decomposed one), ``op`` the aten name or the decomposed op type, ``path`` its module path
+    or ``""``."""
 
     node: fx.Node
     op: str
     op_type: str
     path: str
+    pre: fx.Node
     default_breakpoints: tuple[float, ...] | None = None
+
+
+class FxView:
+    """An FX graph seen as a ``worker.engine.capture.patterns.GraphView`` (values are nodes and
+    the Python numbers among their arguments)."""
+
+    def op(self, value: object) -> str | None:
+        return aten_name(value) if isinstance(value, fx.Node) else None
+
+    def args(self, value: object) -> list[object]:
+        if not isinstance(value, fx.Node):
+            return []
+        args: list[object] = list(value.args)
+        if "alpha" in value.kwargs:
+            args.append(value.kwargs["alpha"])
+        return args
+
+    def scalar(self, value: object) -> float | None:
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    def users(self, value: object) -> list[object]:
+        return list(value.users) if isinstance(value, fx.Node) else []
 
 
 def aten_name(node: fx.Node) -> str | None:
@@ -66,14 +93,25 @@ def _floating_tensor(value: object) -> bool:
 
 
 def find_activations(graph: fx.Graph) -> list[FxCandidate]:
-    """Activation nodes on floating tensors, in execution order."""
+    """Activations on floating tensors, in execution order: the decomposed forms of
+    ``worker.engine.capture.patterns`` (matched first, claiming their gate ops) and single ops."""
+    gates = [n for n in graph.nodes if aten_name(n) in GATES and n.args and _floating_tensor(n.args[0])]
+    matches = {m.post: m for m in decomposed_activations(FxView(), gates)}
+    claimed = {value for m in matches.values() for value in m.values}
     found = []
     for node in graph.nodes:
+        match = matches.get(node)
+        if match is not None and isinstance(match.pre, fx.Node):
+            found.append(FxCandidate(node, match.op_type, match.op_type, module_path(node), match.pre))
+            continue
         op = aten_name(node)
-        if op is None or op not in ATEN_OPS or not node.args or not _floating_tensor(node.args[0]):
+        if node in claimed or op is None or op not in ATEN_OPS or not node.args:
+            continue
+        pre = node.args[0]
+        if not isinstance(pre, fx.Node) or not _floating_tensor(pre):
             continue
         op_type, bounds = _hardtanh(node) if op == "hardtanh" else (ATEN_OPS[op], None)
-        found.append(FxCandidate(node, op, op_type, module_path(node), bounds))
+        found.append(FxCandidate(node, op, op_type, module_path(node), pre, bounds))
     return found
 
 

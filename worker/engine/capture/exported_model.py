@@ -316,7 +316,5 @@ def _exposed(candidates: Sequence[FxCandidate]) -> list[fx.Node]:
     """Each candidate's input node and output node, in that order."""
     nodes: list[fx.Node] = []
     for candidate in candidates:
-        pre = candidate.node.args[0]
-        assert isinstance(pre, fx.Node)  # find_activations keeps only tensor inputs
-        nodes += [pre, candidate.node]
+        nodes += [candidate.pre, candidate.node]
     return nodes

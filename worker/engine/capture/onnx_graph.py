@@ -331,11 +331,19 @@ def _unclaimed(nodes: Iterable[onnx.NodeProto], claimed: set[int], *op_types: st
 
 
 def _mish(g: _Graph, tanh: onnx.NodeProto) -> tuple[str, onnx.NodeProto] | None:
-    softplus = g.producer_of(tanh.input[0], "Softplus")
-    if softplus is None or g.only_consumer(softplus.output[0], "Tanh") is None:
+    """``x * Tanh(Softplus(x))``, the Softplus with the dynamo exporter's threshold
+    (``Where(x > t, x, Softplus(x))``) too."""
+    source = g.producer.get(tanh.input[0])
+    softplus = source if source is not None and source.op_type == "Softplus" else None
+    if source is not None and source.op_type == "Where" and len(source.input) == 3:
+        softplus = g.producer_of(source.input[2], "Softplus")
+    if softplus is None:
         return None
-    mul = _gated(g, tanh, softplus.input[0])
-    return (softplus.input[0], mul) if mul is not None else None
+    x, last = _softplus(g, softplus)
+    if last.output[0] != tanh.input[0] or g.only_consumer(last.output[0], "Tanh") is None:
+        return None
+    mul = _gated(g, tanh, x)
+    return (x, mul) if mul is not None else None
 
 
 def _swish(g: _Graph, gate: onnx.NodeProto) -> tuple[str, onnx.NodeProto] | None:

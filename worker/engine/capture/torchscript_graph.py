@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from worker.engine.capture.naming import module_layer_names
+from worker.engine.capture.patterns import GATES, decomposed_activations
 from worker.engine.capture.record import OP_NAME
 
 #: aten ops (without the in-place ``_``) that are activations, to canonical op types. ``hardtanh``
@@ -40,7 +41,9 @@ _SCOPE = re.compile(r"([^.()]*)\(([^()]*)\)")
 
 @dataclass(frozen=True)
 class TsCandidate:
-    """An activation node: ``op`` the aten name without ``_``, ``path`` its module path or ``""``."""
+    """An activation: ``node`` computes its output (the final product of a decomposed one), ``op``
+    is the aten name without ``_`` (or the decomposed op type), ``path`` its module path or ``""``,
+    ``decomposed_pre`` the input of a decomposed one (else the node's first input is)."""
 
     node: torch._C.Node
     op: str
@@ -48,6 +51,42 @@ class TsCandidate:
     inplace: bool
     path: str
     default_breakpoints: tuple[float, ...] | None = None
+    decomposed_pre: torch._C.Value | None = None
+
+    @property
+    def pre(self) -> torch._C.Value:
+        """The value holding the activation's input."""
+        return self.decomposed_pre if self.decomposed_pre is not None else self.node.inputsAt(0)
+
+
+class TsView:
+    """A TorchScript graph seen as a ``worker.engine.capture.patterns.GraphView``; values are
+    named by ``Value.unique()`` (the Python wrappers of one value are not one object)."""
+
+    def __init__(self, graph: torch._C.Graph) -> None:
+        self.values: dict[int, torch._C.Value] = {v.unique(): v for v in graph.inputs()}
+        for node in _walk(graph.block()):
+            for value in [*node.inputs(), *node.outputs()]:
+                self.values[value.unique()] = value
+
+    def op(self, value: int) -> str | None:
+        node = self.values[value].node()
+        kind = node.kind()
+        return kind.removeprefix("aten::") if kind.startswith("aten::") and node.outputsSize() == 1 else None
+
+    def args(self, value: int) -> list[int]:
+        return [v.unique() for v in self.values[value].node().inputs()]
+
+    def scalar(self, value: int) -> float | None:
+        """A number constant, or a one-element tensor constant (as a trace records Python numbers)."""
+        found = constant_value(self.values[value])
+        if isinstance(found, torch.Tensor) and found.numel() == 1 and found.dtype != torch.bool:
+            return float(found.item())
+        return float(found) if isinstance(found, int | float) and not isinstance(found, bool) else None
+
+    def users(self, value: int) -> list[int]:
+        users = [use.user for use in self.values[value].uses()]
+        return [user.output().unique() for user in users if user.outputsSize() == 1]
 
 
 def inlined_graph(module: torch.jit.ScriptModule) -> torch._C.Graph:
@@ -98,19 +137,38 @@ def module_path(node: torch._C.Node) -> str:
 
 
 def find_activations(graph: torch._C.Graph) -> list[TsCandidate]:
-    """Activation nodes on tensors, in execution order, including those inside ``if`` / loop blocks."""
+    """Activations on tensors, in execution order, including those inside ``if`` / loop blocks:
+    the decomposed forms of ``worker.engine.capture.patterns`` (matched first, claiming their gate
+    ops) and single ops."""
+    view = TsView(graph)
+    gates = [
+        node.output().unique()
+        for node in _walk(graph.block())
+        if node.kind().removeprefix("aten::") in GATES and node.outputsSize() == 1 and _on_tensor(node)
+    ]
+    matches = {m.post: m for m in decomposed_activations(view, gates)}
+    claimed = {value for m in matches.values() for value in m.values}
     found = []
     for node in _walk(graph.block()):
         kind = node.kind()
         if not kind.startswith("aten::") or node.outputsSize() != 1 or node.inputsSize() == 0:
             continue
+        match = matches.get(node.output().unique())
+        if match is not None:
+            pre = view.values[match.pre]
+            found.append(TsCandidate(node, match.op_type, match.op_type, False, module_path(node), None, pre))
+            continue
         name = kind.removeprefix("aten::")
         op = name.removesuffix("_")
-        if op not in ATEN_OPS or not node.inputsAt(0).type().isSubtypeOf(torch._C.TensorType.get()):
+        if op not in ATEN_OPS or not _on_tensor(node) or node.output().unique() in claimed:
             continue
         op_type, bounds = _op_type(node, op)
         found.append(TsCandidate(node, op, op_type, name.endswith("_"), module_path(node), bounds))
     return found
+
+
+def _on_tensor(node: torch._C.Node) -> bool:
+    return node.inputsSize() > 0 and bool(node.inputsAt(0).type().isSubtypeOf(torch._C.TensorType.get()))
 
 
 def candidate_names(candidates: list[TsCandidate]) -> list[str]:
@@ -132,9 +190,7 @@ def copy_flags(graph: torch._C.Graph) -> list[tuple[bool, bool]]:
     for index, candidate in enumerate(find_activations(graph)):
         if not candidate.inplace:
             node = candidate.node
-            flags.append(
-                (bool(aliases.has_writers(node.inputsAt(0))), bool(aliases.has_writers(node.output())))
-            )
+            flags.append((bool(aliases.has_writers(candidate.pre)), bool(aliases.has_writers(node.output()))))
             continue
         trial = graph.copy()
         node = find_activations(trial)[index].node
@@ -182,10 +238,10 @@ def expose(
     for k, (candidate, copies) in enumerate(zip(candidates, flags, strict=True)):
         node = candidate.node
         if node.owningBlock() != top:
-            _record_around(g, node, model_id, 2 * k, copies)
+            _record_around(g, node, candidate.pre, model_id, 2 * k, copies)
             outputs.extend((None, None))
             continue
-        for value, copy, before in ((node.inputsAt(0), copies[0], True), (node.output(), copies[1], False)):
+        for value, copy, before in ((candidate.pre, copies[0], True), (node.output(), copies[1], False)):
             if copy:
                 value = _clone(g, node, value, before=before)
             outputs.append(len(extra))
@@ -216,14 +272,16 @@ def _clone(g: Any, node: torch._C.Node, value: torch._C.Value, *, before: bool) 
     return result
 
 
-def _record_around(g: Any, node: torch._C.Node, model_id: int, slot: int, copies: tuple[bool, bool]) -> None:
-    """``record(input, model_id, slot, copy)`` before ``node`` and ``record(output, ..., slot + 1,
+def _record_around(
+    g: Any, node: torch._C.Node, pre: torch._C.Value, model_id: int, slot: int, copies: tuple[bool, bool]
+) -> None:
+    """``record(pre, model_id, slot, copy)`` before ``node`` and ``record(output, ..., slot + 1,
     copy)`` after it."""
     with g.insert_point_guard(node):
         model = g.insertConstant(model_id)
         slots = g.insertConstant(slot), g.insertConstant(slot + 1)
         flags = g.insertConstant(copies[0]), g.insertConstant(copies[1])
-    before = g.create(OP_NAME, [node.inputsAt(0), model, slots[0], flags[0]], 0)
+    before = g.create(OP_NAME, [pre, model, slots[0], flags[0]], 0)
     before.insertBefore(node)
     after = g.create(OP_NAME, [node.output(), model, slots[1], flags[1]], 0)
     after.insertAfter(node)
