@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -206,29 +207,35 @@ class Zygote:
         raise ZygoteError("the launcher process (zygote) did not start the analysis process")
 
 
-_zygote: Zygote | None = None
+#: Zygotes kept per process, one per launcher environment, least recently used first. A worker
+#: process has one (its settings fix the environment); a process that launches with two thread
+#: counts in turn (the test suite) keeps both warm instead of importing torch again at each switch.
+MAX_ZYGOTES = 2
+_zygotes: OrderedDict[tuple[tuple[str, str], ...], Zygote] = OrderedDict()
 _zygote_lock = threading.Lock()
 
 
 def get_zygote(env: Mapping[str, str]) -> Zygote:
-    """This process's zygote (``env``: the scrubbed environment it starts with, on first use); a
-    different ``env`` replaces it."""
-    global _zygote
+    """This process's zygote for ``env`` (the scrubbed environment it starts with, on first use).
+
+    Zygotes are kept by their whole environment (it is an allow-list: nothing of the caller's own
+    environment is in it); past :data:`MAX_ZYGOTES` the least recently used one is stopped."""
+    key = tuple(sorted(env.items()))
     with _zygote_lock:
-        if _zygote is not None and _zygote.env != dict(env):
-            _zygote.close()
-            _zygote = None
-        if _zygote is None:
-            _zygote = Zygote(env)
-        return _zygote
+        zygote = _zygotes.pop(key, None) or Zygote(env)
+        _zygotes[key] = zygote
+        while len(_zygotes) > MAX_ZYGOTES:
+            _, oldest = _zygotes.popitem(last=False)
+            oldest.close()
+        return zygote
 
 
 def _after_fork_in_child() -> None:
-    global _zygote, _zygote_lock
+    global _zygote_lock
     _zygote_lock = threading.Lock()
-    if _zygote is not None:
-        _zygote._forget()
-        _zygote = None
+    for zygote in _zygotes.values():
+        zygote._forget()
+    _zygotes.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
