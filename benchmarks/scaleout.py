@@ -8,8 +8,8 @@ Starts its own ``redis-server`` (no persistence) and ``celery -A worker.celery_a
 data directory, and a ReLU MLP (64 → 3 × 256 → 10) with 256 samples. The job is split into
 ``--chunks`` TD chunks (``NEURONSCOPE_CHUNK_TD_POINTS``). ``--case capture`` times a job whose
 cost is the capture instead: ``--samples`` samples (default 120,000; ``--quick`` 40,000), sampled
-PS pairs, no TD, split into ``--chunks`` capture blocks (``NEURONSCOPE_CHUNK_CAPTURE_SAMPLES``),
-then gathered and merged. A job runs from queueing to
+PS pairs, no TD, on a wider MLP (:func:`build_inputs`), split into ``--chunks`` capture blocks
+(``NEURONSCOPE_CHUNK_CAPTURE_SAMPLES``), then gathered and merged. A job runs from queueing to
 ``succeeded`` with the workers already up. Three set-ups, each on its own queue with its workers
 idle while another runs, interleaved ``--repeats`` times (medians):
 
@@ -111,14 +111,22 @@ def redis_server(data: Path) -> Iterator[str]:
         yield url
 
 
-def build_inputs(out: Path, sizes: Sizes) -> tuple[Path, Path]:
+def build_inputs(out: Path, sizes: Sizes, *, wide: bool = False) -> tuple[Path, Path]:
+    """The MLP (64 → 3 × 256 → 10, ReLU) and ``sizes.samples`` samples; ``wide`` puts a linear
+    2048-wide layer before each ReLU layer (64 → 2048 → 256 → 2048 → 256 → 10), so each sample
+    costs 1.7 M multiply-adds for 512 captured neurons: the capture-heavy case."""
     import torch
     from torch import nn
 
     torch.manual_seed(0)
-    layers: list[nn.Module] = [nn.Linear(64, 256), nn.ReLU()]
-    for _ in range(2):
-        layers += [nn.Linear(256, 256), nn.ReLU()]
+    layers: list[nn.Module]
+    if wide:
+        layers = [nn.Linear(64, 2048), nn.Linear(2048, 256), nn.ReLU()]
+        layers += [nn.Linear(256, 2048), nn.Linear(2048, 256), nn.ReLU()]
+    else:
+        layers = [nn.Linear(64, 256), nn.ReLU()]
+        for _ in range(2):
+            layers += [nn.Linear(256, 256), nn.ReLU()]
     net = nn.Sequential(*layers, nn.Linear(256, 10)).eval()
     model = out / "mlp.onnx"
     torch.onnx.export(
@@ -248,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         split = (0, -(-samples // args.chunks))
         what = f"capture-heavy job: {samples:,} samples, {args.chunks} capture blocks"
+        network = "64-2048-256-2048-256-10"
     else:
         config = {
             "pairs": {"count": 1000},
@@ -256,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         split = (-(-sizes.td_pairs // args.chunks) * sizes.points, 0)
         what = f"TD-heavy job: {sizes.td_pairs} pairs x {sizes.points} points, {args.chunks} TD chunks"
+        network = "64-256-256-256-10"
     setups = [
         ("1 worker, not split", 1, (0, 0)),
         ("1 worker, split", 1, split),
@@ -266,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="neuronscope-scaleout-") as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp)
         (root / "redis").mkdir()
-        model, dataset = build_inputs(root, sizes)
+        model, dataset = build_inputs(root, sizes, wide=args.case == "capture")
         url = stack.enter_context(redis_server(root / "redis"))
         deployments = {}
         for name, count, (td_points, capture_samples) in setups:  # every set-up's workers up (idle) at once
@@ -286,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     medians = {name: statistics.median(values) for name, values in times.items()}
     two = medians["2 workers, split"]
     print(
-        f"{what} on a 64-256-256-256-10 ReLU MLP, one thread per worker, {os.cpu_count()} cores, "
+        f"{what} on a {network} ReLU MLP, one thread per worker, {os.cpu_count()} cores, "
         f"median of {args.repeats}"
     )
     print("| set-up | job time | vs 2 workers |")

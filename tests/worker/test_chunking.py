@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from neuronscope.contracts import AnalysisConfig, Report
@@ -143,3 +144,23 @@ def test_staged_analysis_equals_the_single_one(
     assert plan.split and bool(plan.capture_ranges) == bool(capture_samples)
     merged = run_stages(plan, tiny_model.model, tiny_model.dataset, config, tmp_path)
     assert _comparable(merged) == _comparable(analyze(tiny_model.model, tiny_model.dataset, config))
+
+
+def test_joined_capture_blocks_equal_one_pass_bit_for_bit(tiny_model: Any) -> None:
+    import torch
+
+    from worker.engine.analysis import DatasetCapture, open_analysis
+
+    config = _config(device="cpu", batch_size=7, transition_density=None)
+    opened = open_analysis(tiny_model.model, tiny_model.dataset, config)
+    whole = opened.capture()
+    joined = DatasetCapture.join([opened.capture(rows) for rows in ((0, 14), (14, 49), (49, 96))])
+
+    index = torch.arange(tiny_model.samples)
+    for layer in range(whole.store.num_layers):
+        assert torch.equal(joined.store.rows(layer, index), whole.store.rows(layer, index))
+    assert torch.equal(joined.outputs, whole.outputs)
+    expected, found = whole.health.state(), joined.health.state()
+    assert expected.keys() == found.keys()
+    assert all(np.array_equal(expected[key], found[key]) for key in expected)
+    assert joined.health.result(0.9, 100) == whole.health.result(0.9, 100)  # floats compared exactly

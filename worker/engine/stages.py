@@ -243,6 +243,7 @@ def merge(
         similarity = similarity_of(captured, config, report)
     transition = _merged_transition(config, plan, work, captured, timings)
     clock.marks = dict(timings)
+    clock.started -= sum(timings.values())  # total: the seconds of every stage, this one included
     clock.lap("pattern_similarity")
     return assemble_report(config, facts, captured, similarity, transition, clock)
 
