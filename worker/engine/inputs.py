@@ -9,6 +9,7 @@ import numpy as np
 
 from worker.engine.capture.base import InputSpec
 from worker.engine.errors import AnalysisError
+from worker.engine.input_dtypes import as_declared
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,9 @@ class BoundInputs:
 
 
 def bind_inputs(arrays: Mapping[str, np.ndarray], model_inputs: list[InputSpec]) -> BoundInputs:
-    """Map dataset keys to model inputs: ``x`` for a single-input model, else input names.
+    """Map dataset keys to model inputs: ``x`` for a single-input model, else input names; float
+    data for an integer input is cast when it holds whole numbers, else refused
+    (``worker.engine.input_dtypes``).
 
     >>> spec = [InputSpec("input", ("batch", 4), "float32")]
     >>> bound = bind_inputs({"x": np.zeros((3, 4), np.float32)}, spec)
@@ -63,6 +66,8 @@ def bind_inputs(arrays: Mapping[str, np.ndarray], model_inputs: list[InputSpec])
         raise AnalysisError(
             f"expected every input to hold the same number of samples, got {counts}", code="dataset_invalid"
         )
+    specs = {spec.name: spec for spec in model_inputs}
+    bound = {name: as_declared(name, array, specs[name]) for name, array in bound.items()}
     samples = next(iter(counts.values()))
     if samples < 2:
         raise AnalysisError(

@@ -70,14 +70,16 @@ def _arguments(module: torch.jit.ScriptModule) -> list[Any]:
 def script_inputs(module: torch.jit.ScriptModule) -> list[InputSpec]:
     """Inputs from ``forward``'s schema: the arguments after ``self`` that have no default.
 
-    Shapes are unknown (``()``); the dtype is the traced one when the graph records it, else
-    ``"float32"``. Raises ``AnalysisError(code="model_unsupported")`` for a required argument that
-    is not a tensor.
+    Shapes are unknown (``()``); the dtype is the traced one when the graph records it,
+    ``"int64"`` for an input used as the indices of an embedding (a saved archive keeps no traced
+    dtypes), else ``"float32"``. Raises ``AnalysisError(code="model_unsupported")`` for a required
+    argument that is not a tensor.
     """
     forward: Any = module.forward
     graph_inputs = list(forward.graph.inputs())[1:]
+    indices = _index_inputs(module)
     specs = []
-    for argument, value in zip(_arguments(module), graph_inputs, strict=False):
+    for position, (argument, value) in enumerate(zip(_arguments(module), graph_inputs, strict=False)):
         if argument.has_default_value():
             continue
         if not argument.type.isSubtypeOf(torch._C.TensorType.get()):
@@ -87,8 +89,25 @@ def script_inputs(module: torch.jit.ScriptModule) -> list[InputSpec]:
                 code="model_unsupported",
             )
         scalar = value.type().scalarType() if isinstance(value.type(), torch._C.TensorType) else None
+        if scalar is None and position in indices:
+            scalar = "Long"
         specs.append(InputSpec(argument.name, (), _DTYPES.get(scalar or "Float", "float32")))
     return specs
+
+
+#: Ops whose argument at the given position is integer indices.
+_INDEX_ARGUMENTS = {"aten::embedding": 1, "aten::embedding_bag": 1, "aten::one_hot": 0}
+
+
+def _index_inputs(module: torch.jit.ScriptModule) -> set[int]:
+    """Positions (after ``self``) of ``forward``'s inputs that some op of the inlined graph reads
+    as integer indices (an embedding's token ids)."""
+    graph = inlined_graph(module)
+    found = set()
+    for position, value in enumerate(list(graph.inputs())[1:]):
+        if any(_INDEX_ARGUMENTS.get(use.user.kind()) == use.offset for use in value.uses()):
+            found.add(position)
+    return found
 
 
 def _first_tensor(value: object) -> torch.Tensor:
