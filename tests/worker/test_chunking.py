@@ -154,7 +154,8 @@ def test_joined_capture_blocks_equal_one_pass_bit_for_bit(tiny_model: Any) -> No
     config = _config(device="cpu", batch_size=7, transition_density=None)
     opened = open_analysis(tiny_model.model, tiny_model.dataset, config)
     whole = opened.capture()
-    joined = DatasetCapture.join([opened.capture(rows) for rows in ((0, 14), (14, 49), (49, 96))])
+    blocks = (opened.capture(rows) for rows in ((0, 14), (14, 49), (49, 96)))
+    joined = DatasetCapture.join(blocks, tiny_model.samples)
 
     index = torch.arange(tiny_model.samples)
     for layer in range(whole.store.num_layers):

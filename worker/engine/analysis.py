@@ -16,7 +16,7 @@ stages of a split analysis (:mod:`worker.engine.stages`, planned by :mod:`worker
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -297,28 +297,33 @@ class DatasetCapture:
     outputs: torch.Tensor
 
     @classmethod
-    def join(cls, parts: Sequence[DatasetCapture], device: torch.device | str = "cpu") -> DatasetCapture:
-        """The capture of consecutive sample ranges, in order, as one (on ``device``): patterns and
-        outputs laid end to end, region counts added, value moments merged batch by batch in the
-        same order as one pass, so every number is the one a single capture gives."""
-        if not parts:
-            raise AnalysisError(
-                "capture: expected at least one block to join, got none", code="internal_error"
-            )
-        first = parts[0].store
-        store = PatternStore(
-            sum(p.store.n_samples for p in parts), first.neurons, first.regions, device=device
-        )
-        step = max(1, _JOIN_BYTES // max(first.total_neurons, 1))
+    def join(
+        cls, parts: Iterable[DatasetCapture], samples: int, device: torch.device | str = "cpu"
+    ) -> DatasetCapture:
+        """The capture of consecutive sample ranges covering ``samples`` samples, in order, as one
+        (on ``device``): patterns and outputs laid end to end, region counts added, value moments
+        merged batch by batch in the same order as one pass, so every number is the one a single
+        capture gives. ``parts`` is consumed one at a time (a generator that loads each part
+        keeps one part's patterns in memory besides the joined ones)."""
+        store: PatternStore | None = None
+        states: list[dict[str, np.ndarray]] = []
+        outputs: list[torch.Tensor] = []
         for part in parts:
+            if store is None:
+                store = PatternStore(samples, part.store.neurons, part.store.regions, device=device)
+            step = max(1, _JOIN_BYTES // max(store.total_neurons, 1))
             for start in range(0, part.store.n_samples, step):
                 index = torch.arange(start, min(start + step, part.store.n_samples))
-                store.append([part.store.rows(layer, index) for layer in range(first.num_layers)])
-        health = HealthAccumulator.combine(
-            first.neurons, first.regions, [p.health.state() for p in parts], device=device
-        )
-        outputs = torch.cat([p.outputs.to(device) for p in parts])
-        return cls(store, health, outputs)
+                store.append([part.store.rows(layer, index) for layer in range(store.num_layers)])
+            states.append(part.health.state())
+            outputs.append(part.outputs.to(device))
+        if store is None or not store.complete:
+            raise AnalysisError(
+                f"capture: expected blocks covering {samples} samples, got {store.filled if store else 0}",
+                code="internal_error",
+            )
+        health = HealthAccumulator.combine(store.neurons, store.regions, states, device=device)
+        return cls(store, health, torch.cat(outputs))
 
 
 def capture_dataset(

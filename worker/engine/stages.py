@@ -15,6 +15,7 @@ number for number (timings aside).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -132,20 +133,24 @@ def gather(
     report = progress or no_progress
     report("gather", 0.0)
     device = torch.device("cpu")
-    parts: list[DatasetCapture] = []
-    seconds = 0.0
-    for index, (start, stop) in enumerate(plan.capture_ranges):
-        part, took = load_capture(work / chunk_file("capture", index), device)
-        if part.store.n_samples != stop - start:
-            raise internal(
-                f"capture block {index}: expected {stop - start} samples, got {part.store.n_samples}"
-            )
-        parts.append(part)
-        seconds += took
+    seconds = [0.0]
+
+    def blocks() -> Iterator[DatasetCapture]:
+        for index, (start, stop) in enumerate(plan.capture_ranges):
+            part, took = load_capture(work / chunk_file("capture", index), device)
+            if part.store.n_samples != stop - start:
+                raise internal(
+                    f"capture block {index}: expected {stop - start} samples, got {part.store.n_samples}"
+                )
+            seconds[0] += took
+            report("gather", (index + 1) / (len(plan.capture_ranges) + 1))
+            yield part
+
+    joined = DatasetCapture.join(blocks(), plan.samples, device)
     with np.load(work / DATASET_LABELS_FILE, allow_pickle=False) as data:
         dataset_labels = data["y"] if "y" in data.files else None
-    captured = settle(DatasetCapture.join(parts, device), dataset_labels, config)
-    save_captured(work / CAPTURED_FILE, captured, {"capture": seconds})
+    captured = settle(joined, dataset_labels, config)
+    save_captured(work / CAPTURED_FILE, captured, {"capture": seconds[0]})
     _save_td_pairs(work, config, plan, captured)
     report("gather", 1.0)
 
