@@ -5,7 +5,7 @@ applied (``torchscript_speedups``), runs as one TorchScript function per batch."
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,9 @@ class _Runner:
     defaults: list[Any]
     device: torch.device
     float_dtype: torch.dtype
+    #: Set for a module that runs only on batches of this size (a trace that baked its example's
+    #: batch size into a view): batches then run in chunks of it, the last padded.
+    fixed_batch: int | None = None
 
     def _shapes(self, batch: Batch) -> dict[str, tuple[int, ...]]:
         return {spec.name: tuple(batch[spec.name].shape) for spec in self.inputs}
@@ -164,6 +167,50 @@ class _Runner:
     def arguments(self, batch: Batch) -> list[Any]:
         tensors = [as_tensor(batch[spec.name], self.device, self.float_dtype) for spec in self.inputs]
         return [*tensors, *self.defaults]
+
+    def chunks(self, batch: Batch) -> list[tuple[int, Batch]]:
+        """``(rows, piece)`` per run: the whole batch, or chunks of ``fixed_batch`` padded by
+        repeating the last sample (``rows`` of each piece are real)."""
+        size = batch_size(batch, self.inputs)
+        chunk = self.fixed_batch
+        if chunk is None or chunk == size:
+            return [(size, batch)]
+        pieces: list[tuple[int, Batch]] = []
+        for start in range(0, size, chunk):
+            stop = min(start + chunk, size)
+            piece = {spec.name: _pad(batch[spec.name][start:stop], chunk) for spec in self.inputs}
+            pieces.append((stop - start, piece))
+        return pieces
+
+    def plain_output(self, batch: Batch) -> torch.Tensor:
+        """The module's first output ``[B, ...]``, run in chunks when the batch size is fixed."""
+        parts = [_first_tensor(self.plain(piece))[:rows] for rows, piece in self.chunks(batch)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def recorded_chunks(
+        self, plan: _Plan, batch: Batch, what: str = "a batch"
+    ) -> tuple[object, list[list[torch.Tensor]]]:
+        """:meth:`recorded`, run in chunks when the batch size is fixed: the first output and each
+        slot's tensors concatenated over the chunks."""
+        pieces = self.chunks(batch)
+        if len(pieces) == 1 and pieces[0][1] is batch:
+            return self.recorded(plan, batch, what)
+        outputs: list[torch.Tensor] = []
+        slots: list[list[list[torch.Tensor]]] = []
+        for rows, piece in pieces:
+            raw, values = self.recorded(plan, piece, what)
+            outputs.append(_first_tensor(raw)[:rows])
+            slots.append([[t[:rows] for t in fired] for fired in values])
+        merged = []
+        for per_chunk in zip(*slots, strict=True):
+            if len({len(fired) for fired in per_chunk}) != 1:
+                raise AnalysisError(
+                    "an activation ran a different number of times for different chunks of a batch; "
+                    "data-dependent control flow is not supported",
+                    code="model_unsupported",
+                )
+            merged.append([torch.cat(parts) for parts in zip(*per_chunk, strict=True)])
+        return torch.cat(outputs), merged
 
     def plain(self, batch: Batch) -> object:
         arguments = self.arguments(batch)
@@ -225,7 +272,7 @@ class TorchScriptCaptureModel:
         """Run ``batch`` (``[B, ...]`` per input name) and return the first output ``[B, ...]`` and
         ``pre[k]`` / ``post[k]`` ``[B, neurons_k]`` float32 for every layer."""
         size = self._check(batch)
-        raw, values = self._runner.recorded(self._plan, batch)
+        raw, values = self._runner.recorded_chunks(self._plan, batch)
         pre: list[torch.Tensor] = []
         post: list[torch.Tensor] = []
         for k, layer in enumerate(self.layers):
@@ -243,12 +290,21 @@ class TorchScriptCaptureModel:
     def infer(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
         """The first output ``[B, ...]`` of the unmodified module, nothing captured."""
         self._check(batch)
-        return _first_tensor(self._runner.plain(batch)).to(torch.float32)
+        return self._runner.plain_output(batch).to(torch.float32)
 
     def _check(self, batch: Batch) -> int:
         size = batch_size(batch, self.inputs)
         check_sample_shapes(batch, self._sample_shapes)
         return size
+
+
+def _pad(array: np.ndarray | torch.Tensor, size: int) -> np.ndarray | torch.Tensor:
+    """``array`` ``[n, ...]`` padded to ``[size, ...]`` by repeating its last sample."""
+    if array.shape[0] == size:
+        return array
+    if isinstance(array, torch.Tensor):
+        return torch.cat([array, array[-1:].expand(size - array.shape[0], *array.shape[1:])])
+    return np.concatenate([array, np.repeat(array[-1:], size - array.shape[0], axis=0)])
 
 
 def _flatten(recorded: list[torch.Tensor], size: int) -> torch.Tensor:
@@ -281,7 +337,7 @@ def _discover(
     plan = _build(runner.module, range(len(candidates)), flags)
     runs: list[tuple[list[list[torch.Tensor]], int]] = []
     for batch, rows in ((example, size), (doubled(example, runner.inputs), 2 * size)):
-        _, values = runner.recorded(plan, batch, what="the example batch")
+        _, values = runner.recorded_chunks(plan, batch, what="the example batch")
         runs.append((values, rows))
     indices: list[int] = []
     layers: list[ActivationLayer] = []
@@ -344,7 +400,17 @@ def load_torchscript(
             code="no_activation_layers",
         )
     flags = copy_flags(inlined_graph(module))
-    indices, layers, fires = _discover(runner, example, size, flags)
+    try:
+        indices, layers, fires = _discover(runner, example, size, flags)
+    except AnalysisError as exc:
+        if exc.code not in ("dataset_shape_mismatch", "model_runtime_error"):
+            raise
+        # A trace on one sample may have baked a batch of 1 into its views: run one at a time.
+        runner = replace(runner, fixed_batch=1)
+        try:
+            indices, layers, fires = _discover(runner, example, size, flags)
+        except AnalysisError:
+            raise exc from None
     if not layers:
         raise AnalysisError(
             f"expected at least one activation on per-sample float tensors in {path.name}; the activations "

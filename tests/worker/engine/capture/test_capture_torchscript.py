@@ -251,3 +251,31 @@ def test_activation_of_weights_is_not_a_layer_even_when_its_size_is_the_batch(
 
     assert [layer.name for layer in model.layers] == ["aten::relu#0"]
     assert model.capture(np_batch(x=x)).pre[0].shape == (7, 2)
+
+
+def test_a_trace_with_a_batch_of_one_baked_in_runs_one_sample_at_a_time(
+    x: torch.Tensor, tmp_path: Path
+) -> None:
+    """Traced on one sample, ``view(1, -1)`` fixes the batch: discovery's two samples and any
+    batch size still work, one sample per run."""
+
+    class Fixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(WIDTH, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.fc(x)).view(1, 4)
+
+    torch.manual_seed(0)
+    net = Fixed().eval()
+    path = save_script(net, [x[:1]], tmp_path / "fixed.pt")
+    model = open_model(path, device="cpu", example=np_batch(x=x[:2]))
+
+    result = model.capture(np_batch(x=x))
+
+    with torch.no_grad():
+        hidden = net.fc(x)
+    assert [layer.name for layer in model.layers] == ["aten::relu#0"]
+    assert close(result.pre[0], hidden) and close(result.post[0], hidden.relu())
+    assert close(result.outputs, hidden.relu()) and close(model.infer(np_batch(x=x)), hidden.relu())
