@@ -292,6 +292,7 @@ def summarize(report: Report, *, worst_layers: int = 3) -> str:
     lines = [
         f"neuronscope: {m.format} model, {len(m.layers)} activation layers, {m.neurons:,} neurons; "
         f"{d.samples:,} samples ({labels})",
+        *(f"Warning: {warning}" for warning in m.warnings),
         *(["Verdict: " + collapse] if (collapse := collapse_verdict(report)) else []),
         ("Neurons: " if collapse else "Verdict: ") + dying_verdict(report).text,
         "Classes: " + gap_verdict(report).text,

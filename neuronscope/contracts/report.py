@@ -86,6 +86,11 @@ class ModelSection(_Model):
     inputs: list[InputInfo]
     layers: list[LayerInfo]
     neurons: int = Field(description="Total neurons analysed (sum over layers).")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the analysis of this model does not cover, e.g. recurrent layers (LSTM, GRU) "
+        "whose gate activations are not analysed.",
+    )
 
 
 class DatasetSection(_Model):

@@ -113,6 +113,7 @@ class ReportFacts(BaseModel):
                     for layer, breakpoints in plans
                 ],
                 neurons=sum(layer.neurons for layer, _ in plans),
+                warnings=list(model.warnings),
             ),
             dataset_sha256=file_sha256(dataset_path),
             device=_device_name(model.device),

@@ -86,6 +86,9 @@ class CaptureModel(Protocol):
     layers: list[ActivationLayer]
     device: torch.device
     runtime: str
+    #: What the analysis of this model cannot cover (recurrent gates), for the report's
+    #: ``model.warnings``.
+    warnings: list[str]
 
     def capture(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
         """Run one batch (arrays or tensors keyed by input name, ``[B, ...]``) and capture ``layers``.

@@ -25,8 +25,15 @@ from worker.engine.capture.base import (
 )
 from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes, doubled
 from worker.engine.capture.device import torch_device
-from worker.engine.capture.exported_graph import FxCandidate, find_activations, input_dependent
+from worker.engine.capture.exported_graph import (
+    FxCandidate,
+    aten_name,
+    find_activations,
+    input_dependent,
+    module_path,
+)
 from worker.engine.capture.naming import module_layer_names
+from worker.engine.capture.recurrent import ATEN_RECURRENT, recurrent_warning
 from worker.engine.capture.run_errors import out_of_memory, run_failure
 from worker.engine.errors import AnalysisError
 
@@ -208,6 +215,7 @@ class ExportedCaptureModel:
         self.layers = layers
         self.device = runner.device
         self.runtime = f"torch.export {torch.__version__} {runner.device}"
+        self.warnings: list[str] = []
         self._runner = runner
         self._plain = plain
         self._capturing = capturing
@@ -303,13 +311,19 @@ def load_exported(
     ]
     keep = selected_positions(names, layer_names)
     chosen = [kept[i][0] for i in keep]
-    return ExportedCaptureModel(
+    model = ExportedCaptureModel(
         runner=runner,
         plain=module,
         capturing=_with_outputs(module, _exposed(chosen)),
         layers=[layers[i] for i in keep],
         sample_shapes={s.name: tuple(int(d) for d in example[s.name].shape[1:]) for s in runner.inputs},
     )
+    model.warnings = [
+        recurrent_warning(ATEN_RECURRENT[op], module_path(node))
+        for node in module.graph.nodes
+        if (op := aten_name(node)) is not None and op in ATEN_RECURRENT
+    ]
+    return model
 
 
 def _exposed(candidates: Sequence[FxCandidate]) -> list[fx.Node]:

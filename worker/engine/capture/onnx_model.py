@@ -31,6 +31,7 @@ from worker.engine.capture.batch import (
 from worker.engine.capture.device import OrtPlacement, ort_placement
 from worker.engine.capture.naming import module_layer_names, scope_path
 from worker.engine.capture.onnx_graph import Candidate, find_activations
+from worker.engine.capture.recurrent import ONNX_RECURRENT, recurrent_warning
 from worker.engine.capture.run_errors import out_of_memory, run_failure
 from worker.engine.errors import AnalysisError
 
@@ -269,6 +270,7 @@ class OnnxCaptureModel:
         self._sample_shapes = sample_shapes
         self._plain: _OrtRunner | None = None
         self.runtime = f"onnxruntime {_ort().__version__} {runner.provider}"
+        self.warnings: list[str] = []
 
     def capture(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
         """Run ``batch`` (``[B, ...]`` per input name) and return the first output ``[B, ...]`` and
@@ -418,7 +420,7 @@ def load_onnx(
         for candidate, name, shape in kept
     ]
     sample_shapes = {spec.name: tuple(int(d) for d in example[spec.name].shape[1:]) for spec in inputs}
-    return OnnxCaptureModel(
+    model = OnnxCaptureModel(
         path=path,
         placement=placement,
         inputs=inputs,
@@ -428,3 +430,9 @@ def load_onnx(
         slots=slots,
         sample_shapes=sample_shapes,
     )
+    model.warnings = [
+        recurrent_warning(ONNX_RECURRENT[node.op_type], scope_path(node) or node.name)
+        for node in proto.graph.node
+        if node.op_type in ONNX_RECURRENT
+    ]
+    return model

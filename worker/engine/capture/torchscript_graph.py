@@ -14,6 +14,7 @@ import torch
 from worker.engine.capture.naming import module_layer_names
 from worker.engine.capture.patterns import GATES, decomposed_activations
 from worker.engine.capture.record import OP_NAME
+from worker.engine.capture.recurrent import ATEN_RECURRENT, recurrent_warning
 
 #: aten ops (without the in-place ``_``) that are activations, to canonical op types. ``hardtanh``
 #: is refined by its bounds in ``_op_type``.
@@ -285,3 +286,14 @@ def _record_around(
     before.insertBefore(node)
     after = g.create(OP_NAME, [node.output(), model, slots[1], flags[1]], 0)
     after.insertAfter(node)
+
+
+def recurrent_layers(graph: torch._C.Graph) -> list[str]:
+    """A warning per fused recurrent op (``aten::lstm``, ``gru``, ...) of ``graph``, named by
+    module path: their gates are not analysed (``worker.engine.capture.recurrent``)."""
+    found = []
+    for node in _walk(graph.block()):
+        op = node.kind().removeprefix("aten::")
+        if node.kind().startswith("aten::") and op in ATEN_RECURRENT:
+            found.append(recurrent_warning(ATEN_RECURRENT[op], module_path(node)))
+    return found

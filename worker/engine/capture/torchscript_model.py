@@ -30,6 +30,7 @@ from worker.engine.capture.torchscript_graph import (
     expose,
     find_activations,
     inlined_graph,
+    recurrent_layers,
 )
 from worker.engine.capture.torchscript_speedups import split_halving_max_pools
 from worker.engine.errors import AnalysisError
@@ -263,6 +264,7 @@ class TorchScriptCaptureModel:
         self.layers = layers
         self.device = runner.device
         self.runtime = f"torch.jit {torch.__version__} {runner.device}"
+        self.warnings: list[str] = []
         self._runner = runner
         self._plan = plan
         self._fires = fires
@@ -419,10 +421,12 @@ def load_torchscript(
         )
     keep = selected_positions([layer.name for layer in layers], layer_names)
     indices, layers, fires = [indices[i] for i in keep], [layers[i] for i in keep], [fires[i] for i in keep]
-    return TorchScriptCaptureModel(
+    model = TorchScriptCaptureModel(
         runner=runner,
         plan=_build(module, indices, flags),
         layers=layers,
         fires=fires,
         sample_shapes={spec.name: tuple(int(d) for d in example[spec.name].shape[1:]) for spec in declared},
     )
+    model.warnings = recurrent_layers(inlined_graph(module))
+    return model

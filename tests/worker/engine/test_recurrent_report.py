@@ -1,0 +1,49 @@
+"""A model with an LSTM gets a visible warning in the report and its summary: the gates are not
+analysed, and the figures cover the other layers only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from neuronscope.contracts import AnalysisConfig
+from neuronscope.contracts.report import Report
+from neuronscope.summary import summarize
+from worker.engine import analyze
+
+
+class _Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(4, 8, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
+
+
+def test_an_lstm_model_is_reported_with_a_warning(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(24, 5, 4)
+    model = tmp_path / "model.pt2"
+    torch.export.save(
+        torch.export.export(_Encoder().eval(), (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},)),
+        str(model),
+    )
+    dataset = tmp_path / "data.npz"
+    np.savez(dataset, x=x.numpy(), y=np.arange(24) % 3)
+    config = AnalysisConfig.model_validate(
+        {"transition_density": {"pairs": {"count": 3}, "points": 8}, "device": "cpu"}
+    )
+
+    report = analyze(model, dataset, config, trusted_model=True)
+
+    assert report.model.format == "pt2" and [layer.name for layer in report.model.layers] == ["head.1:relu"]
+    (warning,) = report.model.warnings
+    assert warning.startswith("LSTM 'rnn'") and "not analysed" in warning
+    assert f"Warning: {warning}" in summarize(report).splitlines()
+    assert Report.model_validate_json(report.to_json()).model.warnings == [warning]
