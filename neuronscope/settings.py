@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -108,6 +109,7 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,  # a bad NEURONSCOPE_API_KEYS must not print the other keys
     )
 
+    # -- Where state lives: Redis, storage, the key prefix every process shares ------------------
     redis_url: str | None = Field(
         None,
         validation_alias=AliasChoices("REDIS_URL", "redis_url"),
@@ -121,8 +123,52 @@ class Settings(BaseSettings):
     key_prefix: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")] = (
         "neuronscope"
     )
-    queue: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = "analysis"
 
+    # -- api: the HTTP API's limits, keys and budgets --------------------------------------------
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        repr=False,
+        description="API key → tenant. Empty: no authentication, every client is the default tenant.",
+    )
+    require_api_keys: bool = Field(
+        False,
+        description="Refuse to start without NEURONSCOPE_API_KEYS: set it where the API is reachable from a "
+        "network (docker-compose.yml does).",
+    )
+    max_upload_mb: Annotated[int, Field(gt=0)] = 2048
+    tenant_quota_mb: Annotated[int, Field(ge=0)] = Field(
+        10 * 1024, description="MiB of uploads one tenant may keep (each counted in full); 0: no quota."
+    )
+    max_header_bytes: Annotated[int, Field(ge=4096, le=16 * _MIB)] = Field(
+        64 * 1024, description="Largest request head (request line, headers) in bytes; past it 431, unread."
+    )
+    max_headers: Annotated[int, Field(ge=16, le=10_000)] = Field(
+        100, description="Most header fields one request may carry; more is 431."
+    )
+    header_read_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        10.0, description="Seconds a client has to send a whole request head; then 408, connection closed."
+    )
+    body_read_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0, description="Seconds the API waits for the next bytes of a request body; then 408, closed."
+    )
+    max_concurrent_requests: Annotated[int, Field(ge=1)] = Field(
+        64, description="Requests one API process serves at once (health probes aside); more are 503 at once."
+    )
+    max_active_jobs_per_tenant: Annotated[int, Field(ge=0)] = 100
+    max_td_points: Annotated[int, Field(ge=0)] = Field(
+        1_000_000_000, description="Most transition-density points (pairs × points) a job may plan; 0: none."
+    )
+    max_ps_pairs: Annotated[int, Field(ge=0)] = Field(
+        50_000_000_000, description="Most sample pairs one job's pattern similarity may compare; 0: no limit."
+    )
+    max_forward_cost: Annotated[int, Field(ge=0)] = Field(
+        2_000_000_000,
+        description="Most forward passes × model size in MiB (at least 1) one job may plan; 0: no limit.",
+    )
+    idempotency_ttl_s: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] = 24 * 3600
+    readyz_timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
+
+    # -- jobs: what one analysis may use, how often it is tried, how long its records and files are kept ---
     job_time_limit_s: Annotated[int, Field(gt=0, le=7 * 24 * 3600)] = 3600
     job_cpu_time_limit_s: Annotated[int, Field(ge=0)] = 4 * 3600
     job_memory_limit_mb: Annotated[int, Field(ge=0)] = 8192
@@ -140,10 +186,23 @@ class Settings(BaseSettings):
         3600, description="Seconds between a worker's sweeps for uploads and reports past their TTL."
     )
 
-    max_upload_mb: Annotated[int, Field(gt=0)] = 2048
-    tenant_quota_mb: Annotated[int, Field(ge=0)] = Field(
-        10 * 1024, description="MiB of uploads one tenant may keep (each counted in full); 0: no quota."
+    # -- queue: delivery of jobs to workers ------------------------------------------------------
+    queue: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = "analysis"
+    visibility_timeout_s: Annotated[int | None, Field(ge=1, le=30 * 24 * 3600)] = Field(
+        None,
+        description="Seconds Redis waits for a job's acknowledgement before it hands the job to another "
+        "worker. Unset: the hard time limit plus 600 s. Lower only for tests: a job running longer "
+        "than this is delivered a second time.",
     )
+    job_lease_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        60.0,
+        description="Seconds a running job's lease outlives its last renewal (renewed every third of "
+        "that while the job runs). A second delivery of a running job (its visibility timeout passed) "
+        "does not run it while the lease is held but checks again after this long; a job whose worker "
+        "died runs again at most this long after the broker redelivers it.",
+    )
+
+    # -- sandbox: how the processes that open uploaded models start and are confined -------------
     allow_torchscript: bool = True
     sandbox_allow_unconfined: bool = Field(
         False,
@@ -151,45 +210,36 @@ class Settings(BaseSettings):
         "(no Landlock or seccomp). Off: such uploads are refused with 422 `sandbox_unavailable`. Only "
         "for a trusted network; ONNX models run either way.",
     )
-    max_header_bytes: Annotated[int, Field(ge=4096, le=16 * _MIB)] = Field(
-        64 * 1024, description="Largest request head (request line, headers) in bytes; past it 431, unread."
+    sandbox_command: str = Field(
+        "",
+        description="A command prefix the analysis process runs under (e.g. an nsjail or bwrap "
+        "invocation ending in `--`); empty: run it directly.",
     )
-    max_headers: Annotated[int, Field(ge=16, le=10_000)] = Field(
-        100, description="Most header fields one request may carry; more is 431."
-    )
-    header_read_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
-        10.0, description="Seconds a client has to send a whole request head; then 408, connection closed."
-    )
-    body_read_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
-        30.0, description="Seconds the API waits for the next bytes of a request body; then 408, closed."
-    )
-    max_concurrent_requests: Annotated[int, Field(ge=1)] = Field(
-        64, description="Requests one API process serves at once (health probes aside); more are 503 at once."
+    sandbox_launch: Literal["fork", "exec"] | None = Field(
+        None,
+        description="How the analysis process starts: `fork` from a warm launcher process per worker "
+        "process that has the libraries imported (fast), or `exec` as a fresh Python process. Unset: "
+        "`fork`, or `exec` when a sandbox command is set (a command prefix cannot wrap a fork).",
     )
 
-    api_keys: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=dict,
-        repr=False,
-        description="API key → tenant. Empty: no authentication, every client is the default tenant.",
+    # -- split: when a large analysis runs as parallel tasks -------------------------------------
+    chunk_td_points: Annotated[int, Field(ge=0)] = Field(
+        2_000_000,
+        description="Split transition density into parallel tasks of about this many points "
+        "(pairs × points each) when a job has more; 0: never split it.",
     )
-    require_api_keys: bool = Field(
-        False,
-        description="Refuse to start without NEURONSCOPE_API_KEYS: set it where the API is reachable from a "
-        "network (docker-compose.yml does).",
+    chunk_ps_pairs: Annotated[int, Field(ge=0)] = Field(
+        100_000_000,
+        description="Split all-pairs pattern similarity into parallel tasks of about this many "
+        "sample pairs (row blocks of the N × N matrix) when a job has more; 0: never split it.",
     )
-    max_active_jobs_per_tenant: Annotated[int, Field(ge=0)] = 100
-    max_td_points: Annotated[int, Field(ge=0)] = Field(
-        1_000_000_000, description="Most transition-density points (pairs × points) a job may plan; 0: none."
+    chunk_capture_samples: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="Split the capture (the pass of the dataset through the model) into parallel "
+        "tasks of about this many samples, whole batches each, when a job has more; 0: never split it.",
     )
-    max_ps_pairs: Annotated[int, Field(ge=0)] = Field(
-        50_000_000_000, description="Most sample pairs one job's pattern similarity may compare; 0: no limit."
-    )
-    max_forward_cost: Annotated[int, Field(ge=0)] = Field(
-        2_000_000_000,
-        description="Most forward passes × model size in MiB (at least 1) one job may plan; 0: no limit.",
-    )
-    idempotency_ttl_s: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] = 24 * 3600
-    readyz_timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
+
+    # -- logging ---------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("redis_url")
@@ -220,6 +270,21 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("sandbox_command")
+    @classmethod
+    def _command_parses(cls, value: str) -> str:
+        try:
+            shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"expected a shell-quoted command prefix, got {value!r}: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _launch_fits(self) -> Settings:
+        if self.sandbox_launch == "fork" and self.sandbox_command:
+            raise ValueError("sandbox_launch: fork cannot run under a sandbox command; unset it or use exec")
+        return self
+
     @model_validator(mode="after")
     def _api_keys_when_required(self) -> Settings:
         if self.require_api_keys and not self.api_keys:
@@ -247,9 +312,28 @@ class Settings(BaseSettings):
         return self.job_time_limit_s + 120
 
     @property
-    def visibility_timeout_s(self) -> int:
-        """How long Redis waits for an ack before redelivering; always above the hard limit."""
-        return self.hard_time_limit_s + 600
+    def redelivery_after_s(self) -> int:
+        """How long Redis waits for a job's acknowledgement before it hands the job to another
+        worker: ``visibility_timeout_s`` where set, else 600 s above Celery's hard time limit. The
+        API publishes and the workers consume with this one value."""
+        return self.visibility_timeout_s or self.hard_time_limit_s + 600
+
+    @property
+    def restore_interval_s(self) -> int:
+        """Seconds between a worker's sweeps for unacknowledged jobs past the redelivery time."""
+        return max(1, min(60, self.redelivery_after_s // 5))
+
+    @property
+    def launch(self) -> Literal["fork", "exec"]:
+        """How analysis processes start: exec under a sandbox command, else ``sandbox_launch``
+        (default fork)."""
+        if self.sandbox_command:
+            return "exec"
+        return self.sandbox_launch or "fork"
+
+    @property
+    def sandbox_prefix(self) -> list[str]:
+        return shlex.split(self.sandbox_command)
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that give a subprocess exactly these settings.
@@ -290,7 +374,7 @@ class Settings(BaseSettings):
             "broker_url": url,
             "broker_connection_retry_on_startup": True,
             "broker_transport_options": {
-                "visibility_timeout": self.visibility_timeout_s,
+                "visibility_timeout": self.redelivery_after_s,
                 "global_keyprefix": f"{self.key_prefix}:celery:",
             },
             "task_serializer": "json",

@@ -1,9 +1,9 @@
 """The workers' Celery app: ``celery -A worker.celery_app worker``.
 
 Configuration comes from :meth:`neuronscope.settings.Settings.celery_config` (the same settings the
-API publishes with) plus what only consumers need (:mod:`worker.config`): the visibility timeout
-and how often to sweep for jobs whose worker died, and a result backend for the chords that run a
-split analysis. It is read lazily when Celery first needs it (not at import).
+API publishes with, the same redelivery time included) plus what only consumers need: how often
+to sweep for jobs whose worker died, and a result backend for the chords that run a split
+analysis. It is read lazily when Celery first needs it (not at import).
 
 When a worker has started, its main process removes the job directories of killed attempts and
 starts the retention sweep (:mod:`worker.housekeeping`); it stops the sweep when it shuts down.
@@ -17,23 +17,22 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from neuronscope.settings import Settings, get_settings
-from worker.config import WorkerSettings, get_worker_settings
 
 #: Chord bookkeeping is kept this long; a split analysis must finish within it.
 RESULT_EXPIRES_S = 7 * 24 * 3600
 
 
-def worker_config(settings: Settings, worker: WorkerSettings) -> dict[str, Any]:
+def worker_config(settings: Settings) -> dict[str, Any]:
     """The API's Celery settings with the consumer side added.
 
     Redis redelivers a job nobody acknowledged after the visibility timeout; workers look for such
-    jobs when they start and then every :meth:`WorkerSettings.restore_interval_for` seconds.
+    jobs when they start and then every :attr:`Settings.restore_interval_s` seconds.
     """
     config = settings.celery_config()
     config["broker_transport_options"] = {
         **config["broker_transport_options"],
-        "visibility_timeout": worker.visibility_timeout_for(settings),
-        "unacked_restore_interval": worker.restore_interval_for(settings),
+        "visibility_timeout": settings.redelivery_after_s,
+        "unacked_restore_interval": settings.restore_interval_s,
         "unacked_restore_throttle": 1,
     }
     config.update(
@@ -47,15 +46,15 @@ def worker_config(settings: Settings, worker: WorkerSettings) -> dict[str, Any]:
     return config
 
 
-def create_celery(settings: Settings | None = None, worker: WorkerSettings | None = None) -> Celery:
+def create_celery(settings: Settings | None = None) -> Celery:
     """A Celery app for ``settings`` (``None``: the environment's, read on first use)."""
     celery = Celery("neuronscope", set_as_current=False, include=["worker.tasks"])
     if settings is not None:
-        celery.conf.update(worker_config(settings, worker or WorkerSettings()))
+        celery.conf.update(worker_config(settings))
     else:
 
         def defaults() -> dict[str, Any]:
-            return worker_config(get_settings(), get_worker_settings())
+            return worker_config(get_settings())
 
         celery.add_defaults(defaults)
     return celery

@@ -41,7 +41,6 @@ from neuronscope.job_lease import HeldLease, JobLeases, new_owner
 from neuronscope.jobs import JobError, JobRecord, JobStore, connect
 from neuronscope.settings import Settings
 from neuronscope.storage import ArtifactKind, Storage, StorageFull, open_storage
-from worker.config import WorkerSettings
 from worker.stale_dirs import job_workdir
 from worker.zygote import Zygote, ZygoteError, get_zygote
 
@@ -389,7 +388,6 @@ class WorkerContext:
     jobs: JobStore
     storage: Storage
     leases: JobLeases
-    worker: WorkerSettings = field(default_factory=WorkerSettings)
     redis_client: Redis | None = None
     confinement: Confinement | None = None
 
@@ -400,10 +398,9 @@ class WorkerContext:
         return self.confinement
 
     @classmethod
-    def of(cls, settings: Settings, worker: WorkerSettings | None = None) -> WorkerContext:
+    def of(cls, settings: Settings) -> WorkerContext:
         client = connect(settings.require_redis_url())
-        worker = worker or WorkerSettings()
-        if worker.launch == "fork":
+        if settings.launch == "fork":
             # it imports the libraries while the first job's inputs are fetched
             worker_zygote(settings.job_threads).start()
         confinement = worker_confinement(settings)
@@ -414,8 +411,7 @@ class WorkerContext:
             settings=settings,
             jobs=JobStore(client, prefix=settings.key_prefix, ttl_s=settings.job_ttl_s),
             storage=open_storage(settings.storage_backend, settings.data_dir),
-            leases=JobLeases(client, prefix=settings.key_prefix, ttl_s=worker.job_lease_s),
-            worker=worker,
+            leases=JobLeases(client, prefix=settings.key_prefix, ttl_s=settings.job_lease_s),
             redis_client=client,
         )
 
@@ -567,8 +563,8 @@ def run_runner(
         return ctx.jobs.status(job_id) == "cancelled"
 
     limits = Limits.of(ctx.settings)
-    prefix = ctx.worker.sandbox_prefix
-    fork = ctx.worker.launch == "fork" and python == sys.executable
+    prefix = ctx.settings.sandbox_prefix
+    fork = ctx.settings.launch == "fork" and python == sys.executable
     runner = [
         "-m", "worker.runner", *args,
         "--memory-mb", str(limits.memory_mb), "--cpu-seconds", str(limits.cpu_s),

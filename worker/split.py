@@ -64,7 +64,7 @@ _DISPATCHED_PAIRS = "dispatched-pairs"
 def plan_for(ctx: WorkerContext, record: JobRecord, inputs: JobInputs) -> ChunkPlan | None:
     """The job's chunk plan under this worker's policy; ``None`` when it runs as one analysis
     (splitting off, a small job, or inputs the single analysis should report on)."""
-    policy = ctx.worker
+    policy = ctx.settings
     if not policy.chunk_td_points and not policy.chunk_ps_pairs and not policy.chunk_capture_samples:
         return None
     try:

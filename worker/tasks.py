@@ -19,7 +19,6 @@ from celery.signals import worker_process_init
 from neuronscope.jobs import JobError
 from neuronscope.settings import ANALYSIS_TASK, get_settings
 from worker.celery_app import app
-from worker.config import get_worker_settings
 from worker.engine.plan import ChunkKind
 from worker.sandbox import RunOutcome, WorkerContext, run_job
 from worker.split import ChunkOutcome, finish_split, maybe_split, run_chunk
@@ -35,7 +34,7 @@ _RELIABLE: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
 @lru_cache(maxsize=1)
 def worker_context() -> WorkerContext:
     """This worker process's Redis client and storage, made on first use (after the pool forked)."""
-    return WorkerContext.of(get_settings(), get_worker_settings())
+    return WorkerContext.of(get_settings())
 
 
 def _warm_up(**_: Any) -> None:

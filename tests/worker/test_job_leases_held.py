@@ -13,7 +13,6 @@ from stored import store_artifact
 
 import worker.sandbox as sandbox
 from neuronscope.settings import Settings
-from worker.config import WorkerSettings
 from worker.sandbox import WorkerContext, run_job
 
 LEASE_S = 0.6
@@ -24,8 +23,8 @@ SLOW = json.dumps({"transition_density": {"pairs": {"count": 2000}, "points": 10
 
 @pytest.fixture
 def ctx(make_settings: Any) -> WorkerContext:
-    settings: Settings = make_settings(job_threads=1)
-    return WorkerContext.of(settings, WorkerSettings(job_lease_s=LEASE_S))
+    settings: Settings = make_settings(job_threads=1, job_lease_s=LEASE_S)
+    return WorkerContext.of(settings)
 
 
 def _job(ctx: WorkerContext, tiny_model: Any, config: str) -> str:

@@ -17,7 +17,6 @@ from neuronscope.jobs import ArtifactRef, JobRecord
 from neuronscope.settings import ANALYSIS_TASK, Settings, get_settings
 from neuronscope.storage import ArtifactFormat, FileSystemStorage
 from worker.celery_app import create_celery
-from worker.config import WorkerSettings
 from worker.sandbox import WorkerContext, run_job
 
 SMALL = json.dumps({"transition_density": {"pairs": {"count": 4}, "points": 16}, "device": "cpu"})
@@ -201,9 +200,9 @@ def test_the_task_checks_a_held_job_again_a_lease_later(
 
 
 def test_the_lease_is_held_and_renewed_while_the_analysis_runs(
-    settings: Settings, tiny_model: Any, tmp_path: Path
+    make_settings: Any, tiny_model: Any, tmp_path: Path
 ) -> None:
-    ctx = WorkerContext.of(settings, WorkerSettings(job_lease_s=0.6, sandbox_launch="exec"))
+    ctx = WorkerContext.of(make_settings(job_lease_s=0.6, sandbox_launch="exec"))
     slow = tmp_path / "slow-python"
     slow.write_text(f'#!/bin/sh\nsleep 2\nexec "{sys.executable}" "$@"\n')
     slow.chmod(0o755)
