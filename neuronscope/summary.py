@@ -312,7 +312,7 @@ def summarize(report: Report, *, worst_layers: int = 3) -> str:
     else:
         lines.append(
             f"Transition density: mean {num(td.mean, 2)}, median {num(td.median, 2)} over {td.pairs:,} pairs "
-            f"× {td.points:,} points"
+            f"× {td.points:,} points" + (" in the embedding space" if td.space == "embedding" else "")
         )
     ranked = sorted(enumerate(report.layers), key=lambda il: il[1].dying_fraction, reverse=True)
     ranked = [(i, layer) for i, layer in ranked if layer.dying_fraction > 0][:worst_layers]

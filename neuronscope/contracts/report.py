@@ -202,6 +202,16 @@ class TransitionDensitySection(_Model):
     neuron_changes_mean: Stat
     per_pair_kind: dict[Literal["same_label", "different_label"], TdKindStats]
     samples: list[PairSampleRow] = Field(description="Per-pair values (capped) for the TD/PS/distance plot.")
+    space: Literal["inputs", "embedding"] = Field(
+        "inputs",
+        description="Where the paths run: between the inputs, or, for a model with integer inputs "
+        "(token ids), in its embedding space (the first floating tensors computed from them).",
+    )
+    interpolated: list[str] = Field(
+        default_factory=list,
+        description="The tensors interpolated: input names, or the embedding tensors (module path and "
+        "node); integer inputs take the nearer endpoint's value.",
+    )
 
 
 class LabelAgreement(_Model):

@@ -32,6 +32,7 @@ from worker.engine.capture.base import ActivationLayer, CaptureModel, CaptureRes
 from worker.engine.capture.loader import model_inputs, open_model
 from worker.engine.errors import AnalysisError
 from worker.engine.inputs import BoundInputs, bind_inputs
+from worker.engine.interpolation import interpolation_space
 from worker.engine.label_sections import with_chance, with_flat
 from worker.engine.metrics.chance import label_region_counts
 from worker.engine.metrics.correlation import spearman
@@ -40,7 +41,7 @@ from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
 from worker.engine.metrics.pairs import AllPairs, PairLists, PairSets, select_pairs
 from worker.engine.metrics.patterns import PatternStore, RegionCoder
 from worker.engine.metrics.similarity import SimilaritySummary, pair_counts, pattern_similarity
-from worker.engine.metrics.transition import TransitionCounter, interpolation_points, path_transitions
+from worker.engine.metrics.transition import TransitionCounter, path_transitions
 from worker.engine.prediction import DistanceSummary, distance_summary, pair_distances
 from worker.engine.report_builder import (
     Correlation,
@@ -449,11 +450,12 @@ def transition_counts(
 
     Whole paths share a model batch when ``points <= batch_size`` (``batch_size // points`` paths
     per batch, in order); longer paths go through in chunks with a :class:`TransitionCounter`.
-    Memory never grows with P or with ``points``.
+    Memory never grows with P or with ``points``. Paths run between the inputs, or in the
+    embedding space of a model with integer inputs (:mod:`worker.engine.interpolation`).
     """
     assert config.transition_density is not None
     points = config.transition_density.points
-    inputs = _float_inputs(bound, model.device)
+    space = interpolation_space(model, bound, pairs, config.batch_size)
     td = torch.zeros(pairs.shape[0], dtype=torch.int64)
     changes = torch.zeros(pairs.shape[0], dtype=torch.int64)
     total = max(pairs.shape[0], 1)
@@ -461,12 +463,8 @@ def transition_counts(
         per_batch = config.batch_size // points
         for first in range(0, pairs.shape[0], per_batch):
             chunk = pairs[first : first + per_batch]
-            batch = {
-                name: torch.cat([interpolation_points(x[i], x[j], points) for i, j in chunk.tolist()])
-                for name, x in inputs.items()
-            }
             path_td, path_changes = path_transitions(
-                patterns_of(model.capture(batch), plans, config.space), points
+                patterns_of(space.capture(space.paths(chunk, points)), plans, config.space), points
             )
             td[first : first + chunk.shape[0]] = path_td.cpu()
             changes[first : first + chunk.shape[0]] = path_changes.cpu()
@@ -477,10 +475,8 @@ def transition_counts(
             counter.reset()
             for start in range(0, points, config.batch_size):
                 stop = min(start + config.batch_size, points)
-                batch = {
-                    name: interpolation_points(x[i], x[j], points, start, stop) for name, x in inputs.items()
-                }
-                counter.update(patterns_of(model.capture(batch), plans, config.space))
+                batch = space.path(i, j, points, start, stop)
+                counter.update(patterns_of(space.capture(batch), plans, config.space))
             td[index], changes[index] = counter.transitions, counter.neuron_changes
             progress("transition_density", (index + 1) / total)
     return td, changes
@@ -507,20 +503,6 @@ def transition_result(
         ps=ps,
         distance=distance,
     )
-
-
-def _float_inputs(bound: BoundInputs, device: torch.device) -> dict[str, torch.Tensor]:
-    tensors = {}
-    for name, array in bound.arrays.items():
-        if not np.issubdtype(array.dtype, np.floating):
-            raise AnalysisError(
-                "transition density interpolates inputs: expected a floating input "
-                f"{name!r}, got {array.dtype}; "
-                'set "transition_density": null for models with integer inputs',
-                code="dataset_invalid",
-            )
-        tensors[name] = torch.as_tensor(array, device=device)
-    return tensors
 
 
 __all__ = [

@@ -40,6 +40,7 @@ from neuronscope.contracts.report import (
     fair_shares,
 )
 from worker.engine.capture.base import ActivationLayer, CaptureModel
+from worker.engine.interpolation import describe_space
 from worker.engine.metrics.correlation import spearman
 from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
 from worker.engine.metrics.similarity import KindSummary, SimilaritySummary
@@ -88,6 +89,8 @@ class ReportFacts(BaseModel):
     dataset_sha256: str
     device: str
     runtime: str
+    interpolation: Literal["inputs", "embedding"] = "inputs"
+    interpolated: list[str] = []
 
     @classmethod
     def of(
@@ -118,6 +121,8 @@ class ReportFacts(BaseModel):
             dataset_sha256=file_sha256(dataset_path),
             device=_device_name(model.device),
             runtime=model.runtime,
+            interpolation=describe_space(model)[0],
+            interpolated=describe_space(model)[1],
         )
 
     @property
@@ -155,7 +160,11 @@ def build_report(inputs: ReportInputs) -> Report:
             sha256=inputs.facts.dataset_sha256,
         ),
         pattern_similarity=similarity_section(inputs.similarity, layers),
-        transition_density=transition_section(inputs.transition) if inputs.transition is not None else None,
+        transition_density=(
+            transition_section(inputs.transition, inputs.facts.interpolation, inputs.facts.interpolated)
+            if inputs.transition is not None
+            else None
+        ),
         layers=health_section(layers, health),
         prediction_distance=PredictionDistanceSection(
             random=_distance_kind(inputs.distances.random),
@@ -278,7 +287,11 @@ def _td_kind(result: TransitionResult, mask: torch.Tensor) -> TdKindStats:
     )
 
 
-def transition_section(result: TransitionResult) -> TransitionDensitySection:
+def transition_section(
+    result: TransitionResult,
+    space: Literal["inputs", "embedding"] = "inputs",
+    interpolated: Sequence[str] = (),
+) -> TransitionDensitySection:
     td = result.td.double()
     return TransitionDensitySection(
         pairs=int(result.pairs.shape[0]),
@@ -294,6 +307,8 @@ def transition_section(result: TransitionResult) -> TransitionDensitySection:
         samples=_rows(
             result.pairs, result.same_label, result.ps, result.distance, result.td, result.neuron_changes
         ),
+        space=space,
+        interpolated=list(interpolated),
     )
 
 

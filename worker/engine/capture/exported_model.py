@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from worker.engine.capture.base import (
 )
 from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes, doubled
 from worker.engine.capture.device import torch_device
+from worker.engine.capture.exported_embedding import EmbeddingCut, find_cut
 from worker.engine.capture.exported_graph import (
     FxCandidate,
     aten_name,
@@ -157,18 +159,28 @@ class _Runner:
         fixed = leading.pop() if len(leading) == 1 else None
         self.fixed_batch = fixed if isinstance(fixed, int) and fixed > 0 else None
 
-    def run(self, module: fx.GraphModule, batch: Batch, size: int, what: str) -> list[torch.Tensor]:
-        """The first user output and every extra output, each ``[size, ...]``."""
+    def run(
+        self,
+        module: fx.GraphModule,
+        batch: Batch,
+        size: int,
+        what: str,
+        extra: Sequence[str] = (),
+    ) -> list[torch.Tensor]:
+        """The first user output and every extra output, each ``[size, ...]``. ``extra`` names
+        placeholders after the program's own (a tail's embedded tensors), fed from ``batch``."""
         tensors = {s.name: as_tensor(batch[s.name], self.device, self.float_dtype) for s in self.inputs}
+        tensors |= {name: as_tensor(batch[name], self.device, self.float_dtype) for name in extra}
+        order = [*self.placeholders, *extra]
         try:
             chunk = self.fixed_batch
             if chunk is None or chunk == size:
-                return self._call(module, tensors)
+                return self._call(module, tensors, order)
             parts = []
             for start in range(0, size, chunk):
                 stop = min(start + chunk, size)
                 piece = {name: _pad(t[start:stop], chunk) for name, t in tensors.items()}
-                parts.append([out[: stop - start] for out in self._call(module, piece)])
+                parts.append([out[: stop - start] for out in self._call(module, piece, order)])
             return [torch.cat(column, dim=0) for column in zip(*parts, strict=True)]
         except AnalysisError:
             raise
@@ -176,8 +188,10 @@ class _Runner:
             shapes = {name: tuple(t.shape) for name, t in tensors.items()}
             raise run_failure(exc, what, shapes) from exc
 
-    def _call(self, module: fx.GraphModule, tensors: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-        arguments = [tensors[name] if name in tensors else self.values[name] for name in self.placeholders]
+    def _call(
+        self, module: fx.GraphModule, tensors: Mapping[str, torch.Tensor], order: Sequence[str]
+    ) -> list[torch.Tensor]:
+        arguments = [tensors[name] if name in tensors else self.values[name] for name in order]
         with torch.inference_mode():
             raw = module(*arguments)
         flat = list(raw) if isinstance(raw, tuple | list) else [raw]
@@ -210,8 +224,10 @@ class ExportedCaptureModel:
         capturing: fx.GraphModule,
         layers: list[ActivationLayer],
         sample_shapes: dict[str, tuple[int, ...]],
+        embedding: _Embedding | None = None,
     ) -> None:
         self.inputs = [InputSpec(s.name, (None, *s.shape[1:]), s.dtype) for s in runner.inputs]
+        self._embedding = embedding
         self.layers = layers
         self.device = runner.device
         self.runtime = f"torch.export {torch.__version__} {runner.device}"
@@ -226,6 +242,35 @@ class ExportedCaptureModel:
         ``pre[k]`` / ``post[k]`` ``[B, neurons_k]`` float32 for every layer."""
         size = self._check(batch)
         output, *extra = self._runner.run(self._capturing, batch, size, "a batch")
+        flat = [t.reshape(size, -1).to(torch.float32) for t in extra]
+        return CaptureResult(outputs=output.to(torch.float32), pre=flat[0::2], post=flat[1::2])
+
+    @property
+    def embedding_names(self) -> list[str]:
+        """The tensors transition density interpolates for integer inputs (``"<module>:<node>"``),
+        keyed in :meth:`embed`'s result by :attr:`embedding_inputs`; empty when there are none."""
+        return list(self._embedding.cut.names) if self._embedding is not None else []
+
+    @property
+    def embedding_inputs(self) -> list[str]:
+        return list(self._embedding.cut.placeholders) if self._embedding is not None else []
+
+    def embed(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The embedding tensors ``[B, ...]`` of ``batch``, keyed by :attr:`embedding_inputs`."""
+        if self._embedding is None:
+            raise AnalysisError("expected a model with integer inputs to embed, got none", code="internal")
+        size = self._check(batch)
+        _, *values = self._runner.run(self._embedding.head, batch, size, "the embedding of a batch")
+        return dict(zip(self._embedding.cut.placeholders, values, strict=True))
+
+    def capture_embedded(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
+        """:meth:`capture` from the embedding: ``batch`` holds the model's inputs (integer ones
+        are read only for what is not embedded) and every :attr:`embedding_inputs` tensor."""
+        if self._embedding is None:
+            raise AnalysisError("expected a model with integer inputs to embed, got none", code="internal")
+        size = batch_size(batch, self._runner.inputs)
+        names = self._embedding.cut.placeholders
+        output, *extra = self._runner.run(self._embedding.capturing, batch, size, "a batch", names)
         flat = [t.reshape(size, -1).to(torch.float32) for t in extra]
         return CaptureResult(outputs=output.to(torch.float32), pre=flat[0::2], post=flat[1::2])
 
@@ -317,6 +362,7 @@ def load_exported(
         capturing=_with_outputs(module, _exposed(chosen)),
         layers=[layers[i] for i in keep],
         sample_shapes={s.name: tuple(int(d) for d in example[s.name].shape[1:]) for s in runner.inputs},
+        embedding=_embedding(module, runner, chosen),
     )
     model.warnings = [
         recurrent_warning(ATEN_RECURRENT[op], module_path(node))
@@ -324,6 +370,38 @@ def load_exported(
         if (op := aten_name(node)) is not None and op in ATEN_RECURRENT
     ]
     return model
+
+
+@dataclass(frozen=True)
+class _Embedding:
+    """The program cut at its embedding: ``head`` returns the embedding tensors after the
+    outputs, ``capturing`` the tail with the layers' inputs and outputs appended."""
+
+    cut: EmbeddingCut
+    head: fx.GraphModule
+    capturing: fx.GraphModule
+
+
+def _embedding(module: fx.GraphModule, runner: _Runner, chosen: Sequence[FxCandidate]) -> _Embedding | None:
+    """The cut below the integer user inputs, when they have one and every chosen layer lies
+    below it."""
+    integer = {s.name for s in runner.inputs if not _torch_dtype(s.dtype).is_floating_point}
+    placeholders = [n for n in module.graph.nodes if n.op == "placeholder" and n.name in integer]
+    if not placeholders:
+        return None
+    value = placeholders[0].meta.get("val")
+    if not isinstance(value, torch.Tensor) or value.dim() == 0:
+        return None
+    cut = find_cut(module, integer, value.shape[0])
+    if cut is None or any(node not in cut.mapping for node in _exposed(chosen)):
+        return None
+    capturing = _with_outputs(cut.tail, [cut.mapping[node] for node in _exposed(chosen)])
+    return _Embedding(cut, _with_outputs(module, cut.frontier), capturing)
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    found = getattr(torch, name, None)
+    return found if isinstance(found, torch.dtype) else torch.float32
 
 
 def _exposed(candidates: Sequence[FxCandidate]) -> list[fx.Node]:
