@@ -308,7 +308,8 @@ def summarize(report: Report, *, worst_layers: int = 3) -> str:
     ]
     td = report.transition_density
     if td is None:
-        lines.append("Transition density: skipped")
+        why = f": {report.transition_density_skipped}" if report.transition_density_skipped else ""
+        lines.append(f"Transition density: skipped{why}")
     else:
         lines.append(
             f"Transition density: mean {num(td.mean, 2)}, median {num(td.median, 2)} over {td.pairs:,} pairs "

@@ -325,6 +325,11 @@ class Report(_Model):
     dataset: DatasetSection
     pattern_similarity: PatternSimilaritySection
     transition_density: TransitionDensitySection | None
+    transition_density_skipped: str | None = Field(
+        None,
+        description="Why transition_density is null although the config asked for it (e.g. token-id "
+        "inputs of a model that cannot be run from its embedding); null otherwise.",
+    )
     layers: list[LayerHealth]
     prediction_distance: PredictionDistanceSection
     provenance: Provenance

@@ -114,7 +114,7 @@ def analyze(
     similarity = similarity_of(captured, config, opened.progress)
     opened.clock.lap("pattern_similarity")
     transition = None
-    if config.transition_density is not None:
+    if config.transition_density is not None and opened.facts.td_unavailable is None:
         pairs = transition_pairs(config, captured)
         td, changes = transition_counts(
             opened.model, opened.bound, opened.plans, pairs, config, opened.progress

@@ -119,6 +119,21 @@ def interpolation_space(
     return InterpolationSpace("embedding", list(model.embedding_names), model, endpoints, nearest, index)
 
 
+def unavailable(model: CaptureModel) -> str | None:
+    """Why transition density cannot run on ``model`` whatever the pairs (integer inputs and no
+    embedding to interpolate in), None when it can."""
+    dtypes = {spec.name: spec.dtype for spec in model.inputs}
+    integer = [name for name, dtype in dtypes.items() if not _floating(dtype)]
+    if not integer or (isinstance(model, EmbeddingModel) and model.embedding_inputs):
+        return None
+    return (
+        f"input {integer[0]!r} holds {dtypes[integer[0]]} values (token ids?) that cannot be "
+        f"interpolated, and this {model.format} model cannot be run from "
+        "its embedding; export it with torch.export.save (.pt2) to get transition density in its "
+        "embedding space"
+    )
+
+
 def describe_space(model: CaptureModel) -> tuple[Space, list[str]]:
     """Where TD interpolates for ``model`` and the tensors interpolated, as the report states them
     (known once the model is open, before any path runs)."""

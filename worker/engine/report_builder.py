@@ -40,7 +40,7 @@ from neuronscope.contracts.report import (
     fair_shares,
 )
 from worker.engine.capture.base import ActivationLayer, CaptureModel
-from worker.engine.interpolation import describe_space
+from worker.engine.interpolation import describe_space, unavailable
 from worker.engine.metrics.correlation import spearman
 from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
 from worker.engine.metrics.similarity import KindSummary, SimilaritySummary
@@ -91,6 +91,7 @@ class ReportFacts(BaseModel):
     runtime: str
     interpolation: Literal["inputs", "embedding"] = "inputs"
     interpolated: list[str] = []
+    td_unavailable: str | None = None
 
     @classmethod
     def of(
@@ -123,6 +124,7 @@ class ReportFacts(BaseModel):
             runtime=model.runtime,
             interpolation=describe_space(model)[0],
             interpolated=describe_space(model)[1],
+            td_unavailable=unavailable(model),
         )
 
     @property
@@ -163,6 +165,11 @@ def build_report(inputs: ReportInputs) -> Report:
         transition_density=(
             transition_section(inputs.transition, inputs.facts.interpolation, inputs.facts.interpolated)
             if inputs.transition is not None
+            else None
+        ),
+        transition_density_skipped=(
+            inputs.facts.td_unavailable
+            if config.transition_density is not None and inputs.transition is None
             else None
         ),
         layers=health_section(layers, health),

@@ -14,7 +14,6 @@ from torch import nn
 from neuronscope.contracts import AnalysisConfig
 from neuronscope.summary import summarize
 from worker.engine import analyze
-from worker.engine.errors import AnalysisError
 
 VOCAB, SEQ, DIM = 13, 6, 8
 
@@ -109,13 +108,23 @@ def test_td_interpolates_in_the_embedding_space_with_the_default_config(
     assert "in the embedding space" in summarize(report)
 
 
-def test_integer_inputs_of_a_model_without_an_embedding_cut_still_fail_clearly(
+def test_where_td_cannot_run_the_report_is_written_with_td_skipped_and_why(
     token_model: tuple[TinyEncoder, Path, Path], tmp_path: Path
 ) -> None:
+    """A traced TorchScript twin cannot be run from its embedding: capture and PS still report,
+    TD is null with the reason, in the report and the summary."""
     net, _, dataset = token_model
     ids, mask = _dataset()
     scripted = tmp_path / "model.pt"
     torch.jit.save(torch.jit.trace(net, (ids[:2], mask[:2])), str(scripted))
-    with pytest.raises(AnalysisError) as caught:
-        analyze(scripted, dataset, AnalysisConfig(device="cpu"), trusted_model=True)
-    assert caught.value.code == "dataset_invalid" and ".pt2" in caught.value.message
+
+    report = analyze(scripted, dataset, AnalysisConfig(device="cpu"), trusted_model=True)
+
+    assert report.transition_density is None and report.transition_density_skipped is not None
+    assert "'input_ids'" in report.transition_density_skipped and ".pt2" in report.transition_density_skipped
+    assert report.pattern_similarity.random.pairs == 190 and len(report.layers) == 2
+    assert f"Transition density: skipped: {report.transition_density_skipped}" in summarize(report)
+    without = analyze(
+        scripted, dataset, AnalysisConfig(device="cpu", transition_density=None), trusted_model=True
+    )
+    assert without.transition_density is None and without.transition_density_skipped is None
