@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import subprocess
@@ -38,11 +39,18 @@ glibc_only = pytest.mark.skipif(
 )
 
 
-def _faults(mode: str) -> dict[str, object]:
+@functools.cache
+def _rounds(mode: str) -> str:
+    """The rounds' output in a fresh process, once per mode for the session (each start imports
+    the engine: seconds); every test parses its own copy."""
     done = subprocess.run(
         [sys.executable, "-c", ROUNDS, mode], capture_output=True, text=True, check=True, timeout=60
     )
-    result: dict[str, object] = json.loads(done.stdout)
+    return done.stdout
+
+
+def _faults(mode: str) -> dict[str, object]:
+    result: dict[str, object] = json.loads(_rounds(mode))
     return result
 
 
