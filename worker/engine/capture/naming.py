@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -43,6 +43,40 @@ def module_layer_names(paths: Sequence[str], ops: Sequence[str]) -> list[str]:
         else:
             names.append(base)
     return names
+
+
+def resolve_path(path: str, modules: Collection[str], containers: Collection[str]) -> str:
+    """``path`` as a qualified name among ``modules`` (``named_modules()``), re-inserting the
+    ``containers`` (``ModuleList`` / ``ModuleDict`` names) a TorchScript call stack leaves out, as
+    they have no forward of their own: ``encoder.0.act`` is ``encoder.layer.0.act``. Unchanged
+    where no single module fits.
+
+    >>> resolve_path("enc.0.1", ["enc", "enc.layer", "enc.layer.0", "enc.layer.0.1"], ["enc.layer"])
+    'enc.layer.0.1'
+    """
+    if not path or not modules:
+        return path
+    known = set(modules)
+    resolved = ""
+    for part in path.split("."):
+        direct = f"{resolved}.{part}" if resolved else part
+        if direct in known:
+            resolved = direct
+            continue
+        depth = direct.count(".") + 1
+        prefix = f"{resolved}." if resolved else ""
+        inside = [
+            name
+            for name in known
+            if name.count(".") == depth
+            and name.endswith(f".{part}")
+            and name.startswith(prefix)
+            and name.rsplit(".", 1)[0] in containers
+        ]
+        if len(inside) != 1:
+            return path
+        resolved = inside[0]
+    return resolved
 
 
 def scope_path(node: onnx.NodeProto) -> str | None:

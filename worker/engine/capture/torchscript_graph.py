@@ -5,13 +5,13 @@ level of ``forward``, through ``neuronscope_capture::record`` for those inside `
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from worker.engine.capture.naming import module_layer_names
+from worker.engine.capture.naming import module_layer_names, resolve_path
 from worker.engine.capture.patterns import GATES, decomposed_activations
 from worker.engine.capture.record import OP_NAME
 from worker.engine.capture.recurrent import ATEN_RECURRENT, recurrent_warning
@@ -172,11 +172,15 @@ def _on_tensor(node: torch._C.Node) -> bool:
     return node.inputsSize() > 0 and bool(node.inputsAt(0).type().isSubtypeOf(torch._C.TensorType.get()))
 
 
-def candidate_names(candidates: list[TsCandidate]) -> list[str]:
+def candidate_names(
+    candidates: list[TsCandidate], modules: Collection[str] = (), containers: Collection[str] = ()
+) -> list[str]:
     """``"<module path>:<op type>"`` (``"net.4.act:relu"``), ``#k`` appended when that is not
     unique; ``"aten::<op type>#k"`` for activations outside any submodule
-    (``worker.engine.capture.naming``)."""
-    return module_layer_names([c.path for c in candidates], [c.op_type for c in candidates])
+    (``worker.engine.capture.naming``). ``modules`` / ``containers``: the module's qualified names
+    and those of its ModuleLists / ModuleDicts, to restore the containers a call stack leaves out."""
+    paths = [resolve_path(c.path, modules, containers) for c in candidates]
+    return module_layer_names(paths, [c.op_type for c in candidates])
 
 
 def copy_flags(graph: torch._C.Graph) -> list[tuple[bool, bool]]:
@@ -288,12 +292,16 @@ def _record_around(
     after.insertAfter(node)
 
 
-def recurrent_layers(graph: torch._C.Graph) -> list[str]:
+def recurrent_layers(
+    graph: torch._C.Graph, modules: Collection[str] = (), containers: Collection[str] = ()
+) -> list[str]:
     """A warning per fused recurrent op (``aten::lstm``, ``gru``, ...) of ``graph``, named by
     module path: their gates are not analysed (``worker.engine.capture.recurrent``)."""
     found = []
     for node in _walk(graph.block()):
         op = node.kind().removeprefix("aten::")
         if node.kind().startswith("aten::") and op in ATEN_RECURRENT:
-            found.append(recurrent_warning(ATEN_RECURRENT[op], module_path(node)))
+            found.append(
+                recurrent_warning(ATEN_RECURRENT[op], resolve_path(module_path(node), modules, containers))
+            )
     return found

@@ -309,6 +309,18 @@ def _pad(array: np.ndarray | torch.Tensor, size: int) -> np.ndarray | torch.Tens
     return np.concatenate([array, np.repeat(array[-1:], size - array.shape[0], axis=0)])
 
 
+def _module_names(module: torch.jit.ScriptModule) -> tuple[set[str], set[str]]:
+    """The qualified names of ``module``'s submodules (``"encoder.layer.0"``), and of those that
+    are containers without a forward (ModuleList, ModuleDict)."""
+    names, containers = set(), set()
+    for name, child in module.named_modules():
+        if name:
+            names.add(name)
+            if getattr(child, "original_name", "") in ("ModuleList", "ModuleDict"):
+                containers.add(name)
+    return names, containers
+
+
 def _flatten(recorded: list[torch.Tensor], size: int) -> torch.Tensor:
     """One layer's recorded tensors ``[B, ...]`` (one per time it ran) as ``[B, neurons]`` float32."""
     parts = [t.reshape(size, -1) for t in recorded]
@@ -335,7 +347,7 @@ def _discover(
     many times in both runs. Returns the kept candidates' graph indices, their layers and how many
     times each ran per call (more than once inside a loop)."""
     candidates = find_activations(inlined_graph(runner.module))
-    names = candidate_names(candidates)
+    names = candidate_names(candidates, *_module_names(runner.module))
     plan = _build(runner.module, range(len(candidates)), flags)
     runs: list[tuple[list[list[torch.Tensor]], int]] = []
     for batch, rows in ((example, size), (doubled(example, runner.inputs), 2 * size)):
@@ -428,5 +440,5 @@ def load_torchscript(
         fires=fires,
         sample_shapes={spec.name: tuple(int(d) for d in example[spec.name].shape[1:]) for spec in declared},
     )
-    model.warnings = recurrent_layers(inlined_graph(module))
+    model.warnings = recurrent_layers(inlined_graph(module), *_module_names(module))
     return model

@@ -34,11 +34,16 @@ class _Net(nn.Module):
         super().__init__()
         self.features = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU(), _Excite(), nn.Tanh())
         self.act = nn.ReLU()
+        # A ModuleList has no forward: TorchScript's call stack leaves "blocks" out.
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ELU())])
         self.head = nn.Linear(WIDTH, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x)
-        return self.head(torch.sigmoid(self.act(h) + torch.relu(-h)))
+        h = torch.sigmoid(self.act(h) + torch.relu(-h))
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h)
 
 
 EXPECTED = [
@@ -48,6 +53,7 @@ EXPECTED = [
     ("act:relu", "relu"),
     ("aten::relu#0", "relu"),
     ("aten::sigmoid#0", "sigmoid"),
+    ("blocks.0.1:elu", "elu"),
 ]
 
 
@@ -77,7 +83,8 @@ def test_every_format_names_layers_by_module_path(kind: str, x: torch.Tensor, tm
         excite = net.features[2].fc(first.relu())
         h = net.features(x)
         joined = net.act(h) + torch.relu(-h)
-    expected_pre = [first, excite, first.relu() * nn.functional.hardsigmoid(excite), h, -h, joined]
+        block = net.blocks[0][0](torch.sigmoid(joined))
+    expected_pre = [first, excite, first.relu() * nn.functional.hardsigmoid(excite), h, -h, joined, block]
     for k, pre in enumerate(expected_pre):
         assert close(result.pre[k], pre), f"{kind}: pre of {EXPECTED[k][0]}"
     assert close(result.outputs, net(x))
