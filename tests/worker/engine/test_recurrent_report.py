@@ -1,5 +1,5 @@
-"""A model with an LSTM gets a visible warning in the report and its summary: the gates are not
-analysed, and the figures cover the other layers only."""
+"""A model with a GRU gets a visible warning in the report and its summary: the gates are not
+analysed, and the figures cover the other layers only (a .pt2 LSTM's gates are analysed)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from worker.engine import analyze
 class _Encoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.rnn = nn.LSTM(4, 8, batch_first=True)
+        self.rnn = nn.GRU(4, 8, batch_first=True)
         self.head = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -26,7 +26,7 @@ class _Encoder(nn.Module):
         return self.head(out[:, -1])
 
 
-def test_an_lstm_model_is_reported_with_a_warning(tmp_path: Path) -> None:
+def test_a_gru_model_is_reported_with_a_warning(tmp_path: Path) -> None:
     torch.manual_seed(0)
     x = torch.randn(24, 5, 4)
     model = tmp_path / "model.pt2"
@@ -44,6 +44,6 @@ def test_an_lstm_model_is_reported_with_a_warning(tmp_path: Path) -> None:
 
     assert report.model.format == "pt2" and [layer.name for layer in report.model.layers] == ["head.1:relu"]
     (warning,) = report.model.warnings
-    assert warning.startswith("LSTM 'rnn'") and "not analysed" in warning
+    assert warning.startswith("GRU 'rnn'") and "not analysed" in warning
     assert f"Warning: {warning}" in summarize(report).splitlines()
     assert Report.model_validate_json(report.to_json()).model.warnings == [warning]

@@ -36,6 +36,7 @@ from worker.engine.capture.exported_graph import (
 )
 from worker.engine.capture.naming import module_layer_names
 from worker.engine.capture.recurrent import ATEN_RECURRENT, recurrent_warning
+from worker.engine.capture.recurrent_gates import LSTM_GATES, LstmSite, find_lstms, lstm_gates
 from worker.engine.capture.run_errors import out_of_memory, run_failure
 from worker.engine.errors import AnalysisError
 
@@ -225,9 +226,11 @@ class ExportedCaptureModel:
         layers: list[ActivationLayer],
         sample_shapes: dict[str, tuple[int, ...]],
         embedding: _Embedding | None = None,
+        gates: _Gates | None = None,
     ) -> None:
         self.inputs = [InputSpec(s.name, (None, *s.shape[1:]), s.dtype) for s in runner.inputs]
         self._embedding = embedding
+        self._gates = gates or _Gates([], [])
         self.layers = layers
         self.device = runner.device
         self.runtime = f"torch.export {torch.__version__} {runner.device}"
@@ -242,8 +245,18 @@ class ExportedCaptureModel:
         ``pre[k]`` / ``post[k]`` ``[B, neurons_k]`` float32 for every layer."""
         size = self._check(batch)
         output, *extra = self._runner.run(self._capturing, batch, size, "a batch")
-        flat = [t.reshape(size, -1).to(torch.float32) for t in extra]
-        return CaptureResult(outputs=output.to(torch.float32), pre=flat[0::2], post=flat[1::2])
+        return self._result(output, extra, size)
+
+    def _result(self, output: torch.Tensor, extra: list[torch.Tensor], size: int) -> CaptureResult:
+        """The layers' values from the extra outputs: activation inputs and outputs, then each
+        analysed LSTM's exposed values (its gates recomputed here)."""
+        count = 2 * (len(self.layers) - self._gates.count)
+        flat = [t.reshape(size, -1).to(torch.float32) for t in extra[:count]]
+        pre, post = flat[0::2], flat[1::2]
+        for gate_pre, gate_post in self._gates.values(extra[count:], self._runner.values):
+            pre.append(gate_pre.reshape(size, -1).to(torch.float32))
+            post.append(gate_post.reshape(size, -1).to(torch.float32))
+        return CaptureResult(outputs=output.to(torch.float32), pre=pre, post=post)
 
     @property
     def embedding_names(self) -> list[str]:
@@ -271,8 +284,7 @@ class ExportedCaptureModel:
         size = batch_size(batch, self._runner.inputs)
         names = self._embedding.cut.placeholders
         output, *extra = self._runner.run(self._embedding.capturing, batch, size, "a batch", names)
-        flat = [t.reshape(size, -1).to(torch.float32) for t in extra]
-        return CaptureResult(outputs=output.to(torch.float32), pre=flat[0::2], post=flat[1::2])
+        return self._result(output, extra, size)
 
     def infer(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
         """The first output ``[B, ...]`` of the unmodified program, nothing captured."""
@@ -340,9 +352,13 @@ def load_exported(
             code="no_activation_layers",
         )
     candidates = [candidates[k] for k in _per_sample(candidates, module.graph, runner.inputs)]
-    everything = _with_outputs(module, _exposed(candidates))
+    reached = input_dependent(module.graph, {spec.name for spec in runner.inputs})
+    sites = [site for site in find_lstms(module.graph) if site.node in reached]
+    everything = _with_outputs(module, [*_exposed(candidates), *_site_nodes(sites)])
     shapes = _shapes(runner, everything, example, size, len(candidates))
     kept = [(c, s) for c, s in zip(candidates, shapes, strict=True) if s is not None]
+    all_gates = _Gates(sites, [list(range(len(LSTM_GATES)))] * len(sites))
+    gate_layers = all_gates.layers(runner, everything, example, size, 2 * len(candidates))
     if not kept:
         raise AnalysisError(
             f"expected at least one activation on per-sample float tensors in {path.name}; the activations "
@@ -354,22 +370,80 @@ def load_exported(
         ActivationLayer(name, c.op_type, shape, c.default_breakpoints)
         for name, (c, shape) in zip(names, kept, strict=True)
     ]
-    keep = selected_positions(names, layer_names)
-    chosen = [kept[i][0] for i in keep]
+    keep = selected_positions([*names, *(layer.name for layer in gate_layers)], layer_names)
+    chosen = [kept[i][0] for i in keep if i < len(kept)]
+    gates = all_gates.selected([i - len(kept) for i in keep if i >= len(kept)])
+    exposed = [*_exposed(chosen), *_site_nodes(gates.sites)]
     model = ExportedCaptureModel(
         runner=runner,
         plain=module,
-        capturing=_with_outputs(module, _exposed(chosen)),
-        layers=[layers[i] for i in keep],
+        capturing=_with_outputs(module, exposed),
+        layers=[[*layers, *gate_layers][i] for i in keep],
         sample_shapes={s.name: tuple(int(d) for d in example[s.name].shape[1:]) for s in runner.inputs},
-        embedding=_embedding(module, runner, chosen),
+        embedding=_embedding(module, runner, exposed),
+        gates=gates,
     )
+    analysed = {site.node for site in sites}
     model.warnings = [
         recurrent_warning(ATEN_RECURRENT[op], module_path(node))
         for node in module.graph.nodes
-        if (op := aten_name(node)) is not None and op in ATEN_RECURRENT
+        if (op := aten_name(node)) is not None and op in ATEN_RECURRENT and node not in analysed
     ]
     return model
+
+
+def _site_nodes(sites: Sequence[LstmSite]) -> list[fx.Node]:
+    return [node for site in sites for node in site.exposed]
+
+
+@dataclass(frozen=True)
+class _Gates:
+    """The analysed LSTMs: ``sites`` and the gate indices (into ``LSTM_GATES``) kept per site."""
+
+    sites: list[LstmSite]
+    kept: list[list[int]]
+
+    @property
+    def count(self) -> int:
+        return sum(len(kept) for kept in self.kept)
+
+    def names(self, site: int) -> list[str]:
+        base = self.sites[site].path or f"lstm#{site}"
+        return [f"{base}:{gate}" for gate, _ in LSTM_GATES]
+
+    def values(
+        self, exposed: list[torch.Tensor], weights: Mapping[str, object]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(pre, post)`` ``[B, T, H]`` of each kept gate, from the sites' exposed values."""
+        found = []
+        for k, (site, kept) in enumerate(zip(self.sites, self.kept, strict=True)):
+            params = [p for p in (weights[name] for name in site.params) if isinstance(p, torch.Tensor)]
+            gates = lstm_gates(exposed[4 * k : 4 * k + 4], params, site.batch_first)
+            found += [gates[g] for g in kept]
+        return found
+
+    def layers(
+        self, runner: _Runner, module: fx.GraphModule, example: Batch, size: int, offset: int
+    ) -> list[ActivationLayer]:
+        """Every gate of every site as a layer, its shape from the example batch."""
+        if not self.sites:
+            return []
+        _, *extra = runner.run(module, example, size, "the example batch")
+        made = []
+        for k, (pre, _) in enumerate(self.values(extra[offset:], runner.values)):
+            site, gate = divmod(k, len(LSTM_GATES))
+            shape = tuple(int(d) for d in pre.shape[1:])
+            made.append(ActivationLayer(self.names(site)[gate], LSTM_GATES[gate][1], shape))
+        return made
+
+    def selected(self, positions: Sequence[int]) -> _Gates:
+        """The sites and gates at ``positions`` (indices into every site's gates, in order)."""
+        per_site: dict[int, list[int]] = {}
+        for position in positions:
+            site, gate = divmod(position, len(LSTM_GATES))
+            per_site.setdefault(site, []).append(gate)
+        order = sorted(per_site)
+        return _Gates([self.sites[k] for k in order], [per_site[k] for k in order])
 
 
 @dataclass(frozen=True)
@@ -382,7 +456,7 @@ class _Embedding:
     capturing: fx.GraphModule
 
 
-def _embedding(module: fx.GraphModule, runner: _Runner, chosen: Sequence[FxCandidate]) -> _Embedding | None:
+def _embedding(module: fx.GraphModule, runner: _Runner, exposed: Sequence[fx.Node]) -> _Embedding | None:
     """The cut below the integer user inputs, when they have one and every chosen layer lies
     below it."""
     integer = {s.name for s in runner.inputs if not _torch_dtype(s.dtype).is_floating_point}
@@ -393,9 +467,9 @@ def _embedding(module: fx.GraphModule, runner: _Runner, chosen: Sequence[FxCandi
     if not isinstance(value, torch.Tensor) or value.dim() == 0:
         return None
     cut = find_cut(module, integer, value.shape[0])
-    if cut is None or any(node not in cut.mapping for node in _exposed(chosen)):
+    if cut is None or any(node not in cut.mapping for node in exposed):
         return None
-    capturing = _with_outputs(cut.tail, [cut.mapping[node] for node in _exposed(chosen)])
+    capturing = _with_outputs(cut.tail, [cut.mapping[node] for node in exposed])
     return _Embedding(cut, _with_outputs(module, cut.frontier), capturing)
 
 
