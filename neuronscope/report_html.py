@@ -737,7 +737,9 @@ def render_html(report: Report) -> str:
         notes.append(f"{len(td_rows):,} of the report's {td_total:,} transition-density pairs drawn.")
     if len(ps_source) > len(ps_rows):
         notes.append(f"{len(ps_rows):,} of the report's {len(ps_source):,} pattern-similarity pairs drawn.")
-    if td is None:
+    if td is None and report.transition_density_skipped:
+        notes.append(f"Transition density was skipped: {report.transition_density_skipped}.")
+    elif td is None:
         notes.append('Transition density was skipped (config "transition_density": null).')
     sample_note = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
     if count > MAX_LAYERS_DRAWN:
@@ -755,6 +757,7 @@ def render_html(report: Report) -> str:
     for inp in m.inputs[:MAX_LIST_ITEMS]:
         shape = "×".join("?" if s is None else str(s) for s in inp.shape)
         model_rows.append((f"input {_clip(inp.name, 40)}", f"[{shape}] {inp.dtype}"))
+    model_rows += [("warning", warning) for warning in m.warnings[:MAX_LIST_ITEMS]]
     dataset_rows: list[tuple[str, object]] = [
         ("samples", f"{d.samples:,}"),
         ("labels from", "the dataset's y" if d.labels_source == "dataset" else "the model's predictions"),

@@ -47,3 +47,25 @@ def test_a_gru_model_is_reported_with_a_warning(tmp_path: Path) -> None:
     assert warning.startswith("GRU 'rnn'") and "not analysed" in warning
     assert f"Warning: {warning}" in summarize(report).splitlines()
     assert Report.model_validate_json(report.to_json()).model.warnings == [warning]
+
+
+def test_the_html_report_shows_the_warning(tmp_path: Path) -> None:
+    from neuronscope.report_html import esc, render_html
+
+    torch.manual_seed(0)
+    x = torch.randn(12, 5, 4)
+    model = tmp_path / "model.pt2"
+    torch.export.save(
+        torch.export.export(_Encoder().eval(), (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},)),
+        str(model),
+    )
+    dataset = tmp_path / "data.npz"
+    np.savez(dataset, x=x.numpy(), y=np.arange(12) % 3)
+    report = analyze(
+        model, dataset, AnalysisConfig(device="cpu", transition_density=None), trusted_model=True
+    )
+
+    html = render_html(report)
+
+    (warning,) = report.model.warnings
+    assert esc(warning) in html
