@@ -9,6 +9,7 @@ characters.
 
 from __future__ import annotations
 
+import os
 import sys
 from time import time
 from typing import IO, TYPE_CHECKING, Never
@@ -22,6 +23,18 @@ _STEPS = 100
 _MIN_INTERVAL_S = 0.1
 _BAR_FORMAT = "{percentage:3.0f}% |{bar:28}| {desc}"
 _MAX_STAGE = 48
+_FALLBACK_SCREEN = (80, 24)
+
+
+def _screen(stream: IO[str]) -> tuple[int, int]:
+    """The terminal's columns and lines, 80 × 24 where it reports none: a pseudo-terminal that was
+    never sized reports 0 × 0, and tqdm draws nothing on a screen without lines."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+        columns, lines = size.columns, size.lines
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError
+        columns, lines = 0, 0
+    return columns if columns > 0 else _FALLBACK_SCREEN[0], lines if lines > 0 else _FALLBACK_SCREEN[1]
 
 
 class ProgressBar:
@@ -72,6 +85,7 @@ class ProgressBar:
         """The bar, drawn at once at ``steps`` of ``stage``."""
         from tqdm import tqdm
 
+        columns, lines = _screen(self.stream)
         return tqdm(
             total=_STEPS,
             initial=steps,
@@ -81,5 +95,6 @@ class ProgressBar:
             bar_format=_BAR_FORMAT,
             mininterval=_MIN_INTERVAL_S,
             miniters=1,
-            dynamic_ncols=True,
+            ncols=columns,
+            nrows=lines,
         )

@@ -10,6 +10,7 @@ import functools
 import io
 import json
 import re
+import select
 import subprocess
 import sys
 import threading
@@ -265,6 +266,34 @@ def test_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "\n" not in text and "\x1b[2K" not in text
     bar.close()
     assert stream.getvalue()[len(text) :].strip() == "", "close erases the bar"
+
+
+def test_progress_bar_on_a_terminal_that_reports_no_size() -> None:
+    """A real pseudo-terminal never sized (0 × 0, as under ``script`` or some CI runners): the bar
+    is still drawn, at 80 columns."""
+    import os
+    import pty
+
+    master, replica = pty.openpty()
+    try:
+        assert os.get_terminal_size(replica) == (0, 0)
+        with open(replica, "w", encoding="utf-8", closefd=False) as stream:
+            bar = ProgressBar(stream)
+            bar.update("capture", 0.5)
+            bar.update("transition_density", 1.0)
+            bar.close()
+        drawn = b""
+        while select.select([master], [], [], 0.5)[0]:
+            drawn += os.read(master, 65536)
+    finally:
+        os.close(master)
+        os.close(replica)
+    frames = [frame for frame in drawn.decode().split("\r") if frame.strip()]
+    assert [frame.split("|")[0].strip() + " " + frame.split("|")[-1].strip() for frame in frames] == [
+        "50% capture",
+        "100% transition_density",
+    ]
+    assert all(len(frame) <= 80 for frame in frames), frames
 
 
 def test_progress_off_a_terminal_is_one_line_per_stage() -> None:
