@@ -18,8 +18,8 @@ from benchmarks.context import Context
 from benchmarks.report import Row, fmt_seconds
 from benchmarks.timing import compare
 from neuronscope.confinement import landlock_abi, probe
-from worker.sandbox import launcher_env
-from worker.zygote import Zygote
+from worker.child.environment import launcher_env
+from worker.child.zygote import Zygote
 
 _PLAIN = "pass"
 _CONFINED = (

@@ -1,4 +1,4 @@
-"""Section 8: the warm launcher against the standard library's: ``worker.zygote`` and
+"""Section 8: the warm launcher against the standard library's: ``worker.child.zygote`` and
 ``multiprocessing``'s forkserver with the same modules preloaded.
 
 Each round starts one analysis-sized child per launcher that imports nothing new and exits:
@@ -19,8 +19,8 @@ from typing import Any
 from benchmarks.context import Context
 from benchmarks.report import Row, fmt_seconds
 from benchmarks.timing import compare
-from worker.sandbox import launcher_env
-from worker.zygote import PRELOAD, Zygote
+from worker.child.environment import launcher_env
+from worker.child.zygote import PRELOAD, Zygote
 
 
 def _zygote_child(zygote: Zygote, workdir: Path) -> None:
@@ -78,7 +78,7 @@ def run(ctx: Context) -> list[Row]:
     return [
         Row(
             "8",
-            "warm launcher: multiprocessing forkserver (same preload) ÷ worker.zygote, request to exit",
+            "warm launcher: multiprocessing forkserver (same preload) ÷ worker.child.zygote, request to exit",
             timings.ratio("forkserver", "zygote"),
             f"{fmt_seconds(timings.median('forkserver'))} vs {fmt_seconds(timings.median('zygote'))}",
             note="above 1: the zygote is faster",

@@ -1,7 +1,8 @@
 """The layer rules, checked by import-linter on the real import graph (``[tool.importlinter]`` in
 pyproject.toml): ``worker.engine`` imports neither FastAPI, Celery nor the rest of ``worker/``;
 ``service`` imports neither torch, onnxruntime nor ``worker/``; the shared package ``neuronscope``
-imports neither ``service/`` nor ``worker/``. Imports inside functions count too.
+imports neither ``service/`` nor ``worker/``; inside the worker control goes one way (tasks →
+jobs → child → engine). Imports inside functions count too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ CONTRACTS = {
     "engine": "worker.engine imports neither FastAPI, Celery nor the rest of worker/",
     "api": "service imports neither torch, onnxruntime nor worker/",
     "shared": "neuronscope (the shared package) imports neither service/ nor worker/",
+    "worker-layers": "control in the worker goes one way: tasks, then job use cases, then the analysis "
+    "process, then the engine",
 }
 
 
@@ -39,7 +42,7 @@ def test_the_layer_contracts_hold() -> None:
     assert result.returncode == 0, output
     for name in CONTRACTS.values():
         assert f"{name} KEPT" in output, f"expected contract {name!r} to be checked and kept:\n{output}"
-    assert "Contracts: 3 kept, 0 broken." in output, output
+    assert f"Contracts: {len(CONTRACTS)} kept, 0 broken." in output, output
 
 
 def test_each_contract_catches_a_planted_import(tmp_path: Path) -> None:
@@ -49,6 +52,9 @@ def test_each_contract_catches_a_planted_import(tmp_path: Path) -> None:
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     (tmp_path / "worker" / "engine" / "planted.py").write_text("from worker import tasks\n")
+    (tmp_path / "worker" / "child" / "planted.py").write_text(
+        "def back() -> object:\n    from worker.jobs import run\n\n    return run\n"
+    )
     (tmp_path / "service" / "planted.py").write_text("import neuronscope.planted_helper\n")
     (tmp_path / "neuronscope" / "planted_helper.py").write_text(
         "def load() -> object:\n    import torch\n\n    return torch\n"
@@ -63,6 +69,7 @@ def test_each_contract_catches_a_planted_import(tmp_path: Path) -> None:
     for name in CONTRACTS.values():
         assert f"{name} BROKEN" in output, f"expected contract {name!r} to break:\n{output}"
     assert "worker.engine.planted -> worker.tasks" in output, output
+    assert "worker.child.planted -> worker.jobs.run" in output, output
     assert "service.planted -> neuronscope.planted_helper" in output, output
     assert "neuronscope.planted_helper -> torch" in output, output
     assert "neuronscope.planted -> service.main" in output, output

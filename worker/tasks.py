@@ -1,15 +1,17 @@
-"""Celery tasks: thin adapters from queued job ids to :mod:`worker.sandbox` and :mod:`worker.split`.
+"""Celery tasks: thin adapters from queued job ids to the job use cases of :mod:`worker.jobs`.
 
-``analysis.run`` runs a job (the API queues it). A job large enough to split (see
-:mod:`worker.engine.plan`) continues as chords: ``analysis.chunk`` tasks in parallel on any
-worker, then ``analysis.merge``. Every task is acknowledged after it ran and requeued if the
+``analysis.run`` runs a job (the API queues it). A use case that splits a large job (see
+:mod:`worker.engine.plan`) returns a :class:`~worker.jobs.outcome.Split`, which this module turns
+into a chord: ``analysis.chunk`` tasks in parallel on any worker, then ``analysis.merge``, which
+may return the next wave. Control goes one way: tasks → :mod:`worker.jobs` →
+:mod:`worker.child` → the engine. Every task is acknowledged after it ran and requeued if the
 process running it dies; payloads are ids only.
 """
 
 from __future__ import annotations
 
 import logging
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any
 
 from celery import chord
@@ -20,8 +22,10 @@ from neuronscope.jobs import JobError
 from neuronscope.settings import ANALYSIS_TASK, get_settings
 from worker.celery_app import app
 from worker.engine.plan import ChunkKind
-from worker.sandbox import RunOutcome, WorkerContext, run_job
-from worker.split import ChunkOutcome, finish_split, maybe_split, run_chunk
+from worker.jobs.context import WorkerContext
+from worker.jobs.outcome import RunOutcome, Split
+from worker.jobs.run import run_job
+from worker.jobs.split import ChunkOutcome, finish_split, mark_dispatched, run_chunk
 
 log = logging.getLogger("neuronscope.worker")
 
@@ -56,10 +60,15 @@ def _time_limit_exceeded(ctx: WorkerContext, job_id: str) -> None:
     )
 
 
-def dispatch_chunks(job_id: str, chunks: list[tuple[ChunkKind, int]]) -> None:
-    """Queue a wave of a split job's blocks as a chord whose callback gathers or merges them."""
-    header = [run_chunk_task.si(job_id, kind, index) for kind, index in chunks]
-    chord(header)(merge_task.si(job_id))
+def _queued(ctx: WorkerContext, outcome: RunOutcome | Split) -> RunOutcome:
+    """``outcome``, with a :class:`Split` queued first as a chord of its blocks whose callback is
+    the job's merge."""
+    if not isinstance(outcome, Split):
+        return outcome
+    header = [run_chunk_task.si(outcome.job_id, kind, index) for kind, index in outcome.chunks]
+    chord(header)(merge_task.si(outcome.job_id))
+    mark_dispatched(ctx, outcome)
+    return "split"
 
 
 def _run_analysis(job_id: str) -> str:
@@ -69,7 +78,7 @@ def _run_analysis(job_id: str) -> str:
     runs it if the holder died."""
     ctx = worker_context()
     try:
-        outcome = run_job(job_id, ctx, split=partial(maybe_split, ctx, dispatch=dispatch_chunks))
+        outcome = _queued(ctx, run_job(job_id, ctx, split=True))
     except SoftTimeLimitExceeded:
         _time_limit_exceeded(ctx, job_id)
         return "failed"
@@ -92,7 +101,7 @@ def _run_chunk(job_id: str, kind: ChunkKind, index: int) -> ChunkOutcome:
 def _merge(job_id: str) -> RunOutcome:
     ctx = worker_context()
     try:
-        return finish_split(ctx, job_id, dispatch=dispatch_chunks)
+        return _queued(ctx, finish_split(ctx, job_id))
     except SoftTimeLimitExceeded:
         _time_limit_exceeded(ctx, job_id)
         return "failed"

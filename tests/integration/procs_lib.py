@@ -173,7 +173,7 @@ def celery_worker(
 
 def runner_pids(job_id: str) -> list[int]:
     """Live analysis processes of ``job_id`` (their inputs live in a per-job temp dir): started as
-    ``python -m worker.runner`` naming it, or forked from the zygote with it as working directory."""
+    ``python -m worker.child.runner`` naming it, or forked from the zygote with it as working directory."""
     pids = []
     tag = f"neuronscope-{job_id[:8]}-"
     for entry in os.listdir("/proc"):
@@ -185,8 +185,8 @@ def runner_pids(job_id: str) -> list[int]:
             cwd = os.readlink(f"/proc/{entry}/cwd")
         except OSError:
             continue
-        started = "worker.runner" in cmdline and tag in cmdline
-        forked = "worker.zygote" in cmdline and tag in cwd
+        started = "worker.child.runner" in cmdline and tag in cmdline
+        forked = "worker.child.zygote" in cmdline and tag in cwd
         if (started or forked) and state != "Z":
             pids.append(int(entry))
     return pids

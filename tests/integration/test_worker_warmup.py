@@ -36,8 +36,8 @@ def test_the_zygote_is_up_before_the_first_job(
     settings = make_settings()
     with worker_factory(settings, tmp_path / "worker.log") as worker:
         deadline = time.monotonic() + 30
-        zygotes = _descendants_running(worker.proc.pid, "worker.zygote")
+        zygotes = _descendants_running(worker.proc.pid, "worker.child.zygote")
         while not zygotes and time.monotonic() < deadline:
             time.sleep(0.2)
-            zygotes = _descendants_running(worker.proc.pid, "worker.zygote")
+            zygotes = _descendants_running(worker.proc.pid, "worker.child.zygote")
         assert zygotes, f"no zygote under the worker before any job:\n{worker.log_text()[-2000:]}"

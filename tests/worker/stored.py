@@ -6,7 +6,7 @@ from pathlib import Path
 
 from neuronscope.jobs import ArtifactRef
 from neuronscope.storage import ArtifactFormat, ArtifactKind, FileSystemStorage
-from worker.sandbox import WorkerContext
+from worker.jobs.context import WorkerContext
 
 
 def store_artifact(ctx: WorkerContext, kind: ArtifactKind, path: Path, fmt: ArtifactFormat) -> ArtifactRef:

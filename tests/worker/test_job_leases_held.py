@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from stored import store_artifact
 
-import worker.sandbox as sandbox
+import worker.jobs.stage as stage
 from neuronscope.settings import Settings
-from worker.sandbox import WorkerContext, run_job
+from worker.child.launch import ChildResult
+from worker.jobs.context import WorkerContext
+from worker.jobs.run import run_job
 
 LEASE_S = 0.6
 SMALL = json.dumps({"transition_density": {"pairs": {"count": 4}, "points": 16}, "device": "cpu"})
@@ -41,13 +43,13 @@ def test_the_lease_is_held_while_the_attempt_waits_for_a_slow_launcher(
 ) -> None:
     """A launcher that takes five lease lifetimes to start the analysis process (a cold zygote on
     a loaded machine) does not let a second delivery of the job start a second attempt."""
-    real_run_child = sandbox.run_child
+    real_run_child = stage.run_child
 
-    def slow_launcher(*args: Any, **kwargs: Any) -> sandbox.ChildResult:
+    def slow_launcher(*args: Any, **kwargs: Any) -> ChildResult:
         time.sleep(5 * LEASE_S)
         return real_run_child(*args, **kwargs)
 
-    monkeypatch.setattr(sandbox, "run_child", slow_launcher)
+    monkeypatch.setattr(stage, "run_child", slow_launcher)
     job_id = _job(ctx, tiny_model, SMALL)
     outcomes: list[str] = []
     first = threading.Thread(target=lambda: outcomes.append(run_job(job_id, ctx)))

@@ -12,7 +12,8 @@ from typing import Any
 
 from neuronscope.jobs import ArtifactRef
 from neuronscope.storage import FileSystemStorage
-from worker.sandbox import WorkerContext, run_job
+from worker.jobs.context import WorkerContext
+from worker.jobs.run import run_job
 
 SMALL = '{"transition_density": {"pairs": {"count": 4}, "points": 16}, "device": "cpu"}'
 

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from neuronscope.jobs import JobError
-from worker.runner import _is_out_of_memory
-from worker.sandbox import ChildResult, Limits, child_env, outcome_error, run_child, worker_zygote
+from worker.child.environment import child_env, worker_zygote
+from worker.child.launch import ChildResult, Limits, outcome_error, run_child
+from worker.child.runner import _is_out_of_memory
 
 LIMITS = Limits(wall_s=60.0, cpu_s=30, memory_mb=512)
 
@@ -159,7 +160,11 @@ def test_cancel_stops_the_child_promptly(tmp_path: Path, launch: str) -> None:
 
 def test_cpu_limit_stops_a_busy_child() -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", "from worker.runner import set_limits\nset_limits(0, 1)\nwhile True: pass"],
+        [
+            sys.executable,
+            "-c",
+            "from worker.child.runner import set_limits\nset_limits(0, 1)\nwhile True: pass",
+        ],
         timeout=30,
     )
     assert proc.returncode == -signal.SIGXCPU
@@ -171,7 +176,7 @@ def test_cpu_limit_stops_a_busy_child() -> None:
 def test_memory_limit_makes_allocation_fail_in_the_child() -> None:
     proc = subprocess.run(
         [sys.executable, "-c",
-         "from worker.runner import set_limits\nset_limits(400, 0)\n"
+         "from worker.child.runner import set_limits\nset_limits(400, 0)\n"
          "try:\n    b = bytearray(2 * 1024**3)\nexcept MemoryError:\n    raise SystemExit(42)"],
         timeout=30,
     )  # fmt: skip
@@ -195,7 +200,7 @@ def test_runner_reports_engine_errors_on_its_channel(tmp_path: Path, launch: str
         tmp_path,
         """
         import os, sys
-        from worker.runner import main
+        from worker.child.runner import main
         sys.exit(main(["--model", "model.onnx", "--dataset", "dataset.npz", "--config", "config.json",
                        "--report", "report.json", "--memory-mb", "0", "--cpu-seconds", "60",
                        "--parent-pid", str(os.getppid())]))
@@ -210,7 +215,7 @@ def test_runner_reports_engine_errors_on_its_channel(tmp_path: Path, launch: str
 FORKED_STATE = """
 import ctypes, json, os, resource, sys, tempfile, threading
 import torch
-from worker.runner import set_limits
+from worker.child.runner import set_limits
 
 set_limits(400, 7)
 death = ctypes.c_int()

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from worker.child.runner import refuse_torchscript
 from worker.engine.errors import AnalysisError
-from worker.runner import refuse_torchscript
 
 
 def _net() -> nn.Module:

@@ -17,7 +17,8 @@ from neuronscope.jobs import ArtifactRef, JobRecord
 from neuronscope.settings import ANALYSIS_TASK, Settings, get_settings
 from neuronscope.storage import ArtifactFormat, FileSystemStorage
 from worker.celery_app import create_celery
-from worker.sandbox import WorkerContext, run_job
+from worker.jobs.context import WorkerContext
+from worker.jobs.run import run_job
 
 SMALL = json.dumps({"transition_density": {"pairs": {"count": 4}, "points": 16}, "device": "cpu"})
 

@@ -15,16 +15,11 @@ from stored import store_artifact
 from neuronscope.jobs import JobError
 from neuronscope.settings import Settings
 from neuronscope.storage import FileSystemStorage
-from worker.sandbox import (
-    MAX_ERROR_MESSAGE_CHARS,
-    Confinement,
-    WorkerContext,
-    child_env,
-    child_error,
-    private_copy,
-    run_child,
-    run_job,
-)
+from worker.child.environment import child_env
+from worker.child.launch import MAX_ERROR_MESSAGE_CHARS, child_error, run_child
+from worker.jobs.context import Confinement, WorkerContext
+from worker.jobs.inputs import private_copy
+from worker.jobs.run import run_job
 
 SMALL = json.dumps({"transition_density": {"pairs": {"count": 4}, "points": 16}, "device": "cpu"})
 

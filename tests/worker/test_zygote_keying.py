@@ -1,5 +1,5 @@
 """Which warm launcher a launch gets: one zygote per launcher environment (the allow-listed one
-``worker.sandbox.launcher_env`` builds), kept across changes of the caller's own environment and
+``worker.child.environment.launcher_env`` builds), kept across changes of the caller's own environment and
 across switches between thread counts; past ``MAX_ZYGOTES`` the least recently used one stops."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from collections import OrderedDict
 
 import pytest
 
-import worker.zygote as zygote_module
-from worker.sandbox import launcher_env, worker_zygote
-from worker.zygote import MAX_ZYGOTES, get_zygote
+import worker.child.zygote as zygote_module
+from worker.child.environment import launcher_env, worker_zygote
+from worker.child.zygote import MAX_ZYGOTES, get_zygote
 
 
 def test_a_zygote_outlives_the_callers_environment_and_thread_switches(

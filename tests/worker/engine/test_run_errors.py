@@ -106,11 +106,11 @@ def test_a_torch_kernel_error_is_a_model_runtime_error(tmp_path: Path) -> None:
 
 
 def run_limited(model: Path, data: Path, tmp_path: Path, memory_mb: int) -> list[dict[str, object]]:
-    """The real analysis child (``python -m worker.runner``) under an address-space limit."""
+    """The real analysis child (``python -m worker.child.runner``) under an address-space limit."""
     config = tmp_path / "config.json"
     config.write_text(CONFIG.model_dump_json())
     proc = subprocess.run(
-        [sys.executable, "-m", "worker.runner", "--model", str(model), "--dataset", str(data),
+        [sys.executable, "-m", "worker.child.runner", "--model", str(model), "--dataset", str(data),
          "--config", str(config), "--report", str(tmp_path / "report.json"),
          "--memory-mb", str(memory_mb), "--cpu-seconds", "120"],
         cwd=ROOT, capture_output=True, text=True, timeout=180,

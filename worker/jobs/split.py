@@ -1,11 +1,12 @@
 """Running a large analysis as parallel tasks: the worker side of :mod:`worker.engine.plan`.
 
-:func:`maybe_split` takes over a claimed job when its plan splits it: it runs the ``prepare``
-stage, publishes the stage's files to the job's shared scratch directory and hands the first
-wave of blocks to ``dispatch`` (the Celery chord, wired in :mod:`worker.tasks`): the capture
-blocks, or the PS and TD blocks when the capture ran in ``prepare``. :func:`run_chunk` runs one
-block; :func:`finish_split`, the chord's callback, runs ``gather`` and dispatches the PS and TD
-blocks after a capture wave, and the merge after the last wave. Each stage runs in its own
+:func:`start_split` takes over a claimed job when its plan splits it: it runs the ``prepare``
+stage, publishes the stage's files to the job's shared scratch directory and returns the first
+wave of blocks as a :class:`~worker.jobs.outcome.Split` (the task layer queues it as a chord and
+then calls :func:`mark_dispatched`): the capture blocks, or the PS and TD blocks when the capture
+ran in ``prepare``. :func:`run_chunk` runs one block; :func:`finish_split`, the chord's callback,
+runs ``gather`` and returns the PS and TD blocks as the next wave after a capture wave, and
+merges after the last wave. Each stage runs in its own
 sandboxed analysis process, like a whole analysis does, and each is safe to run again after its
 worker died (at-least-once delivery): a block whose result is already published is not
 recomputed, a block, gather or merge whose worker died ``job_max_attempts`` times fails the job
@@ -17,13 +18,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from typing import Literal
 
 from pydantic import ValidationError
 
 from neuronscope.contracts import AnalysisConfig
 from neuronscope.errors import NeuronscopeError
+from neuronscope.job_lease import HeldLease
 from neuronscope.jobs import JobError, JobRecord
 from neuronscope.validation import inspect_dataset
 from worker.engine.plan import (
@@ -38,23 +39,15 @@ from worker.engine.plan import (
     chunk_file,
     plan_chunks,
 )
-from worker.sandbox import (
-    ArtifactTampered,
-    JobInputs,
-    RunOutcome,
-    WorkerContext,
-    fetch_inputs,
-    finish,
-    run_runner,
-    store_report,
-)
-from worker.scratch import JobScratch
+from worker.jobs.context import WorkerContext
+from worker.jobs.inputs import ArtifactTampered, JobInputs, fetch_inputs
+from worker.jobs.outcome import RunOutcome, Split, finish, store_report
+from worker.jobs.scratch import JobScratch
+from worker.jobs.stage import run_stage
 from worker.stale_dirs import job_workdir
 
 log = logging.getLogger("neuronscope.worker")
 
-#: Queues blocks of a split job as a chord whose callback is :func:`finish_split`.
-Dispatch = Callable[[str, list[tuple[ChunkKind, int]]], None]
 ChunkOutcome = Literal["done", "skipped", "failed", "cancelled"]
 
 _DISPATCHED = "dispatched"
@@ -82,15 +75,16 @@ def plan_for(ctx: WorkerContext, record: JobRecord, inputs: JobInputs) -> ChunkP
     return plan if plan.split else None
 
 
-def maybe_split(
+def start_split(
     ctx: WorkerContext,
     record: JobRecord,
     inputs: JobInputs,
     *,
-    dispatch: Dispatch,
+    lease: HeldLease | None = None,
     python: str = sys.executable,
-) -> RunOutcome | None:
-    """Start ``record`` as a split analysis, or ``None`` to run it as one analysis."""
+) -> RunOutcome | Split | None:
+    """Start ``record`` as a split analysis: its first wave of blocks to queue, or an outcome when
+    the job ended instead; ``None`` to run it as one analysis."""
     plan = plan_for(ctx, record, inputs)
     if plan is None:
         return None
@@ -113,7 +107,7 @@ def maybe_split(
         "--stage", "prepare", "--model", str(inputs.model), "--dataset", str(inputs.dataset),
         "--config", str(inputs.config), "--work", str(work),
     ]  # fmt: skip
-    result, error = run_runner(ctx, job_id, work, args, python=python)
+    result, error = run_stage(ctx, job_id, work, args, python=python, lease=lease)
     if result.cancelled:
         return "cancelled"
     if error is not None:
@@ -128,9 +122,13 @@ def maybe_split(
     for name in names:
         scratch.put(name, work / name)
     ctx.jobs.set_progress(job_id, "chunks", 0.0)
-    dispatch(job_id, plan.capture_chunks() or plan.pair_chunks())
-    scratch.mark(_DISPATCHED)
-    return "split"
+    return Split(job_id, tuple(plan.capture_chunks() or plan.pair_chunks()), marker=_DISPATCHED)
+
+
+def mark_dispatched(ctx: WorkerContext, split: Split) -> None:
+    """Record that ``split``'s blocks are queued, so a later delivery does not queue them again
+    (called after they are: a worker dying in between queues them twice, which is harmless)."""
+    JobScratch(ctx.settings, split.job_id).mark(split.marker)
 
 
 def _counter_key(ctx: WorkerContext, job_id: str) -> str:
@@ -193,7 +191,7 @@ def run_chunk(
             )
             finish(ctx, job_id, "failed", gone)
             return "failed"
-        result, error = run_runner(ctx, job_id, work, args, python=python, on_progress=lambda s, f: None)
+        result, error = run_stage(ctx, job_id, work, args, python=python, on_progress=lambda s, f: None)
         if result.cancelled:
             return "cancelled"
         if error is not None:
@@ -206,9 +204,7 @@ def run_chunk(
     return "done"
 
 
-def finish_split(
-    ctx: WorkerContext, job_id: str, *, dispatch: Dispatch, python: str = sys.executable
-) -> RunOutcome:
+def finish_split(ctx: WorkerContext, job_id: str, *, python: str = sys.executable) -> RunOutcome | Split:
     """The callback of a wave of blocks: after the capture blocks, gather them and dispatch the PS
     and TD blocks (or merge when there are none); after the last wave, merge the blocks into the
     report, store it and finish the job; clean up once the job is over."""
@@ -229,9 +225,7 @@ def finish_split(
         pair_chunks = plan.pair_chunks()
         if plan.capture_ranges and pair_chunks:
             if not scratch.has(_DISPATCHED_PAIRS):
-                dispatch(job_id, pair_chunks)
-                scratch.mark(_DISPATCHED_PAIRS)
-                return "split"
+                return Split(job_id, tuple(pair_chunks), marker=_DISPATCHED_PAIRS)
             if not all(scratch.has(chunk_file(kind, index)) for kind, index in pair_chunks):
                 return "split"  # a second delivery of the capture wave's callback
         return _merge(ctx, record, scratch, plan, python)
@@ -260,7 +254,7 @@ def _gather(
             scratch.get(name, work / name)
         (work / "config.json").write_text(record.config)
         args = ["--stage", "gather", "--work", str(work), "--config", str(work / "config.json")]
-        result, error = run_runner(ctx, job_id, work, args, python=python)
+        result, error = run_stage(ctx, job_id, work, args, python=python)
         if result.cancelled:
             return "cancelled"
         if error is not None:
@@ -289,7 +283,7 @@ def _merge(
         report = work / "report.json"
         args = ["--stage", "merge", "--work", str(work), "--config", str(work / "config.json")]
         args += ["--report", str(report)]
-        result, error = run_runner(ctx, job_id, work, args, python=python)
+        result, error = run_stage(ctx, job_id, work, args, python=python)
         if result.cancelled:
             return "cancelled"
         if error is not None:

@@ -1,7 +1,7 @@
 """A warm launcher for analysis processes: one "zygote" per worker process, forking one child per job.
 
-Starting ``python -m worker.runner`` costs seconds, almost all of it importing torch, onnxruntime,
-onnx and the engine. The zygote is started once per worker process (``python -m worker.zygote``,
+Starting ``python -m worker.child.runner`` costs seconds, almost all of it importing torch, onnxruntime,
+onnx and the engine. The zygote is started once per worker process (``python -m worker.child.zygote``,
 with the same scrubbed environment an analysis process gets), imports those modules, runs no
 torch operation and starts no thread pool, then waits for requests on a private socket. For each
 request it forks a child which, before anything else runs:
@@ -13,7 +13,7 @@ request it forks a child which, before anything else runs:
 * takes the job's stdout (the protocol channel), stderr, working directory and environment
   (``os.environ`` is replaced as a whole: no ``REDIS_URL`` or ``NEURONSCOPE_*``), a fresh
   ``TMPDIR`` and fresh random seeds, and ``NEURONSCOPE_JOB_THREADS`` as ``torch.set_num_threads``;
-* then runs ``-m MODULE ARGS`` (``worker.runner``, which sets its resource limits first) or
+* then runs ``-m MODULE ARGS`` (``worker.child.runner``, which sets its resource limits first) or
   ``-c CODE ARGS`` as Python would.
 
 The zygote reports each child's pid and then its wait status on a per-child socket, so the
@@ -132,7 +132,7 @@ class Zygote:
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "worker.zygote", "--fd", str(theirs.fileno())],
+                    [sys.executable, "-m", "worker.child.zygote", "--fd", str(theirs.fileno())],
                     env=self.env,
                     cwd="/",
                     stdin=subprocess.DEVNULL,
@@ -339,7 +339,7 @@ def _run(argv: list[str]) -> int:
         sys.argv = ["-c", *argv[2:]]
         exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
     else:
-        raise SystemExit(f"worker.zygote: expected -m MODULE or -c CODE, got {argv[:1]}")
+        raise SystemExit(f"worker.child.zygote: expected -m MODULE or -c CODE, got {argv[:1]}")
     return 0
 
 
@@ -417,7 +417,9 @@ def serve(control: socket.socket) -> NoReturn:
 def main(argv: list[str] | None = None) -> NoReturn:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m worker.zygote", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.child.zygote", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--fd", type=int, required=True, help="the control socket (SOCK_SEQPACKET)")
     args = parser.parse_args(argv)
     control = socket.socket(fileno=args.fd)

@@ -1,7 +1,7 @@
-"""The analysis child process: ``python -m worker.runner --model M --dataset D --config C --report R``.
+"""The analysis child process: ``python -m worker.child.runner --model M --dataset D --config C --report R``.
 
 One process per job (or per stage of a split job: ``--stage prepare|capture|gather|ps|td|merge
---work DIR``, see :mod:`worker.engine.plan`), started by :mod:`worker.sandbox`. Before it loads
+--work DIR``, see :mod:`worker.engine.plan`), started by :mod:`worker.jobs.stage`. Before it loads
 anything it limits itself (address space, CPU time, no core dumps) and arranges to die with its parent. With
 ``--no-torchscript`` it refuses a model file whose content is TorchScript, whatever the job record
 says. It tells malloc to keep freed memory for reuse (``worker.engine.allocator``), then runs
@@ -40,7 +40,9 @@ STAGES = ("prepare", "capture", "gather", "ps", "td", "merge")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m worker.runner", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.child.runner", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--stage", choices=["analyze", *STAGES], default="analyze")
     parser.add_argument("--model", type=Path, help="the model file (analyze, prepare, capture, td)")
     parser.add_argument("--dataset", type=Path, help="the dataset file (analyze, prepare, capture, td)")
