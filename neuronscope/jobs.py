@@ -73,6 +73,8 @@ class JobRecord(BaseModel):
     config: str
     attempts: int
     tenant: str = DEFAULT_TENANT
+    #: The dataset's sample count as inspected when it was uploaded; ``None`` for older records.
+    dataset_samples: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -81,10 +83,12 @@ class JobRecord(BaseModel):
 
 @dataclass(frozen=True)
 class ArtifactRef:
-    """An artifact a job reads: its content id and its detected format."""
+    """An artifact a job reads: its content id, its detected format and, for a dataset, the sample
+    count recorded when it was stored."""
 
     id: str
     format: str
+    samples: int | None = None
 
 
 class InvalidCursor(ValueError):
@@ -239,6 +243,7 @@ class JobStore:
             "model_format": model.format,
             "dataset_id": dataset.id,
             "dataset_format": dataset.format,
+            "dataset_samples": "" if dataset.samples is None else str(dataset.samples),
             "config": config,
             "attempts": "0",
             "index_member": member,
@@ -421,6 +426,7 @@ class JobStore:
             config=fields.get("config", "{}"),
             attempts=int(fields.get("attempts") or 0),
             tenant=_tenant_of(fields),
+            dataset_samples=int(fields["dataset_samples"]) if fields.get("dataset_samples") else None,
         )
 
     def _live_and_stale(

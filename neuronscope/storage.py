@@ -38,6 +38,9 @@ class ArtifactInfo:
     kind: ArtifactKind
     format: ArtifactFormat
     size: int
+    #: A dataset's sample count, recorded from its headers when it was stored (``None`` for models
+    #: and for datasets stored before it was recorded).
+    samples: int | None = None
 
 
 class UploadTooLarge(Exception):
@@ -98,9 +101,10 @@ class Storage(Protocol):
         ...
 
     def commit(
-        self, staged: StagedUpload, kind: ArtifactKind, fmt: ArtifactFormat
+        self, staged: StagedUpload, kind: ArtifactKind, fmt: ArtifactFormat, *, samples: int | None = None
     ) -> tuple[ArtifactInfo, bool]:
-        """Make a staged upload an artifact; ``True`` when it was not stored before."""
+        """Make a staged upload an artifact (with a dataset's sample count, as inspected when it
+        was checked); ``True`` when it was not stored before."""
         ...
 
     def artifact(self, kind: ArtifactKind, artifact_id: str) -> ArtifactInfo | None:
@@ -189,12 +193,19 @@ class FileSystemStorage:
         return StagedUpload(path, digest.hexdigest(), size, head)
 
     def commit(
-        self, staged: StagedUpload, kind: ArtifactKind, fmt: ArtifactFormat
+        self, staged: StagedUpload, kind: ArtifactKind, fmt: ArtifactFormat, *, samples: int | None = None
     ) -> tuple[ArtifactInfo, bool]:
-        info = ArtifactInfo(id=staged.sha256, kind=kind, format=fmt, size=staged.size)
+        info = ArtifactInfo(id=staged.sha256, kind=kind, format=fmt, size=staged.size, samples=samples)
         target = self._artifact_path(kind, staged.sha256)
         target.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"kind": kind, "format": fmt, "size": staged.size, "created_at": datetime.now(UTC).isoformat()}
+        meta: dict[str, object] = {
+            "kind": kind,
+            "format": fmt,
+            "size": staged.size,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        if samples is not None:
+            meta["samples"] = samples
         try:
             # Metadata first: an artifact is visible only once its .bin exists, and then its
             # metadata is already there.
@@ -222,7 +233,14 @@ class FileSystemStorage:
             size = path.stat().st_size
         except (FileNotFoundError, ValueError):
             return None
-        return ArtifactInfo(id=artifact_id, kind=kind, format=meta["format"], size=size)
+        samples = meta.get("samples")
+        return ArtifactInfo(
+            id=artifact_id,
+            kind=kind,
+            format=meta["format"],
+            size=size,
+            samples=samples if isinstance(samples, int) else None,
+        )
 
     def fetch(self, kind: ArtifactKind, artifact_id: str, dest: Path) -> None:
         if not is_artifact_id(artifact_id):

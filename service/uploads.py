@@ -51,8 +51,9 @@ def detect_format(kind: ArtifactKind, staged: StagedUpload) -> ArtifactFormat:
     )
 
 
-def check_artifact(path: Path, kind: ArtifactKind, fmt: ArtifactFormat, settings: Settings) -> None:
-    """Refuse what the service must not store or run; raises ``InvalidInput`` (→ 422)."""
+def check_artifact(path: Path, kind: ArtifactKind, fmt: ArtifactFormat, settings: Settings) -> int | None:
+    """Refuse what the service must not store or run (raises ``InvalidInput`` → 422); a dataset's
+    sample count, inspected once here and recorded with it."""
     if fmt in CODE_FORMATS and not settings.allow_torchscript:
         raise InvalidInput(
             f"model: PyTorch-format uploads ({fmt}: TorchScript and .pt2 are code) are switched off on "
@@ -61,7 +62,7 @@ def check_artifact(path: Path, kind: ArtifactKind, fmt: ArtifactFormat, settings
         )
     if kind == "model":
         refuse_unconfined_code(fmt, settings)
-    _run_validation(path, kind, fmt)
+    return _run_validation(path, kind, fmt)
 
 
 #: Model formats that are code (loading them runs pickled or scripted code).
@@ -83,12 +84,13 @@ def refuse_unconfined_code(fmt: str, settings: Settings) -> None:
         )
 
 
-def _run_validation(path: Path, kind: ArtifactKind, fmt: ArtifactFormat) -> None:
-    """``neuronscope.validation``'s checks, from headers alone (no model runs, nothing is inflated)."""
+def _run_validation(path: Path, kind: ArtifactKind, fmt: ArtifactFormat) -> int | None:
+    """``neuronscope.validation``'s checks, from headers alone (no model runs, nothing is inflated);
+    a dataset's sample count."""
     if kind == "dataset":
-        inspect_dataset(path)
-    else:
-        check_model_file(path)
+        return inspect_dataset(path).samples
+    check_model_file(path)
+    return None
 
 
 def store_upload(
@@ -103,8 +105,8 @@ def store_upload(
         ) from exc
     try:
         fmt = detect_format(kind, staged)
-        check_artifact(staged.path, kind, fmt, settings)
+        samples = check_artifact(staged.path, kind, fmt, settings)
     except BaseException:
         staged.discard()
         raise
-    return storage.commit(staged, kind, fmt)
+    return storage.commit(staged, kind, fmt, samples=samples)

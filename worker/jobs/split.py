@@ -62,7 +62,11 @@ def plan_for(ctx: WorkerContext, record: JobRecord, inputs: JobInputs) -> ChunkP
         return None
     try:
         config = AnalysisConfig.model_validate_json(record.config)
-        samples = inspect_dataset(inputs.dataset).samples
+        samples = (
+            record.dataset_samples
+            if record.dataset_samples is not None
+            else inspect_dataset(inputs.dataset).samples
+        )
     except (ValidationError, NeuronscopeError, OSError, ValueError):
         return None
     plan = plan_chunks(

@@ -93,7 +93,7 @@ def _resolve(
                 f"no {kind} with id {artifact_id!r}: upload it with POST /v1/{kind}s first, or send the file"
             )
         info = found
-    return ArtifactRef(id=info.id, format=info.format)
+    return ArtifactRef(id=info.id, format=info.format, samples=info.samples)
 
 
 @router.post(
@@ -175,8 +175,9 @@ def analyze(
 
 
 def _dataset_samples(storage: Storage, settings: Settings, dataset_id: str) -> int:
-    """The stored dataset's sample count, from its headers (a hard link into storage's own
-    ``tmp`` for the filesystem backend, so nothing is copied)."""
+    """The sample count of a dataset stored before counts were recorded at upload, from its
+    headers (a hard link into storage's own ``tmp`` for the filesystem backend, so nothing is
+    copied)."""
     scratch = settings.data_dir / "tmp" if settings.storage_backend == "filesystem" else None
     with tempfile.TemporaryDirectory(prefix="plan-", dir=scratch) as tmp:
         path = Path(tmp) / "dataset"
@@ -193,7 +194,9 @@ def _check_planned_work(
     config: AnalysisConfig, model: ArtifactRef, dataset: ArtifactRef, settings: Settings, storage: Storage
 ) -> None:
     """422 when explicit pairs name missing samples or the planned work is over the budget."""
-    samples = _dataset_samples(storage, settings, dataset.id)
+    samples = (
+        dataset.samples if dataset.samples is not None else _dataset_samples(storage, settings, dataset.id)
+    )
     check_pairs_in_range(config, samples)
     info = storage.artifact("model", model.id)
     if info is None:
