@@ -1,5 +1,6 @@
-"""A model with a GRU gets a visible warning in the report and its summary: the gates are not
-analysed, and the figures cover the other layers only (a .pt2 LSTM's gates are analysed)."""
+"""A model with a stacked GRU gets a visible warning in the report and its summary: the gates are
+not analysed, and the figures cover the other layers only (the gates of a one-layer, one-direction
+LSTM, GRU or RNN in a .pt2 are analysed, and named in the report)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ from worker.engine import analyze
 
 
 class _Encoder(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, rnn: nn.RNNBase | None = None) -> None:
         super().__init__()
-        self.rnn = nn.GRU(4, 8, batch_first=True)
+        self.rnn = rnn or nn.GRU(4, 8, num_layers=2, batch_first=True)
         self.head = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(x)
-        return self.head(out[:, -1])
+        if self.rnn.batch_first:
+            return self.head(self.rnn(x)[0][:, -1])
+        return self.head(self.rnn(x.transpose(0, 1))[0][-1])
 
 
 def test_a_gru_model_is_reported_with_a_warning(tmp_path: Path) -> None:
@@ -47,6 +49,33 @@ def test_a_gru_model_is_reported_with_a_warning(tmp_path: Path) -> None:
     assert warning.startswith("GRU 'rnn'") and "not analysed" in warning
     assert f"Warning: {warning}" in summarize(report).splitlines()
     assert Report.model_validate_json(report.to_json()).model.warnings == [warning]
+
+
+def test_one_layer_gru_and_rnn_gates_are_reported_as_layers(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(12, 5, 4)
+    dataset = tmp_path / "data.npz"
+    np.savez(dataset, x=x.numpy(), y=np.arange(12) % 3)
+    for rnn, gates in (
+        (nn.GRU(4, 8, batch_first=True), ["reset_gate", "update_gate", "new_gate"]),
+        (nn.RNN(4, 8, nonlinearity="relu"), ["hidden"]),
+    ):
+        model = tmp_path / "model.pt2"
+        torch.export.save(
+            torch.export.export(
+                _Encoder(rnn).eval(), (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},)
+            ),
+            str(model),
+        )
+
+        report = analyze(
+            model, dataset, AnalysisConfig(device="cpu", transition_density=None), trusted_model=True
+        )
+
+        names = [layer.name for layer in report.model.layers]
+        assert names == ["head.1:relu", *(f"rnn:{gate}" for gate in gates)], names
+        assert report.model.warnings == []
+        assert "not analysed" not in summarize(report)
 
 
 def test_the_html_report_shows_the_warning(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from worker.engine.capture.exported_graph import (
 )
 from worker.engine.capture.naming import module_layer_names
 from worker.engine.capture.recurrent import ATEN_RECURRENT, recurrent_warning
-from worker.engine.capture.recurrent_gates import LSTM_GATES, LstmSite, find_lstms, lstm_gates
+from worker.engine.capture.recurrent_gates import RecurrentSite, find_recurrent, recurrent_gates
 from worker.engine.capture.run_errors import out_of_memory, run_failure
 from worker.engine.errors import AnalysisError
 
@@ -249,7 +249,7 @@ class ExportedCaptureModel:
 
     def _result(self, output: torch.Tensor, extra: list[torch.Tensor], size: int) -> CaptureResult:
         """The layers' values from the extra outputs: activation inputs and outputs, then each
-        analysed LSTM's exposed values (its gates recomputed here)."""
+        analysed recurrent op's exposed values (its gates recomputed here)."""
         count = 2 * (len(self.layers) - self._gates.count)
         flat = [t.reshape(size, -1).to(torch.float32) for t in extra[:count]]
         pre, post = flat[0::2], flat[1::2]
@@ -353,11 +353,11 @@ def load_exported(
         )
     candidates = [candidates[k] for k in _per_sample(candidates, module.graph, runner.inputs)]
     reached = input_dependent(module.graph, {spec.name for spec in runner.inputs})
-    sites = [site for site in find_lstms(module.graph) if site.node in reached]
+    sites = [site for site in find_recurrent(module.graph) if site.node in reached]
     everything = _with_outputs(module, [*_exposed(candidates), *_site_nodes(sites)])
     shapes = _shapes(runner, everything, example, size, len(candidates))
     kept = [(c, s) for c, s in zip(candidates, shapes, strict=True) if s is not None]
-    all_gates = _Gates(sites, [list(range(len(LSTM_GATES)))] * len(sites))
+    all_gates = _Gates(sites, [list(range(len(site.gates))) for site in sites])
     gate_layers = all_gates.layers(runner, everything, example, size, 2 * len(candidates))
     if not kept:
         raise AnalysisError(
@@ -392,15 +392,16 @@ def load_exported(
     return model
 
 
-def _site_nodes(sites: Sequence[LstmSite]) -> list[fx.Node]:
+def _site_nodes(sites: Sequence[RecurrentSite]) -> list[fx.Node]:
     return [node for site in sites for node in site.exposed]
 
 
 @dataclass(frozen=True)
 class _Gates:
-    """The analysed LSTMs: ``sites`` and the gate indices (into ``LSTM_GATES``) kept per site."""
+    """The analysed recurrent ops: ``sites`` and the gate indices (into each site's ``gates``)
+    kept per site."""
 
-    sites: list[LstmSite]
+    sites: list[RecurrentSite]
     kept: list[list[int]]
 
     @property
@@ -408,18 +409,21 @@ class _Gates:
         return sum(len(kept) for kept in self.kept)
 
     def names(self, site: int) -> list[str]:
-        base = self.sites[site].path or f"lstm#{site}"
-        return [f"{base}:{gate}" for gate, _ in LSTM_GATES]
+        base = self.sites[site].path or f"{self.sites[site].op}#{site}"
+        return [f"{base}:{gate}" for gate, _ in self.sites[site].gates]
 
     def values(
         self, exposed: list[torch.Tensor], weights: Mapping[str, object]
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(pre, post)`` ``[B, T, H]`` of each kept gate, from the sites' exposed values."""
         found = []
-        for k, (site, kept) in enumerate(zip(self.sites, self.kept, strict=True)):
+        start = 0
+        for site, kept in zip(self.sites, self.kept, strict=True):
             params = [p for p in (weights[name] for name in site.params) if isinstance(p, torch.Tensor)]
-            gates = lstm_gates(exposed[4 * k : 4 * k + 4], params, site.batch_first)
+            stop = start + len(site.exposed)
+            gates = recurrent_gates(site.op, exposed[start:stop], params, site.batch_first)
             found += [gates[g] for g in kept]
+            start = stop
         return found
 
     def layers(
@@ -429,18 +433,22 @@ class _Gates:
         if not self.sites:
             return []
         _, *extra = runner.run(module, example, size, "the example batch")
+        values = iter(self.values(extra[offset:], runner.values))
         made = []
-        for k, (pre, _) in enumerate(self.values(extra[offset:], runner.values)):
-            site, gate = divmod(k, len(LSTM_GATES))
-            shape = tuple(int(d) for d in pre.shape[1:])
-            made.append(ActivationLayer(self.names(site)[gate], LSTM_GATES[gate][1], shape))
+        for k, (site, kept) in enumerate(zip(self.sites, self.kept, strict=True)):
+            for gate in kept:
+                pre, _ = next(values)
+                shape = tuple(int(d) for d in pre.shape[1:])
+                made.append(ActivationLayer(self.names(k)[gate], site.gates[gate][1], shape))
         return made
 
     def selected(self, positions: Sequence[int]) -> _Gates:
-        """The sites and gates at ``positions`` (indices into every site's gates, in order)."""
+        """The sites and gates at ``positions`` (indices into every kept gate of every site, in
+        order)."""
+        flat = [(k, gate) for k, kept in enumerate(self.kept) for gate in kept]
         per_site: dict[int, list[int]] = {}
         for position in positions:
-            site, gate = divmod(position, len(LSTM_GATES))
+            site, gate = flat[position]
             per_site.setdefault(site, []).append(gate)
         order = sorted(per_site)
         return _Gates([self.sites[k] for k in order], [per_site[k] for k in order])

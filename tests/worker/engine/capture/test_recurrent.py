@@ -9,20 +9,29 @@ import torch
 from conftest import close, export_onnx, np_batch, save_exported, save_script
 from torch import nn
 
+from worker.engine.capture.base import CaptureModel, CaptureResult
 from worker.engine.capture.loader import open_model
 
 
 class _Recurrent(nn.Module):
-    """An LSTM or GRU encoder with a ReLU head: the head is a layer, the gates are not."""
+    """An LSTM, GRU or RNN encoder (``rnn`` when given) with a ReLU head; ``x`` is ``[B, T, I]``
+    whatever the encoder's layout."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, rnn: nn.RNNBase | None = None) -> None:
         super().__init__()
-        self.rnn = nn.LSTM(4, 8, batch_first=True) if kind == "LSTM" else nn.GRU(4, 8, batch_first=True)
-        self.head = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        self.rnn = rnn or (
+            nn.LSTM(4, 8, batch_first=True) if kind == "LSTM" else nn.GRU(4, 8, batch_first=True)
+        )
+        self.head = nn.Sequential(nn.Linear(8 * (1 + self.rnn.bidirectional), 8), nn.ReLU(), nn.Linear(8, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(x)
-        return self.head(out[:, -1])
+        return self.head(self.sequence(x)[:, -1])
+
+    def sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's output sequence ``[B, T, H]``."""
+        if self.rnn.batch_first:
+            return self.rnn(x)[0]
+        return self.rnn(x.transpose(0, 1))[0].transpose(0, 1)
 
 
 @pytest.mark.parametrize(
@@ -31,7 +40,7 @@ class _Recurrent(nn.Module):
         (rnn, kind)
         for rnn in ("LSTM", "GRU")
         for kind in ("scripted", "traced", "pt2", "onnx-legacy", "onnx-dynamo")
-        if (rnn, kind) != ("LSTM", "pt2")  # analysed: test_lstm_gates_of_a_pt2_are_layers
+        if kind != "pt2"  # analysed: test_lstm_gates_of_a_pt2_are_layers, test_gru_gates_of_a_pt2_are_layers
     ],
 )
 def test_recurrent_gates_are_reported_as_not_analysed(rnn: str, kind: str, tmp_path: Path) -> None:
@@ -112,3 +121,123 @@ def test_lstm_gates_of_a_pt2_are_layers(tmp_path: Path) -> None:
         tmp_path / "lstm.pt2", device="cpu", example=np_batch(x=x[:2]), layer_names=["rnn:forget_gate"]
     )
     assert close(only.capture(np_batch(x=x)).pre[0], expected[1], atol=1e-5)
+
+
+def _exported(
+    net: _Recurrent, x: torch.Tensor, path: Path, layer_names: list[str] | None = None
+) -> tuple[CaptureModel, CaptureResult]:
+    """``net`` saved as a ``.pt2`` at ``path``, opened on ``x[:2]``, and its capture of ``x``."""
+    example = np_batch(x=x[:2])
+    model = open_model(
+        save_exported(net, [x[:2]], path), device="cpu", example=example, layer_names=layer_names
+    )
+    return model, model.capture(np_batch(x=x))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_gru_gates_of_a_pt2_are_layers(batch_first: bool, tmp_path: Path) -> None:
+    """A one-layer GRU in a ``.pt2``: its reset, update and new gates are layers, their
+    pre-activations those of an ``nn.GRUCell`` with the GRU's weights stepped over time; no warning."""
+    torch.manual_seed(1)
+    net = _Recurrent("GRU", nn.GRU(4, 8, batch_first=batch_first)).eval()
+    x = torch.randn(6, 5, 4)
+
+    model, result = _exported(net, x, tmp_path / "gru.pt2")
+
+    assert [(layer.name, layer.op_type, layer.shape) for layer in model.layers] == [
+        ("head.1:relu", "relu", (8,)),
+        ("rnn:reset_gate", "sigmoid", (5, 8)),
+        ("rnn:update_gate", "sigmoid", (5, 8)),
+        ("rnn:new_gate", "tanh", (5, 8)),
+    ]
+    assert model.warnings == []
+    gru = net.rnn
+    cell = nn.GRUCell(4, 8)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).copy_(getattr(gru, f"{name}_l0"))
+        h = torch.zeros(6, 8)
+        steps: list[list[torch.Tensor]] = [[], [], []]
+        for t in range(5):
+            w_ir, w_iz, w_in = cell.weight_ih.chunk(3)
+            w_hr, w_hz, w_hn = cell.weight_hh.chunk(3)
+            b_ir, b_iz, b_in = cell.bias_ih.chunk(3)
+            b_hr, b_hz, b_hn = cell.bias_hh.chunk(3)
+            r = x[:, t] @ w_ir.T + b_ir + h @ w_hr.T + b_hr
+            z = x[:, t] @ w_iz.T + b_iz + h @ w_hz.T + b_hz
+            n = x[:, t] @ w_in.T + b_in + torch.sigmoid(r) * (h @ w_hn.T + b_hn)
+            following = cell(x[:, t], h)
+            # the gates are those of the cell: they give its next state
+            blended = (1 - torch.sigmoid(z)) * torch.tanh(n) + torch.sigmoid(z) * h
+            assert close(blended, following, atol=1e-6)
+            for k, gate in enumerate((r, z, n)):
+                steps[k].append(gate)
+            h = following
+    expected = [torch.stack(step, dim=1).reshape(6, -1) for step in steps]
+    for k, pre in enumerate(expected, start=1):
+        assert close(result.pre[k], pre, atol=1e-5), model.layers[k].name
+        activation = torch.tanh if model.layers[k].op_type == "tanh" else torch.sigmoid
+        assert close(result.post[k], activation(pre), atol=1e-5), model.layers[k].name
+    only, picked = _exported(net, x, tmp_path / "gru-only.pt2", layer_names=["rnn:new_gate"])
+    assert [layer.name for layer in only.layers] == ["rnn:new_gate"]
+    assert close(picked.pre[0], expected[2], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("nonlinearity", "bias", "batch_first"),
+    [("tanh", True, True), ("relu", True, False), ("relu", False, True), ("tanh", False, False)],
+)
+def test_rnn_of_a_pt2_is_a_layer(nonlinearity: str, bias: bool, batch_first: bool, tmp_path: Path) -> None:
+    """A one-layer ``nn.RNN`` in a ``.pt2``: its hidden state is a layer of its nonlinearity, the
+    pre-activation ``W_ih x + b_ih + W_hh h + b_hh`` of a hand-written step; no warning."""
+    torch.manual_seed(2)
+    rnn = nn.RNN(4, 8, nonlinearity=nonlinearity, bias=bias, batch_first=batch_first)
+    net = _Recurrent("RNN", rnn).eval()
+    x = torch.randn(6, 5, 4)
+
+    model, result = _exported(net, x, tmp_path / "rnn.pt2")
+
+    assert [(layer.name, layer.op_type, layer.shape) for layer in model.layers] == [
+        ("head.1:relu", "relu", (8,)),
+        ("rnn:hidden", nonlinearity, (5, 8)),
+    ]
+    assert model.warnings == []
+    activation = torch.relu if nonlinearity == "relu" else torch.tanh
+    with torch.no_grad():
+        h = torch.zeros(6, 8)
+        steps = []
+        for t in range(5):
+            pre = x[:, t] @ rnn.weight_ih_l0.T + h @ rnn.weight_hh_l0.T
+            if bias:
+                pre = pre + rnn.bias_ih_l0 + rnn.bias_hh_l0
+            steps.append(pre)
+            h = activation(pre)
+        expected = torch.stack(steps, dim=1)
+        assert close(activation(expected), net.sequence(x), atol=1e-5)
+    assert close(result.pre[1], expected.reshape(6, -1), atol=1e-5)
+    assert close(result.post[1], activation(expected).reshape(6, -1), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "rnn",
+    [
+        nn.GRU(4, 8, num_layers=2, batch_first=True),
+        nn.GRU(4, 8, bidirectional=True, batch_first=True),
+        nn.RNN(4, 8, num_layers=2, batch_first=True),
+        nn.RNN(4, 8, nonlinearity="relu", bidirectional=True, batch_first=True),
+    ],
+    ids=["gru-2-layers", "gru-bidirectional", "rnn-2-layers", "rnn-relu-bidirectional"],
+)
+def test_stacked_or_bidirectional_recurrent_pt2_still_warns(rnn: nn.RNNBase, tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    net = _Recurrent("", rnn).eval()
+    x = torch.randn(6, 5, 4)
+
+    model, result = _exported(net, x, tmp_path / "stacked.pt2")
+
+    assert [layer.op_type for layer in model.layers] == ["relu"]
+    assert len(model.warnings) == 1 and "not analysed" in model.warnings[0], model.warnings
+    assert model.warnings[0].startswith(("GRU 'rnn'", "RNN 'rnn'")), model.warnings
+    with torch.no_grad():
+        hidden = net.head[0](net.sequence(x)[:, -1])
+    assert close(result.pre[0], hidden, atol=1e-4)
