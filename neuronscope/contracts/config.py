@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from neuronscope.contracts.post_space import out_of_range, post_breakpoints
+
 #: Canonical activation op types, shared by the ONNX and the TorchScript front ends.
 OpType = Literal[
     "relu",
@@ -35,9 +37,11 @@ OpType = Literal[
     "tanh",
 ]
 
-#: Default breakpoints Γ per canonical op type (the paper's Section VI-B choices, extended to the
-#: kinks of the piecewise activations). ``clip`` layers with other bounds than (0, 6) or (-1, 1)
-#: default to their own ``[min, max]``.
+#: Default breakpoints Γ per canonical op type in pre-activation space (the paper's Section VI-B
+#: choices, extended to the kinks of the piecewise activations, HardSigmoid's included). ``clip``
+#: layers with other bounds than (0, 6) or (-1, 1) default to their own ``[min, max]``. In post
+#: space the defaults are their images through the activation
+#: (:func:`neuronscope.contracts.post_space.post_breakpoints`).
 DEFAULT_BREAKPOINTS: dict[str, list[float]] = {
     "relu": [0.0],
     "leaky_relu": [0.0],
@@ -53,7 +57,7 @@ DEFAULT_BREAKPOINTS: dict[str, list[float]] = {
     "hardtanh": [-1.0, 1.0],
     "hardswish": [-3.0, 3.0],
     "sigmoid": [-0.5, 0.0, 0.5],
-    "hard_sigmoid": [-0.5, 0.0, 0.5],
+    "hard_sigmoid": [-3.0, 3.0],
     "tanh": [-0.5, 0.0, 0.5],
 }
 
@@ -130,11 +134,14 @@ class AnalysisConfig(BaseModel):
     breakpoints: dict[str, list[float]] = Field(
         default_factory=dict,
         description="Breakpoints Γ keyed by canonical op type (e.g. 'relu', 'sigmoid') or by layer "
-        "name; a layer name wins over its op type, which wins over DEFAULT_BREAKPOINTS.",
+        "name; a layer name wins over its op type, which wins over DEFAULT_BREAKPOINTS (in post space: "
+        "their images through the activation). In post space a breakpoint outside the activation's "
+        "range of values is an error.",
     )
     space: Literal["pre", "post"] = Field(
         "pre",
-        description="Apply Γ to pre-activation values z(x; θ) (the paper) or to post-activation values.",
+        description="Apply Γ to pre-activation values z(x; θ) (the paper) or to post-activation values "
+        "(default Γ mapped through the activation, so a monotone one gives the same regions).",
     )
     layers: list[str] | None = Field(
         None, description="Analyse only these activation layers (by name); null means every one found."
@@ -198,14 +205,24 @@ class AnalysisConfig(BaseModel):
                 raise ValueError(f"layers: expected unique names, got {self.layers}")
         return self
 
+    @model_validator(mode="after")
+    def _post_breakpoints_in_range(self) -> AnalysisConfig:
+        if self.space == "post":
+            for key, points in self.breakpoints.items():
+                problem = out_of_range(key, points)
+                if problem is not None:
+                    raise ValueError(f"breakpoints for {key!r}: {problem}")
+        return self
+
     def breakpoints_for(
         self, layer_name: str, op_type: str, fallback: list[float] | None = None
     ) -> list[float]:
-        """Γ for one layer: by layer name, else by op type, else ``fallback``, else the default."""
+        """Γ for one layer: by layer name, else by op type, else the default (``fallback``, the
+        layer's own pre-space default, else :data:`DEFAULT_BREAKPOINTS`), mapped into post space
+        when ``space`` is ``"post"``."""
         if layer_name in self.breakpoints:
             return list(self.breakpoints[layer_name])
         if op_type in self.breakpoints:
             return list(self.breakpoints[op_type])
-        if fallback is not None:
-            return list(fallback)
-        return list(DEFAULT_BREAKPOINTS.get(op_type, [0.0]))
+        default = list(fallback) if fallback is not None else list(DEFAULT_BREAKPOINTS.get(op_type, [0.0]))
+        return post_breakpoints(op_type, default) if self.space == "post" else default

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from neuronscope.contracts.config import DEFAULT_BREAKPOINTS, AnalysisConfig, PairSample
+from neuronscope.contracts.post_space import out_of_range
 from neuronscope.contracts.report import Report
 from neuronscope.errors import InvalidInput
 from neuronscope.validation import check_model_file, load_dataset
@@ -265,7 +266,9 @@ def load_inputs(
 
 
 def plan_layers(model: CaptureModel, config: AnalysisConfig) -> list[LayerPlan]:
-    """Γ for each captured layer; a ``breakpoints`` key that is neither a layer nor an op type is an error."""
+    """Γ for each captured layer; a ``breakpoints`` key that is neither a layer nor an op type is an
+    error, and so is, in post space, a given breakpoint outside the layer's range of values (a
+    layer name's Γ, or a Clip layer's, can only be checked once the model is open)."""
     names = {layer.name for layer in model.layers}
     unknown = sorted(set(config.breakpoints) - names - set(DEFAULT_BREAKPOINTS) - {"clip"})
     if unknown:
@@ -278,6 +281,13 @@ def plan_layers(model: CaptureModel, config: AnalysisConfig) -> list[LayerPlan]:
     for layer in model.layers:
         fallback = list(layer.default_breakpoints) if layer.default_breakpoints is not None else None
         breakpoints = config.breakpoints_for(layer.name, layer.op_type, fallback)
+        given = layer.name in config.breakpoints or layer.op_type in config.breakpoints
+        checked = given and config.space == "post"
+        problem = out_of_range(layer.op_type, breakpoints, fallback) if checked else None
+        if problem is not None:
+            raise AnalysisError(
+                f"breakpoints for layer {layer.name!r}: {problem}", code="breakpoints_invalid"
+            )
         coder = RegionCoder(torch.tensor(breakpoints, dtype=torch.float64), device=model.device)
         plans.append(LayerPlan(layer, breakpoints, coder))
     return plans

@@ -10,10 +10,10 @@ class AnalysisError(NeuronscopeError):
 
     Codes in use: ``model_invalid``, ``model_unsupported``, ``no_activation_layers``,
     ``unknown_layer``, ``dataset_invalid``, ``dataset_shape_mismatch``, ``labels_invalid``,
-    ``pairs_invalid``, ``device_unavailable``, ``out_of_memory`` and ``model_runtime_error`` (a
-    model run that failed: ``worker.engine.capture.run_errors``), ``cancelled``, and
-    ``analysis_error`` for an internal contract broken between engine parts (a bug, not an input
-    problem).
+    ``pairs_invalid``, ``breakpoints_invalid``, ``device_unavailable``, ``out_of_memory`` and
+    ``model_runtime_error`` (a model run that failed: ``worker.engine.capture.run_errors``),
+    ``cancelled``, and ``analysis_error`` for an internal contract broken between engine parts (a
+    bug, not an input problem).
     """
 
     code = "analysis_error"

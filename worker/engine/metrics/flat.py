@@ -29,7 +29,7 @@ FLAT_INTERVALS: dict[str, tuple[tuple[float, float], ...]] = {
     "relu": ((-math.inf, 0.0),),
     "relu6": ((-math.inf, 0.0), (6.0, math.inf)),
     "hardtanh": ((-math.inf, -1.0), (1.0, math.inf)),
-    "hardsigmoid": ((-math.inf, -3.0), (3.0, math.inf)),
+    "hard_sigmoid": ((-math.inf, -3.0), (3.0, math.inf)),
     "hardswish": ((-math.inf, -3.0),),
 }
 #: A neuron outside its flat regions for fewer than this share of inputs is rarely active.
