@@ -488,8 +488,7 @@ def probe() -> dict[str, object]:
 
     with tempfile.TemporaryDirectory(prefix="neuronscope-probe-") as tmp:
         env = {"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1", "LANG": "C.UTF-8"}
-        pythonpath = os.pathsep.join(str(p.parent) for p in python_read_roots(("neuronscope",))[-1:])
-        env["PYTHONPATH"] = pythonpath
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
         try:
             done = subprocess.run(
                 [sys.executable, "-m", "neuronscope.confinement", "--probe-child", tmp],

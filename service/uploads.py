@@ -22,7 +22,7 @@ from neuronscope.storage import (
     Storage,
     UploadTooLarge,
 )
-from neuronscope.validation import check_model_file, detect_model_format, inspect_dataset
+from neuronscope.validation import CODE_FORMATS, check_model_file, detect_model_format, inspect_dataset
 from service.errors import PayloadTooLarge
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -63,10 +63,6 @@ def check_artifact(path: Path, kind: ArtifactKind, fmt: ArtifactFormat, settings
     if kind == "model":
         refuse_unconfined_code(fmt, settings)
     return _run_validation(path, kind, fmt)
-
-
-#: Model formats that are code (loading them runs pickled or scripted code).
-CODE_FORMATS = frozenset({"torchscript", "pt2"})
 
 
 def refuse_unconfined_code(fmt: str, settings: Settings) -> None:

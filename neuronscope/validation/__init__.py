@@ -15,7 +15,12 @@ from neuronscope.validation.dataset import (
 )
 from neuronscope.validation.exported_program import ExportedProgramSummary, check_exported_program_archive
 from neuronscope.validation.limits import DEFAULT_LIMITS, Limits
-from neuronscope.validation.model_format import ModelFormat, check_model_file, detect_model_format
+from neuronscope.validation.model_format import (
+    CODE_FORMATS,
+    ModelFormat,
+    check_model_file,
+    detect_model_format,
+)
 from neuronscope.validation.onnx_model import (
     ALLOWED_DOMAINS,
     OnnxModelSummary,
@@ -27,6 +32,7 @@ from neuronscope.validation.torchscript import TorchScriptSummary, check_torchsc
 
 __all__ = [
     "ALLOWED_DOMAINS",
+    "CODE_FORMATS",
     "DEFAULT_LIMITS",
     "ArrayHeader",
     "DatasetArrays",

@@ -66,9 +66,16 @@ def archive_kind(names: list[str]) -> ArchiveKind:
     >>> archive_kind(["m/data.pkl", "m/code/__torch__/m.py"])
     'torchscript'
     """
+    return "pt2" if is_exported_program(names) else "torchscript"
+
+
+def is_exported_program(names: list[str]) -> bool:
+    """Whether zip members ``names`` are a ``torch.export.save`` archive: a top-level
+    ``<folder>/archive_format`` and a ``<folder>/models/`` directory (the one rule the API, the
+    validation and the engine's loader share)."""
     has_format = any(name.count("/") == 1 and name.endswith("/archive_format") for name in names)
     has_models = any(name.split("/")[1:2] == ["models"] for name in names)
-    return "pt2" if has_format and has_models else "torchscript"
+    return has_format and has_models
 
 
 def check_exported_program_archive(

@@ -18,6 +18,8 @@ from neuronscope.validation.onnx_model import OnnxModelSummary, check_onnx_model
 from neuronscope.validation.torchscript import TorchScriptSummary, check_torchscript_archive
 
 ModelFormat = Literal["onnx", "torchscript", "pt2"]
+#: Model formats that are code (loading them unpickles or runs scripted code): confined, refusable.
+CODE_FORMATS: frozenset[str] = frozenset({"torchscript", "pt2"})
 
 
 def _starts_with_zip(path: str | os.PathLike[str]) -> bool:

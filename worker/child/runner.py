@@ -142,9 +142,10 @@ def confine_self(args: argparse.Namespace) -> ConfinementReport | None:
             ) from None
         report = None
     if (report is None or not report.active) and args.model is not None and not args.allow_unconfined_code:
+        from neuronscope.validation import CODE_FORMATS
         from worker.engine.capture.loader import detect_format
 
-        if (found := detect_format(args.model)) in ("torchscript", "pt2"):
+        if (found := detect_format(args.model)) in CODE_FORMATS:
             raise AnalysisError(
                 f"model: a {found} model is code, and this worker cannot confine the process that "
                 "would run it; export the model to ONNX (or the operator sets "
@@ -200,10 +201,11 @@ class _Channel:
 def refuse_torchscript(model: Path) -> None:
     """Raise ``AnalysisError(torchscript_disabled)`` when the engine would open ``model`` as
     TorchScript or ``.pt2`` (the same content check the engine's loader makes)."""
+    from neuronscope.validation import CODE_FORMATS
     from worker.engine.capture.loader import detect_format
     from worker.engine.errors import AnalysisError
 
-    if (found := detect_format(model)) in ("torchscript", "pt2"):
+    if (found := detect_format(model)) in CODE_FORMATS:
         raise AnalysisError(
             f"model: PyTorch-format models ({found}) are switched off on this worker "
             "(NEURONSCOPE_ALLOW_TORCHSCRIPT=false); export the model to ONNX",

@@ -14,12 +14,10 @@ from neuronscope.job_lease import JobLeases
 from neuronscope.jobs import JobError, JobRecord, JobStore, connect
 from neuronscope.settings import Settings
 from neuronscope.storage import Storage, open_storage
+from neuronscope.validation import CODE_FORMATS
 from worker.child.environment import worker_zygote
 
 log = logging.getLogger("neuronscope.worker")
-
-#: Model formats that are code: opened only in a confined process (or where the operator opted out).
-CODE_FORMATS = frozenset({"torchscript", "pt2"})
 
 
 @dataclass(frozen=True)

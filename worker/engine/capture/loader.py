@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuronscope.validation.exported_program import is_exported_program
 from worker.engine.capture.base import CaptureModel, InputSpec, ModelFormat
 from worker.engine.errors import AnalysisError
 
@@ -75,7 +76,7 @@ def archive_format(names: list[str]) -> ModelFormat | None:
     >>> archive_format(["m/data.pkl", "m/code/__torch__/m.py", "m/constants.pkl"])
     'torchscript'
     """
-    if any(name.endswith("/archive_format") for name in names) and any("/models/" in name for name in names):
+    if is_exported_program(names):
         return "pt2"
     if any("/code/" in name or name.endswith("constants.pkl") for name in names):
         return "torchscript"
