@@ -16,6 +16,9 @@ Commands::
         Metric deltas (new − old) overall and per layer (matched by name); gates may use delta().
     neuronscope check REPORT.json --fail-if EXPR [...]
         Evaluate gates on an existing report.
+    neuronscope trend REPORT.json... [--labels A,B,...] [--out T.json] [--html T.html] [--fail-if EXPR ...]
+        Reports of successive training checkpoints as one trend: dead, dying and label-dying shares
+        and separation beyond chance per layer and for the network; gates on the trend's JSON.
     neuronscope serve [--host H] [--port P] [--data-dir DIR] [--workers N]
         The service in standalone mode (API + worker + private Redis) until Ctrl-C.
     neuronscope example [--out-dir DIR] [--variant healthy|dying]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from neuronscope.contracts.config import AnalysisConfig
 from neuronscope.contracts.report import Report
@@ -87,16 +87,19 @@ def write_text(path: Path, text: str) -> None:
         usage(f"cannot write {path}: {exc.strerror or exc}")
 
 
-def parse_gate_args(texts: Sequence[str] | None, *, compare: bool = False) -> list[Gate]:
+def parse_gate_args(
+    texts: Sequence[str] | None, *, compare: bool = False, document: type[BaseModel] = Report
+) -> list[Gate]:
     try:
-        return parse_gates(texts or [], compare=compare)
+        return parse_gates(texts or [], compare=compare, document=document)
     except GateError as exc:
         usage(exc.message)
 
 
 def run_gates(
-    gates: Sequence[Gate], report: Report, old: Report | None = None, *, quiet: bool = False
+    gates: Sequence[Gate], report: BaseModel, old: BaseModel | None = None, *, quiet: bool = False
 ) -> int:
+    """Evaluate ``gates`` on a report or trend (``old``: the compared report); print each outcome."""
     if not gates:
         return EXIT_OK
     try:

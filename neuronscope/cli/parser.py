@@ -8,7 +8,7 @@ from pathlib import Path
 import neuronscope
 from neuronscope.cli.local import cmd_analyze, cmd_example, cmd_serve
 from neuronscope.cli.remote import API_KEY_ENV, cmd_submit
-from neuronscope.cli.reports import cmd_check, cmd_compare
+from neuronscope.cli.reports import cmd_check, cmd_compare, cmd_trend
 
 
 def _add_gate_args(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -71,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gate_args(p, gate_help)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("trend", help="dead, dying and separation over training checkpoints")
+    p.add_argument(
+        "reports", type=Path, nargs="+", metavar="REPORT.json", help="one per checkpoint, in training order"
+    )
+    p.add_argument("--labels", metavar="A,B,...", help="checkpoint names (default: the report file stems)")
+    p.add_argument("--out", type=Path, metavar="TREND.json", help="write the trend as JSON")
+    p.add_argument("--html", type=Path, metavar="TREND.html", help="write the trend as an HTML page")
+    _add_gate_args(
+        p, "fail when EXPR is true, e.g. 'change.dead_fraction > 0.05' or 'max(network.dying_fraction) > 0.3'"
+    )
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_trend)
 
     p = sub.add_parser("serve", help="run the service (standalone: API + worker + private Redis)")
     p.add_argument("--host", default="127.0.0.1")
