@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import torch
 
+from neuronscope.contracts.config import CAPTURE_OP_TYPE, CapturePoint
 from worker.engine.capture.base import (
     ActivationLayer,
     CaptureResult,
@@ -28,8 +29,18 @@ from worker.engine.capture.batch import (
     check_sample_shapes,
     doubled,
 )
+from worker.engine.capture.capture_points import (
+    GraphIndex,
+    GraphNode,
+    check_shape,
+    index_graph,
+    resolve_points,
+)
+from worker.engine.capture.capture_points import (
+    layer_names as _capture_names,
+)
 from worker.engine.capture.device import OrtPlacement, ort_placement
-from worker.engine.capture.naming import module_layer_names, scope_path
+from worker.engine.capture.naming import module_layer_names, scope_modules, scope_path
 from worker.engine.capture.onnx_graph import Candidate, find_activations
 from worker.engine.capture.recurrent import ONNX_RECURRENT, recurrent_warning
 from worker.engine.capture.run_errors import out_of_memory, run_failure
@@ -373,6 +384,36 @@ def _session_bytes(proto: onnx.ModelProto, output_names: list[str]) -> bytes:
     return _with_outputs(proto, [name for name in output_names if name not in declared])
 
 
+def graph_index(proto: onnx.ModelProto) -> GraphIndex[str]:
+    """The module outputs (module paths from the dynamo exporter's metadata) and the value and
+    node names of the top-level graph, for capture points."""
+    nodes = [
+        GraphNode([o for o in node.output if o], list(node.input), scope_modules(node), node.name)
+        for node in proto.graph.node
+    ]
+    initializers = {init.name for init in proto.graph.initializer}
+    named = [v.name for v in proto.graph.input if v.name not in initializers]
+    named += [o for node in proto.graph.node for o in node.output if o]
+    return index_graph(nodes, [out.name for out in proto.graph.output], {name: name for name in named})
+
+
+def _capture_candidates(
+    proto: onnx.ModelProto, points: Sequence[CapturePoint], path: Path
+) -> list[Candidate]:
+    """A candidate per capture point, its value both before and after."""
+    hint = (
+        "; a module the exporter fused into another (a BatchNorm into the Gemm or Conv before it) "
+        "is kept by torch.onnx.export(..., dynamo=True, optimize=False)"
+    )
+    values = resolve_points(points, graph_index(proto), f"ONNX model {path.name}", hint)
+    producers = {o: (k, node) for k, node in enumerate(proto.graph.node) for o in node.output}
+    found = []
+    for point, value in zip(points, values, strict=True):
+        order, anchor = producers.get(value, (-1, onnx.NodeProto()))
+        found.append(Candidate(CAPTURE_OP_TYPE, value, value, anchor, order, tuple(point.breakpoints)))
+    return found
+
+
 def load_onnx(
     path: Path,
     *,
@@ -380,11 +421,14 @@ def load_onnx(
     layer_names: Sequence[str] | None,
     example: Mapping[str, np.ndarray],
     external_data: ExternalData = "reject",
+    capture_points: Sequence[CapturePoint] = (),
 ) -> OnnxCaptureModel:
-    """Open an ONNX model and discover its activation layers on ``example`` (``[B, ...]`` per input).
+    """Open an ONNX model and discover its activation layers on ``example`` (``[B, ...]`` per input),
+    the ``capture_points`` layers after them.
 
     Raises ``AnalysisError`` with ``model_invalid``, ``dataset_shape_mismatch``, ``out_of_memory``,
-    ``model_runtime_error``, ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
+    ``model_runtime_error``, ``no_activation_layers``, ``unknown_layer``, ``unknown_tensor`` or
+    ``device_unavailable``.
     """
     proto = load_proto(path, external_data=external_data)
     inputs = onnx_inputs(proto)
@@ -393,7 +437,7 @@ def load_onnx(
     check_declared_shapes(example, inputs)
     constants = {init.name for init in proto.graph.initializer}
     candidates = [c for c in find_activations(proto.graph) if c.pre not in constants]
-    if not candidates:
+    if not candidates and not capture_points:
         ops = sorted({node.op_type for node in proto.graph.node})
         raise AnalysisError(
             f"expected at least one activation node (Relu, Sigmoid, Gelu, ...) in {path.name}, found none "
@@ -401,9 +445,15 @@ def load_onnx(
             code="no_activation_layers",
         )
     names = _layer_names(proto, candidates)
+    points = _capture_candidates(proto, capture_points, path)
+    point_names = _capture_names(capture_points, names)
+    candidates, names = [*candidates, *points], [*names, *point_names]
     discovery_outputs, _ = _plan(proto, candidates, {spec.name for spec in inputs})
     runner = _OrtRunner(_session_bytes(proto, discovery_outputs), placement, inputs)
     kept = _discover(proto, candidates, runner, example, size, names)
+    shapes = {name: shape for _, name, shape in kept}
+    for point, name in zip(capture_points, point_names, strict=True):
+        check_shape(point, shapes.get(name))
     if not kept:
         raise AnalysisError(
             f"expected at least one activation with per-sample float values in {path.name}; "

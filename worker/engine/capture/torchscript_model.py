@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from neuronscope.contracts.config import CapturePoint
 from worker.engine.capture.base import (
     ActivationLayer,
     CaptureResult,
@@ -20,12 +21,17 @@ from worker.engine.capture.base import (
     selected_positions,
 )
 from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes, doubled
+from worker.engine.capture.capture_points import check_shape
+from worker.engine.capture.capture_points import layer_names as capture_names
 from worker.engine.capture.device import torch_device
 from worker.engine.capture.record import Recorder
 from worker.engine.capture.run_errors import out_of_memory, run_failure
 from worker.engine.capture.torchscript_graph import (
     Exposure,
+    TsCandidate,
     candidate_names,
+    capture_candidates,
+    capture_flags,
     copy_flags,
     expose,
     find_activations,
@@ -137,12 +143,34 @@ class _Plan:
     exposure: Exposure
 
 
-def _build(module: torch.jit.ScriptModule, indices: Sequence[int], flags: list[tuple[bool, bool]]) -> _Plan:
-    """Compile ``forward`` with records around the candidates at ``indices`` (in graph order);
-    ``flags`` holds every candidate's ``copy_flags``."""
+def _candidates(
+    graph: torch._C.Graph, module: torch.jit.ScriptModule, points: Sequence[CapturePoint]
+) -> list[TsCandidate]:
+    """The activations of ``graph`` (``module``'s inlined forward) in graph order, then one
+    candidate per capture point."""
+    where = "the TorchScript module's forward"
+    return [*find_activations(graph), *capture_candidates(graph, points, *_module_names(module), where)]
+
+
+def _flags(module: torch.jit.ScriptModule, points: Sequence[CapturePoint]) -> list[tuple[bool, bool]]:
+    """``copy_flags`` of every activation, then ``capture_flags`` of every capture point."""
+    graph = inlined_graph(module)
+    where = "the TorchScript module's forward"
+    captured = capture_candidates(graph, points, *_module_names(module), where)
+    return [*copy_flags(graph), *capture_flags(graph, captured)]
+
+
+def _build(
+    module: torch.jit.ScriptModule,
+    indices: Sequence[int],
+    flags: list[tuple[bool, bool]],
+    points: Sequence[CapturePoint] = (),
+) -> _Plan:
+    """Compile ``forward`` with records around the candidates at ``indices`` (in graph order, the
+    capture points after the activations); ``flags`` holds every candidate's copy flags."""
     graph = inlined_graph(module)
     split_halving_max_pools(graph)
-    candidates = find_activations(graph)
+    candidates = _candidates(graph, module, points)
     recorder = Recorder(2 * len(indices))
     exposure = expose(graph, [candidates[i] for i in indices], recorder.id, [flags[i] for i in indices])
     function = torch._C._create_function_from_graph(f"neuronscope_capture_{recorder.id}", graph)
@@ -340,15 +368,22 @@ def _per_sample_shape(pre: list[torch.Tensor], post: list[torch.Tensor], size: i
 
 
 def _discover(
-    runner: _Runner, example: Batch, size: int, flags: list[tuple[bool, bool]]
+    runner: _Runner,
+    example: Batch,
+    size: int,
+    flags: list[tuple[bool, bool]],
+    points: Sequence[CapturePoint] = (),
 ) -> tuple[list[int], list[ActivationLayer], list[int]]:
     """Run the example, and the example twice over, with every candidate recorded; keep the
     activations that ran on float ``[B, ...]`` tensors with the same shape before and after, as
-    many times in both runs. Returns the kept candidates' graph indices, their layers and how many
-    times each ran per call (more than once inside a loop)."""
-    candidates = find_activations(inlined_graph(runner.module))
-    names = candidate_names(candidates, *_module_names(runner.module))
-    plan = _build(runner.module, range(len(candidates)), flags)
+    many times in both runs, and every capture point (an error where its tensor is not such).
+    Returns the kept candidates' graph indices, their layers and how many times each ran per call
+    (more than once inside a loop)."""
+    candidates = _candidates(inlined_graph(runner.module), runner.module, points)
+    activations = candidates[: len(candidates) - len(points)]
+    names = candidate_names(activations, *_module_names(runner.module))
+    names += capture_names(points, names)
+    plan = _build(runner.module, range(len(candidates)), flags, points)
     runs: list[tuple[list[list[torch.Tensor]], int]] = []
     for batch, rows in ((example, size), (doubled(example, runner.inputs), 2 * size)):
         _, values = runner.recorded_chunks(plan, batch, what="the example batch")
@@ -360,6 +395,8 @@ def _discover(
         per_run = {_per_sample_shape(values[2 * k], values[2 * k + 1], rows) for values, rows in runs}
         counts = {len(values[2 * k]) for values, _ in runs}
         per_sample = per_run.pop() if len(per_run) == 1 and len(counts) == 1 else None
+        if k >= len(activations):
+            per_sample = check_shape(points[k - len(activations)], per_sample)
         if per_sample is None:
             continue
         count = counts.pop()
@@ -382,12 +419,14 @@ def load_torchscript(
     device: str,
     layer_names: Sequence[str] | None,
     example: Mapping[str, np.ndarray],
+    capture_points: Sequence[CapturePoint] = (),
 ) -> TorchScriptCaptureModel:
     """Open a TorchScript archive and discover its activation layers on ``example`` (``[B, ...]``
-    per input name).
+    per input name), the ``capture_points`` layers after them.
 
     Raises ``AnalysisError`` with ``model_invalid``, ``dataset_shape_mismatch``, ``out_of_memory``,
-    ``model_runtime_error``, ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
+    ``model_runtime_error``, ``no_activation_layers``, ``unknown_layer``, ``unknown_tensor`` or
+    ``device_unavailable``.
     """
     target = torch_device(device)
     module = load_script(path, target)
@@ -407,22 +446,22 @@ def load_torchscript(
         device=target,
         float_dtype=float_dtype,
     )
-    if not find_activations(inlined_graph(module)):
+    if not find_activations(inlined_graph(module)) and not capture_points:
         raise AnalysisError(
             f"expected at least one activation (aten::relu, sigmoid, gelu, ...) in {path.name}'s forward, "
             "found none",
             code="no_activation_layers",
         )
-    flags = copy_flags(inlined_graph(module))
+    flags = _flags(module, capture_points)
     try:
-        indices, layers, fires = _discover(runner, example, size, flags)
+        indices, layers, fires = _discover(runner, example, size, flags, capture_points)
     except AnalysisError as exc:
         if exc.code not in ("dataset_shape_mismatch", "model_runtime_error"):
             raise
         # A trace on one sample may have baked a batch of 1 into its views: run one at a time.
         runner = replace(runner, fixed_batch=1)
         try:
-            indices, layers, fires = _discover(runner, example, size, flags)
+            indices, layers, fires = _discover(runner, example, size, flags, capture_points)
         except AnalysisError:
             raise exc from None
     if not layers:
@@ -435,7 +474,7 @@ def load_torchscript(
     indices, layers, fires = [indices[i] for i in keep], [layers[i] for i in keep], [fires[i] for i in keep]
     model = TorchScriptCaptureModel(
         runner=runner,
-        plan=_build(module, indices, flags),
+        plan=_build(module, indices, flags, capture_points),
         layers=layers,
         fires=fires,
         sample_shapes={spec.name: tuple(int(d) for d in example[spec.name].shape[1:]) for spec in declared},
