@@ -41,6 +41,7 @@ from worker.engine.capture.capture_points import (
 )
 from worker.engine.capture.device import OrtPlacement, ort_placement
 from worker.engine.capture.naming import module_layer_names, scope_modules, scope_path
+from worker.engine.capture.onnx_embedding import OnnxCut, find_cut, reached_from
 from worker.engine.capture.onnx_graph import Candidate, find_activations
 from worker.engine.capture.recurrent import ONNX_RECURRENT, recurrent_warning
 from worker.engine.capture.run_errors import out_of_memory, run_failure
@@ -253,6 +254,72 @@ def _layer_names(proto: onnx.ModelProto, candidates: Sequence[Candidate]) -> lis
     return unique
 
 
+@dataclass(frozen=True)
+class OnnxEmbedding:
+    """The model cut at its embedding: ``head`` computes the cut values, ``runner`` runs the tail
+    (inputs: the model's and the cut values) with the layers exposed as ``slots`` say."""
+
+    cut: OnnxCut
+    head: _OrtRunner
+    runner: _OrtRunner
+    output_names: list[str]
+    slots: list[tuple[_Slot, _Slot]]
+
+
+def _per_sample_floats(
+    proto: onnx.ModelProto,
+    values: list[str],
+    placement: OrtPlacement,
+    inputs: list[InputSpec],
+    example: Batch,
+) -> dict[str, np.ndarray]:
+    """The ``values`` that are floating ``[B, ...]`` tensors on ``example`` at batch sizes B and
+    2B, with their values at B."""
+    first = proto.graph.output[0].name
+    names = [first, *(v for v in values if v != first)]
+    runner = _OrtRunner(_session_bytes(proto, names), placement, inputs)
+    size = batch_size(example, inputs)
+    runs = []
+    for feeds, rows in ((runner.feeds(example), size), (runner.feeds(doubled(example, inputs)), 2 * size)):
+        arrays = runner.run(names, feeds, rows, what="the example batch")
+        runs.append({name: a for name, a in zip(names, arrays, strict=True) if _fits(a, rows)})
+    return {name: array for name, array in runs[0].items() if name in runs[1] and name in values}
+
+
+def _fits(array: object, rows: int) -> bool:
+    return (
+        isinstance(array, np.ndarray)
+        and np.issubdtype(array.dtype, np.floating)
+        and array.ndim >= 1
+        and array.shape[0] == rows
+    )
+
+
+def _embedding(
+    proto: onnx.ModelProto,
+    placement: OrtPlacement,
+    inputs: list[InputSpec],
+    example: Batch,
+    selected: Sequence[Candidate],
+) -> OnnxEmbedding | None:
+    """The cut below the integer inputs, when they have one."""
+    integer = [spec.name for spec in inputs if not np.issubdtype(np.dtype(spec.dtype), np.floating)]
+    if not integer:
+        return None
+    floats = _per_sample_floats(proto, reached_from(proto, integer), placement, inputs, example)
+    cut = find_cut(proto, integer, floats)
+    if cut is None:
+        return None
+    tail_inputs = [
+        *inputs,
+        *(InputSpec(name, (None, *floats[name].shape[1:]), floats[name].dtype.name) for name in cut.frontier),
+    ]
+    output_names, slots = _plan(cut.tail, selected, {spec.name for spec in tail_inputs}, derive=True)
+    head = _OrtRunner(_session_bytes(proto, [proto.graph.output[0].name, *cut.frontier]), placement, inputs)
+    tail = _OrtRunner(_session_bytes(cut.tail, output_names), placement, tail_inputs)
+    return OnnxEmbedding(cut, head, tail, output_names, slots)
+
+
 class OnnxCaptureModel:
     """An ONNX model run by onnxruntime; see ``worker.engine.capture.base.CaptureModel``."""
 
@@ -282,23 +349,63 @@ class OnnxCaptureModel:
         self._plain: _OrtRunner | None = None
         self.runtime = f"onnxruntime {_ort().__version__} {runner.provider}"
         self.warnings: list[str] = []
+        self.embedding: OnnxEmbedding | None = None
 
     def capture(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
         """Run ``batch`` (``[B, ...]`` per input name) and return the first output ``[B, ...]`` and
         ``pre[k]`` / ``post[k]`` ``[B, neurons_k]`` float32 for every layer."""
         size = self._check(batch)
-        feeds = self._runner.feeds(batch)
-        arrays = self._runner.run(self._output_names, feeds, size)
+        return self._run(self._runner, self._output_names, self._slots, batch, size)
+
+    def _run(
+        self,
+        runner: _OrtRunner,
+        output_names: list[str],
+        slots: list[tuple[_Slot, _Slot]],
+        batch: Batch,
+        size: int,
+    ) -> CaptureResult:
+        feeds = runner.feeds(batch)
+        arrays = runner.run(output_names, feeds, size)
 
         def value(slot: _Slot) -> torch.Tensor:
             array = feeds[slot.feed] if slot.feed is not None else arrays[slot.index or 0]
             return self._to_torch(array.reshape(size, -1))
 
-        pre = [value(p) for p, _ in self._slots]
-        post = [
-            q.derive(pre[k]) if q.derive is not None else value(q) for k, (_, q) in enumerate(self._slots)
-        ]
+        pre = [value(p) for p, _ in slots]
+        post = [q.derive(pre[k]) if q.derive is not None else value(q) for k, (_, q) in enumerate(slots)]
         return CaptureResult(outputs=self._to_torch(arrays[0]), pre=pre, post=post)
+
+    @property
+    def embedding_names(self) -> list[str]:
+        """The tensors transition density interpolates for integer inputs (``"<module>:<value>"``),
+        keyed in :meth:`embed`'s result by :attr:`embedding_inputs`; empty when there are none."""
+        return list(self.embedding.cut.names) if self.embedding is not None else []
+
+    @property
+    def embedding_inputs(self) -> list[str]:
+        return list(self.embedding.cut.frontier) if self.embedding is not None else []
+
+    def embed(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The embedding tensors ``[B, ...]`` of ``batch``, keyed by :attr:`embedding_inputs`."""
+        if self.embedding is None:
+            raise AnalysisError("expected a model with integer inputs to embed, got none", code="internal")
+        size = self._check(batch)
+        head = self.embedding.head
+        arrays = head.run(self.embedding.cut.frontier, head.feeds(batch), size, "the embedding of a batch")
+        return {
+            name: self._to_torch(array)
+            for name, array in zip(self.embedding.cut.frontier, arrays, strict=True)
+        }
+
+    def capture_embedded(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
+        """:meth:`capture` from the embedding: ``batch`` holds the model's inputs (integer ones
+        are read only for what is not embedded) and every :attr:`embedding_inputs` tensor."""
+        if self.embedding is None:
+            raise AnalysisError("expected a model with integer inputs to embed, got none", code="internal")
+        tail = self.embedding
+        size = batch_size(batch, tail.runner.inputs)
+        return self._run(tail.runner, tail.output_names, tail.slots, batch, size)
 
     def infer(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
         """The first output ``[B, ...]`` of the unmodified model, nothing captured."""
@@ -480,6 +587,7 @@ def load_onnx(
         slots=slots,
         sample_shapes=sample_shapes,
     )
+    model.embedding = _embedding(proto, placement, inputs, example, selected)
     model.warnings = [
         recurrent_warning(ONNX_RECURRENT[node.op_type], scope_path(node) or node.name)
         for node in proto.graph.node
