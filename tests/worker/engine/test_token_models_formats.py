@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_token_models import TinyEncoder, _dataset, _reference_td
+from test_token_models import DIM, TinyEncoder, _dataset, _reference_td
 
 from neuronscope.contracts import AnalysisConfig
 from worker.engine import analyze
@@ -21,7 +21,24 @@ from worker.engine.plan import plan_chunks
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from test_chunking import _comparable, run_stages
 
-FORMATS = ["pt2", "onnx-legacy", "onnx-dynamo"]
+
+class ScriptableEncoder(TinyEncoder):
+    """``TinyEncoder`` with its scale a module attribute, so that ``torch.jit.script`` compiles it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = float(DIM**0.5)
+
+    def tail(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = h + self.positions(torch.arange(h.shape[1], device=h.device))
+        q, k, v = self.qkv(h).chunk(3, dim=-1)
+        scores = q @ k.transpose(1, 2) / self.scale + (1.0 - mask[:, None, :]) * -1e4
+        h = h + torch.softmax(scores, dim=-1) @ v
+        h = h + self.mlp(h)
+        return self.head(h.mean(dim=1))
+
+
+FORMATS = ["pt2", "onnx-legacy", "onnx-dynamo", "traced", "scripted"]
 
 
 def _save(kind: str, net: TinyEncoder, ids: torch.Tensor, mask: torch.Tensor, root: Path) -> Path:
@@ -55,7 +72,7 @@ def _save(kind: str, net: TinyEncoder, ids: torch.Tensor, mask: torch.Tensor, ro
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyEncoder, Path]:
     torch.manual_seed(0)
-    net = TinyEncoder().eval()
+    net = ScriptableEncoder().eval()
     ids, mask = _dataset()
     root = tmp_path_factory.mktemp("token-formats")
     np.savez(root / "data.npz", input_ids=ids.numpy(), attention_mask=mask.numpy(), y=np.arange(20) % 3)
@@ -86,7 +103,7 @@ def test_td_runs_in_the_embedding_space_in_every_format(kind: str, encoder: tupl
     assert any(row.td for row in td.samples)
 
 
-@pytest.mark.parametrize("kind", ["pt2", "onnx-legacy"])
+@pytest.mark.parametrize("kind", ["pt2", "onnx-legacy", "traced"])
 def test_a_split_job_with_td_blocks_gives_the_single_report(
     kind: str, encoder: tuple[TinyEncoder, Path], tmp_path: Path
 ) -> None:

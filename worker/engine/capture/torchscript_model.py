@@ -26,6 +26,14 @@ from worker.engine.capture.capture_points import layer_names as capture_names
 from worker.engine.capture.device import torch_device
 from worker.engine.capture.record import Recorder
 from worker.engine.capture.run_errors import out_of_memory, run_failure
+from worker.engine.capture.torchscript_embedding import (
+    Place,
+    TsCut,
+    cut_graph,
+    find_cut,
+    reached_tensors,
+    value_at,
+)
 from worker.engine.capture.torchscript_graph import (
     Exposure,
     TsCandidate,
@@ -165,16 +173,34 @@ def _build(
     indices: Sequence[int],
     flags: list[tuple[bool, bool]],
     points: Sequence[CapturePoint] = (),
+    frontier: list[Place] | None = None,
 ) -> _Plan:
     """Compile ``forward`` with records around the candidates at ``indices`` (in graph order, the
-    capture points after the activations); ``flags`` holds every candidate's copy flags."""
+    capture points after the activations); ``flags`` holds every candidate's copy flags. With a
+    ``frontier``, the graph is cut there: each frontier value becomes an argument after the
+    module's own (``torchscript_embedding``)."""
     graph = inlined_graph(module)
+    if frontier is not None:
+        cut_graph(graph, frontier)
     split_halving_max_pools(graph)
     candidates = _candidates(graph, module, points)
-    recorder = Recorder(2 * len(indices))
-    exposure = expose(graph, [candidates[i] for i in indices], recorder.id, [flags[i] for i in indices])
+    return _compile(graph, [candidates[i] for i in indices], [flags[i] for i in indices])
+
+
+def _compile(graph: torch._C.Graph, candidates: list[TsCandidate], flags: list[tuple[bool, bool]]) -> _Plan:
+    recorder = Recorder(2 * len(candidates))
+    exposure = expose(graph, candidates, recorder.id, flags)
     function = torch._C._create_function_from_graph(f"neuronscope_capture_{recorder.id}", graph)
     return _Plan(function, recorder, exposure)
+
+
+def _probe(module: torch.jit.ScriptModule, places: Sequence[Place]) -> _Plan:
+    """``forward`` handing over the values at ``places`` (each twice: slots 2k and 2k + 1), copied
+    where a later in-place op may overwrite them."""
+    graph = inlined_graph(module)
+    values = [value_at(graph, place) for place in places]
+    candidates = [TsCandidate(v.node(), "value", "value", False, "", point=v) for v in values]
+    return _compile(graph, candidates, capture_flags(graph, candidates))
 
 
 @dataclass(frozen=True)
@@ -189,13 +215,19 @@ class _Runner:
     #: Set for a module that runs only on batches of this size (a trace that baked its example's
     #: batch size into a view): batches then run in chunks of it, the last padded.
     fixed_batch: int | None = None
+    #: Batch keys passed after the defaults: a cut graph's embedded tensors.
+    extra: tuple[str, ...] = ()
 
     def _shapes(self, batch: Batch) -> dict[str, tuple[int, ...]]:
-        return {spec.name: tuple(batch[spec.name].shape) for spec in self.inputs}
+        return {name: tuple(batch[name].shape) for name in self._names()}
+
+    def _names(self) -> list[str]:
+        return [*(spec.name for spec in self.inputs), *self.extra]
 
     def arguments(self, batch: Batch) -> list[Any]:
         tensors = [as_tensor(batch[spec.name], self.device, self.float_dtype) for spec in self.inputs]
-        return [*tensors, *self.defaults]
+        extra = [as_tensor(batch[name], self.device, self.float_dtype) for name in self.extra]
+        return [*tensors, *self.defaults, *extra]
 
     def chunks(self, batch: Batch) -> list[tuple[int, Batch]]:
         """``(rows, piece)`` per run: the whole batch, or chunks of ``fixed_batch`` padded by
@@ -207,7 +239,7 @@ class _Runner:
         pieces: list[tuple[int, Batch]] = []
         for start in range(0, size, chunk):
             stop = min(start + chunk, size)
-            piece = {spec.name: _pad(batch[spec.name][start:stop], chunk) for spec in self.inputs}
+            piece = {name: _pad(batch[name][start:stop], chunk) for name in self._names()}
             pieces.append((stop - start, piece))
         return pieces
 
@@ -274,6 +306,60 @@ class _Runner:
             plan.recorder.clear()
 
 
+@dataclass(frozen=True)
+class TsEmbedding:
+    """The module cut at its embedding: ``head`` hands over the cut values, ``tail`` runs the
+    layers from them, fed by ``runner`` (the cut values passed as its ``extra`` arguments)."""
+
+    cut: TsCut
+    head: _Plan
+    tail: _Plan
+    runner: _Runner
+
+
+def _embedding(
+    runner: _Runner,
+    example: Batch,
+    size: int,
+    plan: tuple[list[int], list[tuple[bool, bool]], Sequence[CapturePoint]],
+) -> TsEmbedding | None:
+    """The cut below the integer inputs, when they have one; ``plan`` is what ``_build`` takes
+    for the layers."""
+    integer = [
+        k + 1 for k, spec in enumerate(runner.inputs) if not np.issubdtype(np.dtype(spec.dtype), np.floating)
+    ]
+    if not integer:
+        return None
+    module = runner.module
+    graph = inlined_graph(module)
+    places = reached_tensors(graph, integer)
+    if not places:
+        return None
+    probe = _probe(module, places)
+    floats = set(places)
+    for batch, rows in ((example, size), (doubled(example, runner.inputs), 2 * size)):
+        _, values = runner.recorded_chunks(probe, batch, what="the example batch")
+        for k, place in enumerate(places):
+            fired = values[2 * k]
+            if (
+                len(fired) != 1
+                or not fired[0].is_floating_point()
+                or fired[0].dim() == 0
+                or fired[0].shape[0] != rows
+            ):
+                floats.discard(place)
+    cut = find_cut(graph, integer, floats, *_module_names(module))
+    if cut is None:
+        return None
+    indices, flags, points = plan
+    try:
+        tail = _build(module, indices, flags, points, cut.frontier)
+    except (AnalysisError, RuntimeError):
+        return None
+    extra = tuple(f"neuronscope_embedded_{k}" for k in range(len(cut.frontier)))
+    return TsEmbedding(cut, _probe(module, cut.frontier), tail, replace(runner, extra=extra))
+
+
 class TorchScriptCaptureModel:
     """A TorchScript module; see ``worker.engine.capture.base.CaptureModel``."""
 
@@ -297,12 +383,41 @@ class TorchScriptCaptureModel:
         self._plan = plan
         self._fires = fires
         self._sample_shapes = sample_shapes
+        self.embedding: TsEmbedding | None = None
 
     def capture(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
         """Run ``batch`` (``[B, ...]`` per input name) and return the first output ``[B, ...]`` and
         ``pre[k]`` / ``post[k]`` ``[B, neurons_k]`` float32 for every layer."""
         size = self._check(batch)
-        raw, values = self._runner.recorded_chunks(self._plan, batch)
+        return self._result(*self._runner.recorded_chunks(self._plan, batch), size)
+
+    @property
+    def embedding_names(self) -> list[str]:
+        """The tensors transition density interpolates for integer inputs (``"<module>:<op>"``),
+        keyed in :meth:`embed`'s result by :attr:`embedding_inputs`; empty when there are none."""
+        return list(self.embedding.cut.names) if self.embedding is not None else []
+
+    @property
+    def embedding_inputs(self) -> list[str]:
+        return list(self.embedding.runner.extra) if self.embedding is not None else []
+
+    def embed(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The embedding tensors ``[B, ...]`` of ``batch``, keyed by :attr:`embedding_inputs`."""
+        if self.embedding is None:
+            raise AnalysisError("expected a model with integer inputs to embed, got none", code="internal")
+        self._check(batch)
+        _, values = self._runner.recorded_chunks(self.embedding.head, batch, "the embedding of a batch")
+        return {name: values[2 * k][0] for k, name in enumerate(self.embedding.runner.extra)}
+
+    def capture_embedded(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
+        """:meth:`capture` from the embedding: ``batch`` holds the model's inputs (integer ones
+        are read only for what is not embedded) and every :attr:`embedding_inputs` tensor."""
+        if self.embedding is None:
+            raise AnalysisError("expected a model with integer inputs to embed, got none", code="internal")
+        size = batch_size(batch, self.inputs)
+        return self._result(*self.embedding.runner.recorded_chunks(self.embedding.tail, batch), size)
+
+    def _result(self, raw: object, values: list[list[torch.Tensor]], size: int) -> CaptureResult:
         pre: list[torch.Tensor] = []
         post: list[torch.Tensor] = []
         for k, layer in enumerate(self.layers):
@@ -479,5 +594,6 @@ def load_torchscript(
         fires=fires,
         sample_shapes={spec.name: tuple(int(d) for d in example[spec.name].shape[1:]) for spec in declared},
     )
+    model.embedding = _embedding(runner, example, size, (indices, flags, capture_points))
     model.warnings = recurrent_layers(inlined_graph(module), *_module_names(module))
     return model
