@@ -41,6 +41,7 @@ from worker.engine.capture.capture_points import (
 )
 from worker.engine.capture.device import OrtPlacement, ort_placement
 from worker.engine.capture.naming import module_layer_names, scope_modules, scope_path
+from worker.engine.capture.onnx_control_flow import control_flow_warnings
 from worker.engine.capture.onnx_embedding import OnnxCut, find_cut, reached_from
 from worker.engine.capture.onnx_graph import Candidate, find_activations
 from worker.engine.capture.recurrent import ONNX_RECURRENT, recurrent_warning
@@ -593,4 +594,5 @@ def load_onnx(
         for node in proto.graph.node
         if node.op_type in ONNX_RECURRENT
     ]
+    model.warnings += control_flow_warnings(proto.graph)
     return model
