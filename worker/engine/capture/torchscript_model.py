@@ -25,6 +25,7 @@ from worker.engine.capture.capture_points import check_shape
 from worker.engine.capture.capture_points import layer_names as capture_names
 from worker.engine.capture.device import torch_device
 from worker.engine.capture.record import Recorder
+from worker.engine.capture.recurrent_gates import recurrent_gates
 from worker.engine.capture.run_errors import out_of_memory, run_failure
 from worker.engine.capture.torchscript_embedding import (
     Place,
@@ -44,8 +45,8 @@ from worker.engine.capture.torchscript_graph import (
     expose,
     find_activations,
     inlined_graph,
-    recurrent_layers,
 )
+from worker.engine.capture.torchscript_recurrent import TsSite, find_sites, unanalysed_warnings
 from worker.engine.capture.torchscript_speedups import split_halving_max_pools
 from worker.engine.errors import AnalysisError
 
@@ -174,17 +175,25 @@ def _build(
     flags: list[tuple[bool, bool]],
     points: Sequence[CapturePoint] = (),
     frontier: list[Place] | None = None,
+    sites: Sequence[TsSite] = (),
 ) -> _Plan:
     """Compile ``forward`` with records around the candidates at ``indices`` (in graph order, the
-    capture points after the activations); ``flags`` holds every candidate's copy flags. With a
-    ``frontier``, the graph is cut there: each frontier value becomes an argument after the
-    module's own (``torchscript_embedding``)."""
+    capture points after the activations), then each recurrent site's values (one slot pair per
+    value: ``TsSite.values``); ``flags`` holds every candidate's copy flags. With a ``frontier``,
+    the graph is cut there: each frontier value becomes an argument after the module's own
+    (``torchscript_embedding``)."""
     graph = inlined_graph(module)
     if frontier is not None:
         cut_graph(graph, frontier)
+    site_values = [value for site in sites for value in site.values(graph)]
     split_halving_max_pools(graph)
     candidates = _candidates(graph, module, points)
-    return _compile(graph, [candidates[i] for i in indices], [flags[i] for i in indices])
+    recorded = [TsCandidate(v.node(), "value", "value", False, "", point=v) for v in site_values]
+    return _compile(
+        graph,
+        [*(candidates[i] for i in indices), *recorded],
+        [*(flags[i] for i in indices), *capture_flags(graph, recorded)],
+    )
 
 
 def _compile(graph: torch._C.Graph, candidates: list[TsCandidate], flags: list[tuple[bool, bool]]) -> _Plan:
@@ -321,7 +330,7 @@ def _embedding(
     runner: _Runner,
     example: Batch,
     size: int,
-    plan: tuple[list[int], list[tuple[bool, bool]], Sequence[CapturePoint]],
+    plan: tuple[list[int], list[tuple[bool, bool]], Sequence[CapturePoint], Sequence[TsSite]],
 ) -> TsEmbedding | None:
     """The cut below the integer inputs, when they have one; ``plan`` is what ``_build`` takes
     for the layers."""
@@ -351,13 +360,63 @@ def _embedding(
     cut = find_cut(graph, integer, floats, *_module_names(module))
     if cut is None:
         return None
-    indices, flags, points = plan
+    indices, flags, points, sites = plan
     try:
-        tail = _build(module, indices, flags, points, cut.frontier)
+        tail = _build(module, indices, flags, points, cut.frontier, sites)
     except (AnalysisError, RuntimeError):
         return None
     extra = tuple(f"neuronscope_embedded_{k}" for k in range(len(cut.frontier)))
     return TsEmbedding(cut, _probe(module, cut.frontier), tail, replace(runner, extra=extra))
+
+
+@dataclass(frozen=True)
+class _Gates:
+    """The analysed recurrent sites, the gate indices kept per site (into ``TsSite.gates``) and
+    each site's weights."""
+
+    sites: list[TsSite]
+    kept: list[list[int]]
+    weights: list[list[torch.Tensor]]
+
+    @property
+    def count(self) -> int:
+        return sum(len(kept) for kept in self.kept)
+
+    def values(self, slots: list[list[torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(pre, post)`` ``[B, T, H]`` of each kept gate, from the sites' slots (2 per value)."""
+        found = []
+        start = 0
+        for site, kept, weights in zip(self.sites, self.kept, self.weights, strict=True):
+            count = 3 + (site.op == "lstm")
+            values = [slots[2 * (start + j)][0] for j in range(count)]
+            gates = recurrent_gates(site.op, values, weights, site.batch_first)
+            found += [gates[g] for g in kept]
+            start += count
+        return found
+
+
+def _site_names(sites: Sequence[TsSite]) -> list[list[str]]:
+    return [
+        [f"{site.path or f'{site.op}#{k}'}:{gate}" for gate, _ in site.gates] for k, site in enumerate(sites)
+    ]
+
+
+def _gate_layers(runner: _Runner, example: Batch, size: int, gates: _Gates) -> list[ActivationLayer]:
+    """A layer per kept gate, its per-sample shape from the example batch."""
+    if not gates.sites:
+        return []
+    plan = _build(runner.module, [], [], sites=gates.sites)
+    _, slots = runner.recorded_chunks(plan, example, what="the example batch")
+    values = iter(gates.values(slots))
+    names = _site_names(gates.sites)
+    layers = []
+    for k, (site, kept) in enumerate(zip(gates.sites, gates.kept, strict=True)):
+        for gate in kept:
+            pre, _ = next(values)
+            layers.append(
+                ActivationLayer(names[k][gate], site.gates[gate][1], tuple(int(d) for d in pre.shape[1:]))
+            )
+    return layers
 
 
 class TorchScriptCaptureModel:
@@ -373,8 +432,10 @@ class TorchScriptCaptureModel:
         layers: list[ActivationLayer],
         fires: list[int],
         sample_shapes: dict[str, tuple[int, ...]],
+        gates: _Gates | None = None,
     ) -> None:
         self.inputs = runner.inputs
+        self._gates = gates or _Gates([], [], [])
         self.layers = layers
         self.device = runner.device
         self.runtime = f"torch.jit {torch.__version__} {runner.device}"
@@ -420,7 +481,8 @@ class TorchScriptCaptureModel:
     def _result(self, raw: object, values: list[list[torch.Tensor]], size: int) -> CaptureResult:
         pre: list[torch.Tensor] = []
         post: list[torch.Tensor] = []
-        for k, layer in enumerate(self.layers):
+        plain = len(self.layers) - self._gates.count
+        for k, layer in enumerate(self.layers[:plain]):
             for slot, into in ((2 * k, pre), (2 * k + 1, post)):
                 if len(values[slot]) != self._fires[k]:
                     raise AnalysisError(
@@ -430,6 +492,9 @@ class TorchScriptCaptureModel:
                         code="model_unsupported",
                     )
                 into.append(_flatten(values[slot], size))
+        for gate_pre, gate_post in self._gates.values(values[2 * plain :]):
+            pre.append(gate_pre.reshape(size, -1).to(torch.float32))
+            post.append(gate_post.reshape(size, -1).to(torch.float32))
         return CaptureResult(outputs=_first_tensor(raw).to(torch.float32), pre=pre, post=post)
 
     def infer(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
@@ -585,15 +650,33 @@ def load_torchscript(
             "found did not run on the example batch or act on weights only",
             code="no_activation_layers",
         )
-    keep = selected_positions([layer.name for layer in layers], layer_names)
-    indices, layers, fires = [indices[i] for i in keep], [layers[i] for i in keep], [fires[i] for i in keep]
+    names = _module_names(module)
+    sites = find_sites(inlined_graph(module), module, *names)
+    every = _Gates(
+        sites, [list(range(len(site.gates))) for site in sites], [site.parameters(module) for site in sites]
+    )
+    gate_layers = _gate_layers(runner, example, size, every)
+    keep = selected_positions(
+        [*(layer.name for layer in layers), *(layer.name for layer in gate_layers)], layer_names
+    )
+    plain = [i for i in keep if i < len(layers)]
+    flat = [(k, gate) for k, kept in enumerate(every.kept) for gate in kept]
+    per_site: dict[int, list[int]] = {}
+    for position in keep[len(plain) :]:
+        site, gate = flat[position - len(layers)]
+        per_site.setdefault(site, []).append(gate)
+    order = sorted(per_site)
+    gates = _Gates([sites[k] for k in order], [per_site[k] for k in order], [every.weights[k] for k in order])
+    chosen = [*(layers[i] for i in plain), *(gate_layers[i - len(layers)] for i in keep[len(plain) :])]
+    indices, fires = [indices[i] for i in plain], [fires[i] for i in plain]
     model = TorchScriptCaptureModel(
         runner=runner,
-        plan=_build(module, indices, flags, capture_points),
-        layers=layers,
+        plan=_build(module, indices, flags, capture_points, sites=gates.sites),
+        layers=chosen,
         fires=fires,
         sample_shapes={spec.name: tuple(int(d) for d in example[spec.name].shape[1:]) for spec in declared},
+        gates=gates,
     )
-    model.embedding = _embedding(runner, example, size, (indices, flags, capture_points))
-    model.warnings = recurrent_layers(inlined_graph(module), *_module_names(module))
+    model.embedding = _embedding(runner, example, size, (indices, flags, capture_points, gates.sites))
+    model.warnings = unanalysed_warnings(inlined_graph(module), every.sites, *names)
     return model

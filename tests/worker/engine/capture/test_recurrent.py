@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,9 @@ class _Recurrent(nn.Module):
     [
         (rnn, kind)
         for rnn in ("LSTM", "GRU")
-        for kind in ("scripted", "traced", "pt2", "onnx-legacy", "onnx-dynamo")
-        if kind != "pt2"  # analysed: test_lstm_gates_of_a_pt2_are_layers, test_gru_gates_of_a_pt2_are_layers
+        # analysed in .pt2 and TorchScript: test_lstm_gates_of_a_pt2_are_layers,
+        # test_gru_gates_of_a_pt2_are_layers, test_torchscript_recurrent_gates_equal_the_pt2_ones
+        for kind in ("onnx-legacy", "onnx-dynamo")
     ],
 )
 def test_recurrent_gates_are_reported_as_not_analysed(rnn: str, kind: str, tmp_path: Path) -> None:
@@ -241,3 +243,62 @@ def test_stacked_or_bidirectional_recurrent_pt2_still_warns(rnn: nn.RNNBase, tmp
     with torch.no_grad():
         hidden = net.head[0](net.sequence(x)[:, -1])
     assert close(result.pre[0], hidden, atol=1e-4)
+
+
+def _save(kind: str, net: nn.Module, x: torch.Tensor, path: Path) -> Path:
+    if kind == "pt2":
+        return save_exported(net, [x[:2]], path)
+    return save_script(net, [x[:2]] if kind == "traced" else None, path)
+
+
+@pytest.mark.parametrize("kind", ["scripted", "traced"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.LSTM(4, 8, batch_first=True),
+        lambda: nn.LSTM(4, 8),
+        lambda: nn.GRU(4, 8, batch_first=True),
+        lambda: nn.GRU(4, 8, bias=False),
+        lambda: nn.RNN(4, 8, nonlinearity="relu", batch_first=True),
+    ],
+    ids=["lstm", "lstm-time-first", "gru", "gru-no-bias", "rnn-relu"],
+)
+def test_torchscript_recurrent_gates_equal_the_pt2_ones(
+    make: Callable[[], nn.RNNBase], kind: str, tmp_path: Path
+) -> None:
+    """The gates of a one-layer ``aten::lstm`` / ``gru`` / ``rnn_*`` in scripted and traced
+    TorchScript are the ``.pt2``'s layers (checked exactly above against unrolled cells): same
+    names, op types, shapes and values; no warning left."""
+    torch.manual_seed(4)
+    net = _Recurrent("", make()).eval()
+    x = torch.randn(6, 5, 4)
+    results = []
+    for flavour in ("pt2", kind):
+        model = open_model(
+            _save(flavour, net, x, tmp_path / flavour), device="cpu", example=np_batch(x=x[:2])
+        )
+        results.append((model, model.capture(np_batch(x=x))))
+    (exported, expected), (scripted, found) = results
+
+    assert [(layer.name, layer.op_type, layer.shape) for layer in scripted.layers] == [
+        (layer.name, layer.op_type, layer.shape) for layer in exported.layers
+    ]
+    assert len(scripted.layers) > 1 and scripted.warnings == []
+    for k, layer in enumerate(scripted.layers):
+        assert close(found.pre[k], expected.pre[k], atol=1e-5), layer.name
+        assert close(found.post[k], expected.post[k], atol=1e-5), layer.name
+    gate = scripted.layers[-1].name
+    only = open_model(tmp_path / kind, device="cpu", example=np_batch(x=x[:2]), layer_names=[gate])
+    assert close(only.capture(np_batch(x=x)).pre[0], expected.pre[-1], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["scripted", "traced"])
+def test_stacked_or_bidirectional_torchscript_recurrent_still_warns(kind: str, tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    net = _Recurrent("", nn.LSTM(4, 8, num_layers=2, batch_first=True)).eval()
+    x = torch.randn(6, 5, 4)
+
+    model = open_model(_save(kind, net, x, tmp_path / "model"), device="cpu", example=np_batch(x=x[:2]))
+
+    assert [layer.op_type for layer in model.layers] == ["relu"]
+    assert len(model.warnings) == 1 and model.warnings[0].startswith("LSTM 'rnn'"), model.warnings
