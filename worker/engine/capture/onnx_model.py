@@ -44,6 +44,7 @@ from worker.engine.capture.naming import module_layer_names, scope_modules, scop
 from worker.engine.capture.onnx_control_flow import control_flow_warnings
 from worker.engine.capture.onnx_embedding import OnnxCut, find_cut, reached_from
 from worker.engine.capture.onnx_graph import Candidate, find_activations
+from worker.engine.capture.onnx_recurrent import OnnxSite, find_sites
 from worker.engine.capture.recurrent import ONNX_RECURRENT, recurrent_warning
 from worker.engine.capture.run_errors import out_of_memory, run_failure
 from worker.engine.errors import AnalysisError
@@ -256,6 +257,86 @@ def _layer_names(proto: onnx.ModelProto, candidates: Sequence[Candidate]) -> lis
 
 
 @dataclass(frozen=True)
+class OnnxGates:
+    """The analysed recurrent nodes and the gate indices kept per node (into ``OnnxSite.gates``)."""
+
+    sites: list[OnnxSite]
+    kept: list[list[int]]
+
+    @property
+    def count(self) -> int:
+        return sum(len(kept) for kept in self.kept)
+
+    @property
+    def exposed(self) -> int:
+        return sum(len(site.exposed) for site in self.sites)
+
+    def candidates(self) -> list[Candidate]:
+        """A candidate per exposed value of each site (its value before and after alike)."""
+        return [Candidate("value", name, name, site.node, -1) for site in self.sites for name in site.exposed]
+
+    def values(self, arrays: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(pre, post)`` ``[B, T, H]`` of each kept gate, from the sites' exposed values in order."""
+        found = []
+        start = 0
+        for site, kept in zip(self.sites, self.kept, strict=True):
+            stop = start + len(site.exposed)
+            gates = site.compute(arrays[start:stop])
+            found += [gates[g] for g in kept]
+            start = stop
+        return found
+
+    def layers(
+        self,
+        proto: onnx.ModelProto,
+        placement: OrtPlacement,
+        inputs: list[InputSpec],
+        example: Batch,
+        size: int,
+        feed_names: set[str],
+    ) -> list[ActivationLayer]:
+        """Every kept gate as a layer ``"<module path or node>:<gate>"``, its shape from the example."""
+        if not self.sites:
+            return []
+        names, slots = _plan(proto, self.candidates(), feed_names)
+        runner = _OrtRunner(_session_bytes(proto, names), placement, inputs)
+        feeds = runner.feeds(example)
+        arrays = runner.run(names, feeds, size, what="the example batch")
+        exposed = [
+            torch.from_numpy(feeds[p.feed] if p.feed is not None else arrays[p.index or 0]) for p, _ in slots
+        ]
+        values = iter(self.values(exposed))
+        made = []
+        for site, kept in zip(self.sites, self.kept, strict=True):
+            for gate in kept:
+                pre, _ = next(values)
+                name, op_type = site.gates[gate]
+                made.append(
+                    ActivationLayer(f"{site.where}:{name}", op_type, tuple(int(d) for d in pre.shape[1:]))
+                )
+        return made
+
+    def selected(self, positions: Sequence[int]) -> OnnxGates:
+        """The sites and gates at ``positions`` (indices into every kept gate of every site)."""
+        flat = [(k, gate) for k, kept in enumerate(self.kept) for gate in kept]
+        per_site: dict[int, list[int]] = {}
+        for position in positions:
+            site, gate = flat[position]
+            per_site.setdefault(site, []).append(gate)
+        order = sorted(per_site)
+        return OnnxGates([self.sites[k] for k in order], [per_site[k] for k in order])
+
+
+def _every_gate(proto: onnx.ModelProto, runner: _OrtRunner) -> OnnxGates:
+    """Every gate of every supported recurrent node; none for a model run in fixed-size chunks
+    (chunks are joined along the first axis, where a time-first node keeps time)."""
+    if runner.fixed_batch is not None:
+        return OnnxGates([], [])
+    sites = find_sites(proto)
+    return OnnxGates(sites, [list(range(len(site.gates))) for site in sites])
+
+
+@dataclass(frozen=True)
 class OnnxEmbedding:
     """The model cut at its embedding: ``head`` computes the cut values, ``runner`` runs the tail
     (inputs: the model's and the cut values) with the layers exposed as ``slots`` say."""
@@ -337,8 +418,10 @@ class OnnxCaptureModel:
         output_names: list[str],
         slots: list[tuple[_Slot, _Slot]],
         sample_shapes: dict[str, tuple[int, ...]],
+        gates: OnnxGates | None = None,
     ) -> None:
         self.inputs = inputs
+        self._gates = gates or OnnxGates([], [])
         self.layers = layers
         self.device = placement.device
         self._path = path
@@ -373,8 +456,18 @@ class OnnxCaptureModel:
             array = feeds[slot.feed] if slot.feed is not None else arrays[slot.index or 0]
             return self._to_torch(array.reshape(size, -1))
 
-        pre = [value(p) for p, _ in slots]
-        post = [q.derive(pre[k]) if q.derive is not None else value(q) for k, (_, q) in enumerate(slots)]
+        plain = len(slots) - self._gates.exposed
+        pre = [value(p) for p, _ in slots[:plain]]
+        post = [
+            q.derive(pre[k]) if q.derive is not None else value(q) for k, (_, q) in enumerate(slots[:plain])
+        ]
+
+        def raw(slot: _Slot) -> torch.Tensor:
+            return self._to_torch(feeds[slot.feed] if slot.feed is not None else arrays[slot.index or 0])
+
+        for gate_pre, gate_post in self._gates.values([raw(p) for p, _ in slots[plain:]]):
+            pre.append(gate_pre.reshape(size, -1))
+            post.append(gate_post.reshape(size, -1))
         return CaptureResult(outputs=self._to_torch(arrays[0]), pre=pre, post=post)
 
     @property
@@ -568,14 +661,26 @@ def load_onnx(
             f"the {len(candidates)} activation nodes found act on weights or shapes only",
             code="no_activation_layers",
         )
-    kept = [kept[i] for i in selected_positions([name for _, name, _ in kept], layer_names)]
-    selected = [candidate for candidate, _, _ in kept]
-    output_names, slots = _plan(proto, selected, {spec.name for spec in inputs}, derive=True)
+    feed_names = {spec.name for spec in inputs}
+    every = _every_gate(proto, runner)
+    gate_layers = every.layers(proto, placement, inputs, example, size, feed_names)
+    keep = selected_positions(
+        [*(name for _, name, _ in kept), *(layer.name for layer in gate_layers)], layer_names
+    )
+    plain = [i for i in keep if i < len(kept)]
+    gates = every.selected([i - len(kept) for i in keep[len(plain) :]])
+    chosen_gates = [gate_layers[i - len(kept)] for i in keep[len(plain) :]]
+    kept = [kept[i] for i in plain]
+    selected = [*(candidate for candidate, _, _ in kept), *gates.candidates()]
+    output_names, slots = _plan(proto, selected, feed_names, derive=True)
     if output_names != discovery_outputs:
         runner = _OrtRunner(_session_bytes(proto, output_names), placement, inputs)
     layers = [
-        ActivationLayer(name, candidate.op_type, shape, candidate.default_breakpoints)
-        for candidate, name, shape in kept
+        *(
+            ActivationLayer(name, candidate.op_type, shape, candidate.default_breakpoints)
+            for candidate, name, shape in kept
+        ),
+        *chosen_gates,
     ]
     sample_shapes = {spec.name: tuple(int(d) for d in example[spec.name].shape[1:]) for spec in inputs}
     model = OnnxCaptureModel(
@@ -587,12 +692,14 @@ def load_onnx(
         output_names=output_names,
         slots=slots,
         sample_shapes=sample_shapes,
+        gates=gates,
     )
     model.embedding = _embedding(proto, placement, inputs, example, selected)
+    analysed = {id(site.node) for site in every.sites}
     model.warnings = [
         recurrent_warning(ONNX_RECURRENT[node.op_type], scope_path(node) or node.name)
         for node in proto.graph.node
-        if node.op_type in ONNX_RECURRENT
+        if node.op_type in ONNX_RECURRENT and id(node) not in analysed
     ]
     model.warnings += control_flow_warnings(proto.graph)
     return model
