@@ -1,11 +1,11 @@
-"""Activations inside ONNX control flow (the bodies of ``If``, ``Loop`` and ``Scan`` nodes): the
-ONNX front end captures top-level values only, so each control-flow node whose bodies hold
-activations gets a warning in the report naming them, so the figures are not read as covering
-the whole network."""
+"""Activations the ONNX front end finds but cannot analyse, named in the report's warnings so the
+figures are not read as covering the whole network: those inside control flow (the bodies of
+``If``, ``Loop`` and ``Scan`` nodes; only top-level values are captured) and those whose values
+follow the batch along another axis than the first (a time-first ``[T, B, H]`` tensor)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import onnx
 
@@ -57,3 +57,22 @@ def control_flow_warnings(graph: onnx.GraphProto) -> list[str]:
             "activation layers only"
         )
     return warnings
+
+
+def batch_axis_warnings(names: Sequence[str]) -> list[str]:
+    """A warning naming the activations whose values change with the batch size but not along
+    their first axis (none when ``names`` is empty).
+
+    >>> batch_axis_warnings(["rnn:tanh#0"])[0].split(":")[0]
+    '1 activation layer(s) not analysed'
+    """
+    if not names:
+        return []
+    listed = ", ".join(names[:_LISTED]) + (
+        f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
+    )
+    return [
+        f"{len(names)} activation layer(s) not analysed: their values follow the batch along another axis "
+        f"than the first (e.g. time-first [T, B, H]): {listed}; the figures cover the other activation "
+        "layers only"
+    ]

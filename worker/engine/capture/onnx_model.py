@@ -41,7 +41,7 @@ from worker.engine.capture.capture_points import (
 )
 from worker.engine.capture.device import OrtPlacement, ort_placement
 from worker.engine.capture.naming import module_layer_names, scope_modules, scope_path
-from worker.engine.capture.onnx_control_flow import control_flow_warnings
+from worker.engine.capture.onnx_control_flow import batch_axis_warnings, control_flow_warnings
 from worker.engine.capture.onnx_embedding import OnnxCut, find_cut, reached_from
 from worker.engine.capture.onnx_graph import Candidate, find_activations
 from worker.engine.capture.onnx_recurrent import OnnxSite, find_sites
@@ -528,12 +528,16 @@ def _discover(
     example: Batch,
     size: int,
     names: list[str],
+    dropped: list[str] | None = None,
 ) -> list[tuple[Candidate, str, tuple[int, ...]]]:
     """Run the example, and the example twice over, with every candidate exposed; keep those with
     float ``[B, ...]`` values of the same shape before and after in both runs (this drops
-    activations on weights or on shape computations)."""
+    activations on weights or on shape computations). The names of float activations whose
+    shape changes with the batch but not along their first axis go to ``dropped``."""
     output_names, slots = _plan(proto, candidates, {spec.name for spec in runner.inputs})
     per_sample: list[set[tuple[int, ...] | None]] = [set() for _ in candidates]
+    raw: list[set[tuple[int, ...]]] = [set() for _ in candidates]
+    floating = [True] * len(candidates)
     for feeds, rows in (
         (runner.feeds(example), size),
         (runner.feeds(doubled(example, runner.inputs)), 2 * size),
@@ -544,11 +548,15 @@ def _discover(
             post = feeds[post_slot.feed] if post_slot.feed is not None else arrays[post_slot.index or 0]
             fits = np.issubdtype(pre.dtype, np.floating) and pre.ndim >= 1 and pre.shape == post.shape
             per_sample[k].add(tuple(int(d) for d in pre.shape[1:]) if fits and pre.shape[0] == rows else None)
+            raw[k].add(tuple(int(d) for d in pre.shape))
+            floating[k] = floating[k] and bool(np.issubdtype(pre.dtype, np.floating))
     kept = []
-    for candidate, name, seen in zip(candidates, names, per_sample, strict=True):
+    for k, (candidate, name, seen) in enumerate(zip(candidates, names, per_sample, strict=True)):
         shape = seen.pop() if len(seen) == 1 else None
         if shape is not None:
             kept.append((candidate, name, shape))
+        elif dropped is not None and floating[k] and len(raw[k]) > 1:
+            dropped.append(name)
     return kept
 
 
@@ -651,7 +659,8 @@ def load_onnx(
     candidates, names = [*candidates, *points], [*names, *point_names]
     discovery_outputs, _ = _plan(proto, candidates, {spec.name for spec in inputs})
     runner = _OrtRunner(_session_bytes(proto, discovery_outputs), placement, inputs)
-    kept = _discover(proto, candidates, runner, example, size, names)
+    dropped: list[str] = []
+    kept = _discover(proto, candidates, runner, example, size, names, dropped)
     shapes = {name: shape for _, name, shape in kept}
     for point, name in zip(capture_points, point_names, strict=True):
         check_shape(point, shapes.get(name))
@@ -702,4 +711,5 @@ def load_onnx(
         if node.op_type in ONNX_RECURRENT and id(node) not in analysed
     ]
     model.warnings += control_flow_warnings(proto.graph)
+    model.warnings += batch_axis_warnings(dropped)
     return model

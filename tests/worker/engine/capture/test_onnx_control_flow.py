@@ -38,3 +38,37 @@ def test_activations_inside_an_if_are_named_in_a_warning(x: torch.Tensor, tmp_pa
     (warning,) = model.warnings
     assert warning.startswith("If ") and "relu" in warning and "sigmoid" in warning
     assert "not analysed" in warning
+
+
+class _TimeFirst(nn.Module):
+    """A tanh on a time-first ``[T, B, H]`` tensor, then a ReLU head on the last step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(WIDTH, WIDTH)
+        self.head = nn.Linear(WIDTH, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.fc(x).transpose(0, 1))
+        return self.head(torch.relu(h[-1]))
+
+
+def test_activations_with_the_batch_on_another_axis_are_named_in_a_warning(tmp_path: Path) -> None:
+    x = torch.randn(4, 5, WIDTH)
+    path = tmp_path / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _TimeFirst().eval(),
+            (x[:2],),
+            str(path),
+            input_names=["x"],
+            dynamic_axes={"x": {0: "b"}},
+            dynamo=False,
+        )
+
+    model = open_model(path, device="cpu", example=np_batch(x=x[:2]))
+
+    assert [layer.op_type for layer in model.layers] == ["relu"]
+    (warning,) = model.warnings
+    assert warning.startswith("1 activation layer(s) not analysed") and "Tanh" in warning
