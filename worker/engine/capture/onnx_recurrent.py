@@ -59,7 +59,8 @@ class OnnxSite:
             states = [h.transpose(0, 1) if h is not None else None for h in states]
         hidden = self.weights[1].shape[1]
         filled = [h if h is not None else x.new_zeros(1, x.shape[0], hidden) for h in states]
-        return recurrent_gates(self.op, [x, *filled, y], self.weights, batch_first=True)
+        weights = [w.to(x.device) for w in self.weights]
+        return recurrent_gates(self.op, [x, *filled, y], weights, batch_first=True)
 
 
 def _attributes(node: onnx.NodeProto) -> dict[str, object]:
