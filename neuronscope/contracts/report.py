@@ -17,8 +17,10 @@ from neuronscope.errors import InvalidInput
 
 #: 1.1 added ``pattern_similarity.chance_corrected``, ``pattern_similarity.per_layer[].chance_corrected``
 #: and ``layers[].label_agreement``; ``layers[].flat`` and ``dataset.dead_data_points`` /
-#: ``dataset.living_fraction`` (``null`` in reports made before them).
-REPORT_SCHEMA_VERSION = "1.1"
+#: ``dataset.living_fraction`` (``null`` in reports made before them). 1.2 added
+#: ``provenance.config.capture_points`` (tensors analysed as layers with op type ``identity``;
+#: ``[]`` when absent from an older report's config).
+REPORT_SCHEMA_VERSION = "1.2"
 
 #: Dead and dying neuron indices one report lists, over every layer and both lists together (the
 #: config's ``max_neuron_indices`` caps each list too). Counts and fractions stay exact; each

@@ -173,6 +173,7 @@ def open_analysis(
         layer_names=config.layers,
         example=bound.batch(0, min(2, bound.samples)),
         trusted=trusted_model,
+        capture_points=config.capture_points,
     )
     plans = plan_layers(model, config)
     facts = ReportFacts.of(model, [(p.layer, p.breakpoints) for p in plans], model_path, dataset_path)

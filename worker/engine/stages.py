@@ -101,7 +101,7 @@ def prepare(
     opened.clock.lap("capture")
     save_captured(work / CAPTURED_FILE, captured, opened.clock.marks)
     pairs = _save_td_pairs(work, config, plan, captured)
-    if pairs is not None and not plan.td_ranges:
+    if pairs is not None and not plan.td_ranges and opened.facts.td_unavailable is None:
         started = time.perf_counter()
         td, changes = transition_counts(
             opened.model, opened.bound, opened.plans, pairs, config, opened.progress
@@ -207,10 +207,15 @@ def run_td_block(
     out_path: Path,
     progress: ProgressCallback | None = None,
 ) -> None:
-    """TD block ``index``: TD and neuron changes of its block of the TD pairs (loads the model)."""
+    """TD block ``index``: TD and neuron changes of its block of the TD pairs (loads the model);
+    empty where the model cannot run TD (``facts.td_unavailable``: the report says why)."""
     started = time.perf_counter()
     start, stop = plan.td_ranges[index]
     opened = _opened(model_path, dataset_path, config, plan, progress)
+    if opened.facts.td_unavailable is not None:
+        empty = torch.zeros(0, dtype=torch.int64)
+        _save_td(out_path, empty, empty, time.perf_counter() - started)
+        return
     with np.load(td_pairs_path, allow_pickle=False) as data:
         pairs = torch.from_numpy(array(data, "pairs", np.int64, 2)[start:stop])
     if pairs.shape != (stop - start, 2):
@@ -246,7 +251,11 @@ def merge(
         similarity = counts.summary(config.lambdas)
     else:
         similarity = similarity_of(captured, config, report)
-    transition = _merged_transition(config, plan, work, captured, timings)
+    transition = (
+        None
+        if facts.td_unavailable is not None
+        else _merged_transition(config, plan, work, captured, timings)
+    )
     clock.marks = dict(timings)
     clock.started -= sum(timings.values())  # total: the seconds of every stage, this one included
     clock.lap("pattern_similarity")
