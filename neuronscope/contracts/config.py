@@ -111,6 +111,10 @@ def _check_explicit_pairs(pairs: PairSpec) -> PairSpec:
     return pairs
 
 
+#: Whether ``transition_density.converged`` is on by default.
+CONVERGED_DEFAULT = True
+
+
 class TransitionDensityConfig(BaseModel):
     """Transition density along straight lines between pairs of inputs (Novak et al. 2018).
 
@@ -122,8 +126,36 @@ class TransitionDensityConfig(BaseModel):
 
     pairs: PairSpec = PairSample(count=100, seed=0)
     points: Annotated[int, Field(ge=2, le=100_000)] = 512
+    converged: bool = Field(
+        CONVERGED_DEFAULT,
+        description="Also count TD in the limit k -> infinity (every region boundary a path crosses), "
+        "refining the points grid: an exact region-to-region walk for piecewise-linear networks, "
+        "adaptive bisection otherwise.",
+    )
+    converged_tolerance: Annotated[float, Field(gt=0.0, le=1e-3)] = Field(
+        1e-6, description="Shortest step the converged count bisects to, as a share of the path."
+    )
+    converged_max_points: Annotated[int, Field(ge=2, le=10_000_000)] = Field(
+        200_000,
+        description="Points evaluated per path (grid included) after which its converged count stops, "
+        "flagged incomplete.",
+    )
 
     _check_pairs = field_validator("pairs")(_check_explicit_pairs)
+
+    @model_validator(mode="after")
+    def _converged_limits(self) -> TransitionDensityConfig:
+        if self.converged_max_points < self.points:
+            raise ValueError(
+                f"converged_max_points: expected at least points ({self.points}), "
+                f"got {self.converged_max_points}"
+            )
+        if self.converged_tolerance >= 1.0 / (self.points - 1):
+            raise ValueError(
+                f"converged_tolerance: expected less than one step of the grid (1 / {self.points - 1}), "
+                f"got {self.converged_tolerance}"
+            )
+        return self
 
 
 class AnalysisConfig(BaseModel):
