@@ -46,6 +46,7 @@ from worker.engine.metrics.similarity import SimilaritySummary, pair_counts, pat
 from worker.engine.metrics.transition import TransitionCounter, path_transitions
 from worker.engine.metrics.transition_limit import LimitResult
 from worker.engine.prediction import DistanceSummary, distance_summary, pair_distances
+from worker.engine.probability_section import with_probabilities
 from worker.engine.report_builder import (
     Correlation,
     ReportFacts,
@@ -251,6 +252,9 @@ def assemble_report(
     )
     chance = label_region_counts(capture.store, captured.labels).result(config.dying_threshold)
     flat = [flat_regions(layer.op_type, layer.breakpoints, config.space) for layer in facts.model.layers]
+    report = with_probabilities(
+        report, capture.outputs, pairs_on_device(pairs, capture.outputs.device), correlation, transition
+    )
     return with_flat(with_chance(report, chance), flat_counts(capture.store, flat).result())
 
 

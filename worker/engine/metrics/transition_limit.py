@@ -62,6 +62,9 @@ METHOD_NAMES = ("exact", "adaptive", "mixed")
 AFFINE_RTOL = 1e-3
 #: Grid points of the paths refined together (their values are held while they are).
 GROUP_POINTS = 4096
+#: Value error of a float32 model, relative to the largest value of a point: a step must move the
+#: crossing neuron past its breakpoint by more than this to be seen there.
+_NOISE = 64 * float(np.finfo(np.float32).eps)
 #: Walk steps in a row that land short of the predicted boundary before the step is bisected.
 _RETRIES = 4
 
@@ -337,7 +340,10 @@ class _Walker:
             return self._propose(segment, counts) if not segment.done else []
         later = crossing[crossing > t1 + self.tolerance]
         t2 = float(later.min()) if later.size else np.inf
-        delta = max(self.tolerance, 1e-4 * (t1 - a.t))
+        first = int(crossing.argmin())
+        slope = abs(float(b.z[first] - a.z[first])) / (b.t - a.t)
+        noise = _NOISE * max(float(np.abs(a.z).max()), float(np.abs(b.z).max()))
+        delta = max(self.tolerance, 1e-4 * (t1 - a.t), noise / slope)
         delta = min(delta, max((t2 - t1) / 2, self.tolerance / 2), (r.t - t1) / 2)
         after = t1 + delta
         requests = [_Request(segment, "after", after), _Request(segment, "further", (after + r.t) / 2)]
@@ -381,6 +387,7 @@ class _Walker:
                 segment.r = further
             self._settle(segment, counts)
             return
+        slope = (b.z - a.z) / (b.t - a.t)
         crossing = self._crossings(a, b)
         group = crossing <= after.t
         predicted = a.p.copy()
