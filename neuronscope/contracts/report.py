@@ -217,11 +217,15 @@ class ConvergedTransitionDensity(_Model):
         "verification failed."
     )
     points_evaluated: int = Field(description="Points pushed through the model, the TD-at-k grid included.")
+    bisected_steps: int = Field(
+        description="Boundaries resolved by bisection rather than by the verified walk (all of them "
+        "for adaptive paths)."
+    )
     unresolved_steps: int = Field(
         description="Steps at the tolerance whose ends differ in several neurons, each counted once."
     )
     tolerance: float = Field(description="Shortest bisected step, as a share of the path.")
-    max_points_per_pair: int
+    max_points_per_pair: int = Field(description="Points a path may evaluate beyond the TD-at-k grid.")
 
 
 class TransitionDensitySection(_Model):

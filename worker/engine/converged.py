@@ -73,7 +73,7 @@ def converged_counts(
         exact=exact,
         grid=config.points,
         tolerance=config.converged_tolerance,
-        max_points=config.converged_max_points,
+        max_points=config.points + config.converged_max_points,
         batch=batch_size,
         progress=progress,
     )

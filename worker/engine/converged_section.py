@@ -59,6 +59,7 @@ def converged_section(
             "mixed": int(np.count_nonzero(methods == MIXED)),
         },
         points_evaluated=int(limit.points.sum()),
+        bisected_steps=int(limit.bisected_steps.sum()),
         unresolved_steps=int(limit.unresolved.sum()),
         tolerance=tolerance,
         max_points_per_pair=max_points,

@@ -18,7 +18,8 @@ PAIRS = [[0, 1], [2, 3], [4, 5], [6, 7]]
 
 
 def _config(**td: Any) -> AnalysisConfig:
-    return AnalysisConfig.model_validate({"device": "cpu", "transition_density": {"pairs": PAIRS, **td}})
+    settings = {"pairs": PAIRS, "converged": True, **td}
+    return AnalysisConfig.model_validate({"device": "cpu", "transition_density": settings})
 
 
 def test_the_converged_count_equals_td_at_100000_points(tiny_model: Any) -> None:
@@ -29,7 +30,9 @@ def test_the_converged_count_equals_td_at_100000_points(tiny_model: Any) -> None
     assert td is not None and td.converged is not None and reference is not None
     assert reference.converged is None and reference.samples[0].td_converged is None
     assert [row.td_converged for row in td.samples] == [row.td for row in reference.samples]
-    assert [row.neuron_changes_converged for row in td.samples] == [row.neuron_changes for row in reference.samples]
+    assert [row.neuron_changes_converged for row in td.samples] == [
+        row.neuron_changes for row in reference.samples
+    ]
     assert all(row.td_converged is not None and row.td <= row.td_converged for row in td.samples)
     assert td.converged.methods == {"exact": 4, "adaptive": 0, "mixed": 0}
     assert td.converged.complete and td.converged.pairs_complete == 4 and td.converged.unresolved_steps == 0
@@ -41,7 +44,7 @@ def test_the_converged_count_equals_td_at_100000_points(tiny_model: Any) -> None
 
 def test_post_space_patterns_are_counted_by_adaptive_refinement(tiny_model: Any) -> None:
     config = AnalysisConfig.model_validate(
-        {"device": "cpu", "space": "post", "transition_density": {"pairs": PAIRS}}
+        {"device": "cpu", "space": "post", "transition_density": {"pairs": PAIRS, "converged": True}}
     )
     report = analyze(tiny_model.model, tiny_model.dataset, config)
     td = report.transition_density
@@ -65,12 +68,40 @@ def test_a_saturated_td_is_flagged_and_warned_about(tiny_model: Any) -> None:
     assert fine.transition_density.warnings == [] and "saturated" not in summarize(fine)
 
 
+def test_converged_td_is_off_by_default(tiny_model: Any) -> None:
+    report = analyze(tiny_model.model, tiny_model.dataset, AnalysisConfig(device="cpu"))
+    assert report.transition_density is not None and report.transition_density.converged is None
+    assert report.timings.transition_density_passes is None
+
+
+@pytest.mark.parametrize(("points", "batch_size"), [(16, 64), (100, 32)])
+def test_a_split_analysis_gives_the_single_converged_count(
+    points: int, batch_size: int, tiny_model: Any, tmp_path: Path
+) -> None:
+    from tests.worker.test_chunking import _comparable, run_stages
+    from worker.engine.plan import plan_chunks
+
+    config = AnalysisConfig.model_validate(
+        {
+            "device": "cpu",
+            "batch_size": batch_size,
+            "transition_density": {"pairs": {"count": 9}, "points": points, "converged": True},
+        }
+    )
+    plan = plan_chunks(config, tiny_model.samples, td_points=3 * points, ps_pairs=900)
+    assert len(plan.td_ranges) == 3
+    merged = run_stages(plan, tiny_model.model, tiny_model.dataset, config, tmp_path)
+    single = analyze(tiny_model.model, tiny_model.dataset, config)
+    assert merged.transition_density is not None and merged.transition_density.converged is not None
+    assert _comparable(merged) == _comparable(single)
+
+
 def test_bounded_paths_are_reported_incomplete(tiny_model: Any) -> None:
-    report = analyze(tiny_model.model, tiny_model.dataset, _config(points=16, converged_max_points=20))
+    report = analyze(tiny_model.model, tiny_model.dataset, _config(points=16, converged_max_points=4))
     td = report.transition_density
     assert td is not None and td.converged is not None
     assert not td.converged.complete and td.converged.pairs_complete < 4
-    assert td.converged.points_evaluated <= 4 * 20
+    assert td.converged.points_evaluated <= 4 * (16 + 4)
     assert "lower bound" in summarize(report)
 
 
