@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from neuronscope.contracts import AnalysisConfig
+from neuronscope.report_html import render_html
 from neuronscope.summary import summarize
 from worker.engine import analyze
 
@@ -33,7 +34,7 @@ def test_the_converged_count_equals_td_at_100000_points(tiny_model: Any) -> None
     assert [row.neuron_changes_converged for row in td.samples] == [
         row.neuron_changes for row in reference.samples
     ]
-    assert all(row.td_converged is not None and row.td <= row.td_converged for row in td.samples)
+    assert all((row.td or 0) <= (row.td_converged or -1) for row in td.samples)
     assert td.converged.methods == {"exact": 4, "adaptive": 0, "mixed": 0}
     assert td.converged.complete and td.converged.pairs_complete == 4 and td.converged.unresolved_steps == 0
     assert td.converged.mean == pytest.approx(np.mean([row.td for row in reference.samples]))
@@ -50,7 +51,7 @@ def test_post_space_patterns_are_counted_by_adaptive_refinement(tiny_model: Any)
     td = report.transition_density
     assert td is not None and td.converged is not None
     assert td.converged.methods == {"exact": 0, "adaptive": 4, "mixed": 0}
-    assert all(row.td_converged is not None and row.td <= row.td_converged for row in td.samples)
+    assert all((row.td or 0) <= (row.td_converged or -1) for row in td.samples)
 
 
 def test_a_saturated_td_is_flagged_and_warned_about(tiny_model: Any) -> None:
@@ -63,6 +64,8 @@ def test_a_saturated_td_is_flagged_and_warned_about(tiny_model: Any) -> None:
     assert "saturated" in td.warnings[0] and "transition_density.converged holds" in td.warnings[0]
     assert td.converged is not None and td.converged.mean is not None and td.converged.mean > 2
     assert f"Warning: {td.warnings[0]}" in summarize(saturated)
+    page = render_html(saturated)
+    assert "mean transition density (k → ∞)" in page and "is saturated: its mean" in page
     assert off.transition_density is not None and '"converged": true' in off.transition_density.warnings[0]
     assert fine.transition_density is not None and fine.transition_density.saturated is False
     assert fine.transition_density.warnings == [] and "saturated" not in summarize(fine)

@@ -144,11 +144,11 @@ class _Bounds:
         self.base = np.repeat(starts, widths).astype(np.int64)
 
     def lower(self, regions: np.ndarray) -> np.ndarray:
-        values: np.ndarray = self.flat[self.base + regions]
+        values: np.ndarray = self.flat[self.base + regions.astype(np.int64)]
         return values
 
     def upper(self, regions: np.ndarray) -> np.ndarray:
-        values: np.ndarray = self.flat[self.base + regions + 1]
+        values: np.ndarray = self.flat[self.base + regions.astype(np.int64) + 1]
         return values
 
 
@@ -302,7 +302,7 @@ class _Walker:
                     f"and regions from evaluate, got {list(z.shape)} and {list(p.shape)}"
                 )
             values.append(np.asarray(z, dtype=np.float64))
-            regions.append(np.asarray(p, dtype=np.int64))
+            regions.append(np.asarray(p, dtype=np.uint8))
         if self.bounds is None:
             widths = self.widths if self.widths is not None else [values[0].shape[1]]
             if sum(widths) != values[0].shape[1]:
@@ -311,6 +311,8 @@ class _Walker:
                     f"got {values[0].shape[1]}"
                 )
             self.bounds = _Bounds(self.breakpoints, widths)
+        if len(values) == 1:
+            return values[0], regions[0]
         return np.concatenate(values), np.concatenate(regions)
 
     def _within_bounds(
@@ -390,8 +392,8 @@ class _Walker:
         slope = (b.z - a.z) / (b.t - a.t)
         crossing = self._crossings(a, b)
         group = crossing <= after.t
-        predicted = a.p.copy()
-        predicted[group] += np.where(slope[group] > 0, 1, -1)
+        predicted = a.p.astype(np.int16)
+        predicted[group] += np.where(slope[group] > 0, 1, -1).astype(np.int16)
         if not group.any() or not np.array_equal(after.p, predicted):
             self._fall_back(segment, b, after, counts, resume=(after, further))
             return
