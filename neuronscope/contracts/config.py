@@ -112,7 +112,7 @@ def _check_explicit_pairs(pairs: PairSpec) -> PairSpec:
 
 
 #: Whether ``transition_density.converged`` is on by default: off, since on trained nets it costs
-#: tens of times TD at 512 points (digits, 9 × 256 ReLU + BatchNorm: ~2 s a pair against ~0.06 s);
+#: 25-50 times TD at 512 points (digits, 9 × 256 + BatchNorm: ~1.2 s a ReLU pair, docs/paper.md);
 #: a saturated TD at k warns and points at it.
 CONVERGED_DEFAULT = False
 
