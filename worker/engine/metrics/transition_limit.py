@@ -338,7 +338,7 @@ class _Walker:
         crossing = self._crossings(a, b)
         t1 = float(crossing.min())
         if not t1 < r.t:
-            self._fall_back(segment, b, r, counts)
+            self._fall_back(segment, b, r)
             return self._propose(segment, counts) if not segment.done else []
         later = crossing[crossing > t1 + self.tolerance]
         t2 = float(later.min()) if later.size else np.inf
@@ -356,7 +356,7 @@ class _Walker:
 
     def _advance(self, segment: _Segment, answers: dict[str, _Point], counts: _Counts) -> None:
         if segment.stack:
-            self._split(segment, answers, counts)
+            self._split(segment, answers)
             return
         a, r = segment.a, segment.r
         if "probe" in answers:
@@ -376,13 +376,13 @@ class _Walker:
             line = a.z + (before.t - a.t) * slope
             scale = AFFINE_RTOL * max(float(np.abs(a.z).max()), float(np.abs(before.z).max()), 1e-12)
             if not np.array_equal(before.p, a.p) or float(np.abs(before.z - line).max()) > scale:
-                self._fall_back(segment, a, after, counts, resume=(after, further))
+                self._fall_back(segment, a, after, resume=(after, further))
                 return
             segment.b = b = before
         if np.array_equal(after.p, a.p):
             segment.retries += 1
             if segment.retries > _RETRIES:
-                self._fall_back(segment, after, r, counts)
+                self._fall_back(segment, after, r)
                 return
             segment.b = after if not np.array_equal(further.p, a.p) else further
             if not np.array_equal(further.p, a.p):
@@ -395,7 +395,7 @@ class _Walker:
         predicted = a.p.astype(np.int16)
         predicted[group] += np.where(slope[group] > 0, 1, -1).astype(np.int16)
         if not group.any() or not np.array_equal(after.p, predicted):
-            self._fall_back(segment, b, after, counts, resume=(after, further))
+            self._fall_back(segment, b, after, resume=(after, further))
             return
         counts.td += 1
         counts.changes += int(group.sum())
@@ -439,7 +439,6 @@ class _Walker:
         segment: _Segment,
         left: _Point,
         right: _Point,
-        counts: _Counts,
         resume: tuple[_Point, _Point] | None = None,
     ) -> None:
         """Resolve ``left → right`` by bisection, then walk on from ``right`` (or ``resume``)."""
@@ -465,7 +464,7 @@ class _Walker:
             _Request(segment, f"mid{k}", (left.t + right.t) / 2) for k, (left, right) in enumerate(pending)
         ]
 
-    def _split(self, segment: _Segment, answers: dict[str, _Point], counts: _Counts) -> None:
+    def _split(self, segment: _Segment, answers: dict[str, _Point]) -> None:
         halves: list[tuple[_Point, _Point]] = []
         for k, (left, right) in enumerate(segment.stack):
             middle = answers[f"mid{k}"]
