@@ -36,9 +36,9 @@ from worker.engine.errors import AnalysisError
 from worker.engine.inputs import BoundInputs, bind_inputs
 from worker.engine.interpolation import interpolation_space
 from worker.engine.label_sections import with_chance, with_flat
-from worker.engine.metrics.chance import label_region_counts
+from worker.engine.metrics.chance import LabelRegionCounts
 from worker.engine.metrics.correlation import spearman
-from worker.engine.metrics.flat import flat_counts, flat_regions
+from worker.engine.metrics.flat import FlatCounts, flat_regions
 from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
 from worker.engine.metrics.pairs import AllPairs, PairLists, PairSets, select_pairs
 from worker.engine.metrics.patterns import PatternStore, RegionCoder
@@ -147,7 +147,15 @@ class OpenedAnalysis:
 
     def capture(self, rows: tuple[int, int] | None = None) -> DatasetCapture:
         """Capture samples ``rows`` (``[start, stop)``, default all) in batches of ``batch_size``."""
-        return capture_dataset(self.model, self.bound, self.plans, self.config, self.progress, rows=rows)
+        return capture_dataset(
+            self.model,
+            self.bound,
+            self.plans,
+            self.config,
+            self.progress,
+            rows=rows,
+            dataset_labels=self.dataset_labels,
+        )
 
 
 def open_analysis(
@@ -250,12 +258,11 @@ def assemble_report(
             timings=clock.timings(),
         )
     )
-    chance = label_region_counts(capture.store, captured.labels).result(config.dying_threshold)
-    flat = [flat_regions(layer.op_type, layer.breakpoints, config.space) for layer in facts.model.layers]
+    chance = capture.label_counts.result(config.dying_threshold)
     report = with_probabilities(
         report, capture.outputs, pairs_on_device(pairs, capture.outputs.device), correlation, transition
     )
-    return with_flat(with_chance(report, chance), flat_counts(capture.store, flat).result())
+    return with_flat(with_chance(report, chance), capture.flat.result())
 
 
 def load_inputs(
@@ -308,11 +315,15 @@ def patterns_of(result: CaptureResult, plans: Sequence[LayerPlan], space: str) -
 
 @dataclass
 class DatasetCapture:
-    """What one pass over the dataset keeps: patterns ``[N, M]``, health, outputs ``[N, D]``."""
+    """What one pass over the dataset keeps: patterns ``[N, M]``, health, outputs ``[N, D]``,
+    region counts per label (the chance-corrected figures) and flat-region counts, all counted
+    batch by batch in the pass itself so that blocks of samples add up."""
 
     store: PatternStore
     health: HealthAccumulator
     outputs: torch.Tensor
+    label_counts: LabelRegionCounts
+    flat: FlatCounts
 
     @classmethod
     def join(
@@ -326,22 +337,28 @@ class DatasetCapture:
         store: PatternStore | None = None
         states: list[dict[str, np.ndarray]] = []
         outputs: list[torch.Tensor] = []
+        label_counts: LabelRegionCounts | None = None
+        flat: FlatCounts | None = None
         for part in parts:
-            if store is None:
+            if store is None or label_counts is None or flat is None:
                 store = PatternStore(samples, part.store.neurons, part.store.regions, device=device)
+                label_counts = LabelRegionCounts(store.neurons, store.regions, device=device)
+                flat = FlatCounts(store.neurons, part.flat.flat, device=device)
             step = max(1, _JOIN_BYTES // max(store.total_neurons, 1))
             for start in range(0, part.store.n_samples, step):
                 index = torch.arange(start, min(start + step, part.store.n_samples))
                 store.append([part.store.rows(layer, index) for layer in range(store.num_layers)])
             states.append(part.health.state())
             outputs.append(part.outputs.to(device))
-        if store is None or not store.complete:
+            label_counts.merge(part.label_counts)
+            flat.merge(part.flat)
+        if store is None or label_counts is None or flat is None or not store.complete:
             raise AnalysisError(
                 f"capture: expected blocks covering {samples} samples, got {store.filled if store else 0}",
                 code="internal_error",
             )
         health = HealthAccumulator.combine(store.neurons, store.regions, states, device=device)
-        return cls(store, health, torch.cat(outputs))
+        return cls(store, health, torch.cat(outputs), label_counts, flat)
 
 
 def capture_dataset(
@@ -352,10 +369,13 @@ def capture_dataset(
     progress: ProgressCallback,
     *,
     rows: tuple[int, int] | None = None,
+    dataset_labels: np.ndarray | None = None,
 ) -> DatasetCapture:
     """Push samples ``rows`` (``[start, stop)``, default the whole dataset) through the model once,
     in batches of ``config.batch_size`` counted from ``start``.
 
+    Region counts per label use the labels :func:`settle` will give the samples: the dataset's
+    ``[N]`` ``dataset_labels`` where ``config.labels`` is ``"dataset"``, else the predicted class.
     Captures of consecutive ranges that start on batch boundaries join into the whole dataset's
     capture, bit for bit (:meth:`DatasetCapture.join`).
     """
@@ -365,20 +385,40 @@ def capture_dataset(
             f"capture: expected rows within [0, {bound.samples}], got [{start}, {stop})",
             code="internal_error",
         )
+    truth = _dataset_labels(dataset_labels, bound.samples) if config.labels == "dataset" else None
     neurons = [plan.layer.neurons for plan in plans]
     regions = [len(plan.breakpoints) + 1 for plan in plans]
+    flat = [flat_regions(plan.layer.op_type, plan.breakpoints, config.space) for plan in plans]
     store = PatternStore(stop - start, neurons, regions, device=model.device)
     health = HealthAccumulator(neurons, regions, device=model.device)
+    label_counts = LabelRegionCounts(neurons, regions, device=model.device)
+    flat_counts = FlatCounts(neurons, flat, device=model.device)
     outputs: list[torch.Tensor] = []
     for first in range(start, stop, config.batch_size):
         last = min(first + config.batch_size, stop)
         result = model.capture(bound.batch(first, last))
         patterns = patterns_of(result, plans, config.space)
+        batch_outputs = result.outputs.reshape(result.outputs.shape[0], -1).float()
         store.append(patterns)
         health.update(patterns, result.pre, result.post)
-        outputs.append(result.outputs.reshape(result.outputs.shape[0], -1).float())
+        label_counts.update(patterns, predicted_labels(batch_outputs) if truth is None else truth[first:last])
+        flat_counts.update(patterns)
+        outputs.append(batch_outputs)
         progress("capture", (last - start) / (stop - start))
-    return DatasetCapture(store, health, torch.cat(outputs))
+    return DatasetCapture(store, health, torch.cat(outputs), label_counts, flat_counts)
+
+
+def _dataset_labels(labels: np.ndarray | None, samples: int) -> torch.Tensor | None:
+    """``[N]`` int64 dataset labels, checked to be one per sample; ``None`` without labels."""
+    if labels is None:
+        return None
+    found = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    if found.shape != (samples,):
+        raise AnalysisError(
+            f"labels: expected {samples} integer labels, got shape {tuple(found.shape)}",
+            code="labels_invalid",
+        )
+    return found
 
 
 def resolve_labels(
