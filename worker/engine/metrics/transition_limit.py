@@ -33,12 +33,13 @@ Example (one ReLU neuron ``z = 2t - 1`` on one path: one boundary)::
         z = (2 * t - 1)[:, None]
         return z, (z > 0).astype(np.uint8)
 
-    result = converged_transitions(line, 1, [np.array([0.0])], exact=True, grid=4)
+    result = converged_transitions(line, 1, [np.array([0.0])], [1], exact=True, grid=4)
     assert result.td.tolist() == [1] and result.complete.all()
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -60,8 +61,9 @@ METHOD_NAMES = ("exact", "adaptive", "mixed")
 #: Largest deviation from the region's line, relative to the point's largest value, at which a
 #: value still counts as affine (float32 models extrapolate their own rounding up to ~1e-5).
 AFFINE_RTOL = 1e-3
-#: Grid points of the paths refined together (their values are held while they are).
-GROUP_POINTS = 4096
+#: Bytes of grid values (float32) and regions (uint8) held at once: the grid points of whole paths
+#: up to this size are refined together, longer paths in windows of it.
+HOLD_BYTES = 64 * 2**20
 #: Value error of a float32 model, relative to the largest value of a point: a step must move the
 #: crossing neuron past its breakpoint by more than this to be seen there.
 _NOISE = 64 * float(np.finfo(np.float32).eps)
@@ -108,6 +110,7 @@ class _Counts:
     exact: int = 0
     bisected: int = 0
     points: int = 0
+    refined: int = 0
 
 
 @dataclass
@@ -156,7 +159,7 @@ def converged_transitions(
     evaluate: Evaluate,
     paths: int,
     breakpoints: Sequence[np.ndarray],
-    widths: Sequence[int] | None = None,
+    widths: Sequence[int],
     *,
     exact: bool,
     grid: int = 512,
@@ -171,13 +174,13 @@ def converged_transitions(
         evaluate: :data:`Evaluate`; called with at most ``batch`` points at a time.
         paths: number of paths ``P``.
         breakpoints: Γ per analysed layer, strictly increasing.
-        widths: neurons per layer (``M = sum(widths)``); one layer of ``M`` neurons when None.
+        widths: neurons per layer (``M = sum(widths)``).
         exact: walk region to region (piecewise-linear networks) rather than bisect only.
         grid: equidistant starting points per path (``k + 1 >= 2``).
         tolerance: shortest step bisection makes, as a share of the path.
         max_points: evaluations per path (grid included) after which the path stops, incomplete.
         batch: most points per evaluate call.
-        progress: called with the share of paths done after each group of paths.
+        progress: called with the share of grid points done after each group of them.
 
     Returns:
         :class:`LimitResult`.
@@ -185,17 +188,17 @@ def converged_transitions(
     Raises:
         AnalysisError: arguments out of range, or ``evaluate`` returning other shapes.
     """
-    layer_widths = list(widths) if widths is not None else None
+    layer_widths = list(widths)
     _check(paths, breakpoints, layer_widths, grid, tolerance, max_points, batch)
     walker = _Walker(evaluate, breakpoints, layer_widths, exact, grid, tolerance, max_points, batch)
-    group = max(1, GROUP_POINTS // grid)
     counts = [_Counts() for _ in range(paths)]
     complete = np.ones(paths, dtype=bool)
-    for first in range(0, paths, group):
-        members = list(range(first, min(first + group, paths)))
-        walker.run(members, counts, complete)
+    chunks = _chunks(paths, grid, max(2, HOLD_BYTES // (5 * max(sum(layer_widths), 1))))
+    carried: dict[int, _Point] = {}
+    for done, chunk in enumerate(chunks, 1):
+        walker.run(chunk, carried, counts, complete)
         if progress is not None:
-            progress((members[-1] + 1) / paths)
+            progress(done / len(chunks))
     return LimitResult(
         td=np.array([c.td for c in counts], dtype=np.int64),
         neuron_changes=np.array([c.changes for c in counts], dtype=np.int64),
@@ -209,10 +212,23 @@ def converged_transitions(
     )
 
 
+def _chunks(paths: int, grid: int, hold: int) -> list[list[tuple[int, int, int]]]:
+    """Windows ``(path, first, last)`` of grid indices refined together: whole paths, as many as
+    fit in ``hold`` grid points, or one path's windows of ``hold`` points (sharing their ends)."""
+    if grid <= hold:
+        per = hold // grid
+        return [[(p, 0, grid - 1) for p in range(s, min(s + per, paths))] for s in range(0, paths, per)]
+    return [
+        [(p, first, min(first + hold - 1, grid - 1))]
+        for p in range(paths)
+        for first in range(0, grid - 1, hold - 1)
+    ]
+
+
 def _check(
     paths: int,
     breakpoints: Sequence[np.ndarray],
-    widths: list[int] | None,
+    widths: list[int],
     grid: int,
     tolerance: float,
     max_points: int,
@@ -221,7 +237,7 @@ def _check(
     problems = []
     if paths < 0:
         problems.append(f"paths >= 0, got {paths}")
-    if not breakpoints or (widths is not None and len(widths) != len(breakpoints)):
+    if not breakpoints or len(widths) != len(breakpoints):
         problems.append(f"one Γ per layer (at least one), got {len(breakpoints)} for widths {widths}")
     if grid < 2 or not 0.0 < tolerance < 1.0 / (grid - 1) or batch < 1:
         problems.append(
@@ -238,7 +254,7 @@ class _Walker:
         self,
         evaluate: Evaluate,
         breakpoints: Sequence[np.ndarray],
-        widths: list[int] | None,
+        widths: list[int],
         exact: bool,
         grid: int,
         tolerance: float,
@@ -248,26 +264,53 @@ class _Walker:
         self.evaluate = evaluate
         self.breakpoints = breakpoints
         self.widths = widths
-        self.bounds: _Bounds | None = None
+        self.bounds = _Bounds(breakpoints, widths)
         self.exact = exact
         self.grid = grid
         self.tolerance = tolerance
         self.max_points = max_points
         self.batch = batch
         self.passes = 0
+        self.steps = np.arange(grid, dtype=np.float64) / (grid - 1)
 
-    def run(self, members: list[int], counts: list[_Counts], complete: np.ndarray) -> None:
-        """Refine the paths ``members`` to the end (or their bound)."""
-        steps = np.arange(self.grid, dtype=np.float64) / (self.grid - 1)
-        values, regions = self._points(np.repeat(members, self.grid), np.tile(steps, len(members)))
+    def _index(self, point: _Point) -> int:
+        return round(point.t * (self.grid - 1))
+
+    def run(
+        self,
+        windows: list[tuple[int, int, int]],
+        carried: dict[int, _Point],
+        counts: list[_Counts],
+        complete: np.ndarray,
+    ) -> None:
+        """Refine the grid steps of ``windows`` to the end (or their paths' bound); ``carried``
+        holds each path's last grid point of its previous window, and is updated."""
+        windows = [w for w in windows if complete[w[0]]]
+        held = {path: self._index(point) for path, point in carried.items()}
+        asked = [
+            (path, i) for path, first, last in windows for i in range(first, last + 1) if held.get(path) != i
+        ]
+        if not asked:
+            return
+        values, regions = self._points(
+            np.array([path for path, _ in asked], dtype=np.int64), self.steps[[i for _, i in asked]]
+        )
+        found: dict[tuple[int, int], _Point] = {}
+        for row, (path, i) in enumerate(asked):
+            counts[path].points += 1
+            found[path, i] = _Point(float(self.steps[i]), values[row], regions[row])
         segments: list[_Segment] = []
-        for k, path in enumerate(members):
-            counts[path].points += self.grid
-            rows = slice(k * self.grid, (k + 1) * self.grid)
-            z, p = values[rows], regions[rows]
-            changed = np.flatnonzero((p[1:] != p[:-1]).any(axis=1))
-            for i in changed.tolist():
-                left, right = _Point(steps[i], z[i], p[i]), _Point(steps[i + 1], z[i + 1], p[i + 1])
+        for path, first, last in windows:
+            points = [
+                carried[path] if (path, i) not in found else found[path, i] for i in range(first, last + 1)
+            ]
+            if last < self.grid - 1:
+                carried[path] = points[-1]
+            else:
+                carried.pop(path, None)
+            for left, right in itertools.pairwise(points):
+                if np.array_equal(left.p, right.p):
+                    continue
                 segment = _Segment(path, left, right, right)
                 if not self.exact:
                     segment.stack.append((left, right))
@@ -284,6 +327,7 @@ class _Walker:
                 answers: dict[int, dict[str, _Point]] = {}
                 for row, request in enumerate(requests):
                     counts[request.segment.path].points += 1
+                    counts[request.segment.path].refined += 1
                     point = _Point(request.t, values[row], regions[row])
                     answers.setdefault(id(request.segment), {})[request.tag] = point
                 for segment in {id(r.segment): r.segment for r in requests}.values():
@@ -301,16 +345,15 @@ class _Walker:
                     f"converged transition density: expected [{len(chunk)}, M] values "
                     f"and regions from evaluate, got {list(z.shape)} and {list(p.shape)}"
                 )
-            values.append(np.asarray(z, dtype=np.float64))
+            values.append(
+                np.asarray(z, dtype=np.float32) if self.exact else np.empty((len(chunk), 0), np.float32)
+            )
             regions.append(np.asarray(p, dtype=np.uint8))
-        if self.bounds is None:
-            widths = self.widths if self.widths is not None else [values[0].shape[1]]
-            if sum(widths) != values[0].shape[1]:
+            if z.shape[1] != sum(self.widths):
                 raise AnalysisError(
-                    f"converged transition density: expected {sum(widths)} neurons from evaluate, "
-                    f"got {values[0].shape[1]}"
+                    f"converged transition density: expected {sum(self.widths)} neurons from evaluate, "
+                    f"got {z.shape[1]}"
                 )
-            self.bounds = _Bounds(self.breakpoints, widths)
         if len(values) == 1:
             return values[0], regions[0]
         return np.concatenate(values), np.concatenate(regions)
@@ -323,7 +366,7 @@ class _Walker:
         for request in requests:
             asked[request.segment.path] = asked.get(request.segment.path, 0) + 1
         for path, number in asked.items():
-            if counts[path].points + number > self.max_points:
+            if counts[path].refined + number > self.max_points - self.grid:
                 complete[path] = False
         return [r for r in requests if complete[r.segment.path]]
 
@@ -343,7 +386,7 @@ class _Walker:
         later = crossing[crossing > t1 + self.tolerance]
         t2 = float(later.min()) if later.size else np.inf
         first = int(crossing.argmin())
-        slope = abs(float(b.z[first] - a.z[first])) / (b.t - a.t)
+        slope = abs(float(b.z[first]) - float(a.z[first])) / (b.t - a.t)
         noise = _NOISE * max(float(np.abs(a.z).max()), float(np.abs(b.z).max()))
         delta = max(self.tolerance, 1e-4 * (t1 - a.t), noise / slope)
         delta = min(delta, max((t2 - t1) / 2, self.tolerance / 2), (r.t - t1) / 2)
@@ -371,9 +414,9 @@ class _Walker:
         assert b is not None
         after, further = answers["after"], answers["further"]
         before = answers.get("before")
-        slope = (b.z - a.z) / (b.t - a.t)
+        slope = _slope(a, b)
         if before is not None:
-            line = a.z + (before.t - a.t) * slope
+            line = a.z.astype(np.float64) + (before.t - a.t) * slope
             scale = AFFINE_RTOL * max(float(np.abs(a.z).max()), float(np.abs(before.z).max()), 1e-12)
             if not np.array_equal(before.p, a.p) or float(np.abs(before.z - line).max()) > scale:
                 self._fall_back(segment, a, after, resume=(after, further))
@@ -389,7 +432,7 @@ class _Walker:
                 segment.r = further
             self._settle(segment, counts)
             return
-        slope = (b.z - a.z) / (b.t - a.t)
+        slope = _slope(a, b)
         crossing = self._crossings(a, b)
         group = crossing <= after.t
         predicted = a.p.astype(np.int16)
@@ -489,14 +532,19 @@ class _Walker:
     def _crossings(self, a: _Point, b: _Point) -> np.ndarray:
         """``[M]`` where each neuron's line through ``a`` and ``b`` leaves its region (inf: never,
         or not after ``b``)."""
-        assert self.bounds is not None
-        slope = (b.z - a.z) / (b.t - a.t)
+        slope = _slope(a, b)
         with np.errstate(divide="ignore", invalid="ignore"):
             up = a.t + (self.bounds.upper(a.p) - a.z) / slope
             down = a.t + (self.bounds.lower(a.p) - a.z) / slope
         times = np.where(slope > 0, up, np.where(slope < 0, down, np.inf))
         times = np.where(np.isfinite(times) & (times >= b.t), times, np.inf)
         return times
+
+
+def _slope(a: _Point, b: _Point) -> np.ndarray:
+    """``[M]`` float64 slope of the line through ``a`` and ``b`` per unit of path."""
+    slope: np.ndarray = (b.z.astype(np.float64) - a.z) / (b.t - a.t)
+    return slope
 
 
 __all__ = [

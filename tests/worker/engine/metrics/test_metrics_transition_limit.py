@@ -177,12 +177,31 @@ def test_a_path_that_reaches_its_bound_stops_flagged_with_a_lower_bound() -> Non
     assert (bounded.points <= 12).all() and (bounded.td <= full.td).all()
 
 
+@pytest.mark.parametrize("exact", [True, False])
+def test_paths_refined_in_windows_give_the_whole_paths_counts(
+    exact: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.engine.metrics import transition_limit
+
+    _, values = _mlp(nn.ReLU, seed=8)
+    ends = _paths((8,), 3, 3.0, seed=9)
+    gamma = [np.array([0.0])] * 2
+    evaluate = _evaluator(values, ends, gamma)
+    whole = converged_transitions(evaluate, 3, gamma, [24, 24], exact=exact, grid=64)
+    monkeypatch.setattr(transition_limit, "HOLD_BYTES", 10 * 5 * 48)  # windows of 10 grid points
+    windowed = converged_transitions(evaluate, 3, gamma, [24, 24], exact=exact, grid=64)
+
+    assert windowed.passes > whole.passes
+    for name in ("td", "neuron_changes", "points", "exact_steps", "bisected_steps"):
+        assert getattr(windowed, name).tolist() == getattr(whole, name).tolist(), name
+
+
 def test_a_path_without_boundaries_costs_its_grid_only() -> None:
     def evaluate(path: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z = np.ones((len(t), 3))
         return z, (z > 0).astype(np.uint8)
 
-    result = converged_transitions(evaluate, 2, [np.array([0.0])], exact=True, grid=5)
+    result = converged_transitions(evaluate, 2, [np.array([0.0])], [3], exact=True, grid=5)
     assert result.td.tolist() == [0, 0] and result.points.tolist() == [5, 5] and result.passes == 1
 
 
@@ -190,9 +209,14 @@ def test_arguments_and_evaluations_are_checked() -> None:
     def evaluate(path: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((len(t), 2)), np.zeros((len(t), 3), dtype=np.uint8)
 
+    def evaluate2(path: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((len(t), 3)), np.zeros((len(t), 3), dtype=np.uint8)
+
     with pytest.raises(AnalysisError, match=r"expected \[5, M\] values and regions"):
-        converged_transitions(evaluate, 1, [np.array([0.0])], exact=True, grid=5)
+        converged_transitions(evaluate, 1, [np.array([0.0])], [3], exact=True, grid=5)
+    with pytest.raises(AnalysisError, match="expected 2 neurons from evaluate, got 3"):
+        converged_transitions(evaluate2, 1, [np.array([0.0])], [2], exact=True, grid=5)
     with pytest.raises(AnalysisError, match="max_points >= grid"):
-        converged_transitions(evaluate, 1, [np.array([0.0])], exact=True, grid=5, max_points=4)
+        converged_transitions(evaluate, 1, [np.array([0.0])], [3], exact=True, grid=5, max_points=4)
     with pytest.raises(AnalysisError, match="tolerance < 1 / \\(grid - 1\\)"):
-        converged_transitions(evaluate, 1, [np.array([0.0])], exact=True, grid=5, tolerance=0.5)
+        converged_transitions(evaluate, 1, [np.array([0.0])], [3], exact=True, grid=5, tolerance=0.5)
