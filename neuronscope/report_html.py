@@ -395,6 +395,8 @@ def render_html(report: Report) -> str:
     td = report.transition_density
     if td is not None:
         chips.append(_chip(f"mean transition density ({td.points} points)", num(td.mean, 2)))
+        if td.converged is not None:
+            chips.append(_chip("mean transition density (k → ∞)", num(td.converged.mean, 2)))
 
     ps_legend = legend(
         [
@@ -523,6 +525,7 @@ def render_html(report: Report) -> str:
         notes.append(f"{len(td_rows):,} of the report's {td_total:,} transition-density pairs drawn.")
     if len(ps_source) > len(ps_rows):
         notes.append(f"{len(ps_rows):,} of the report's {len(ps_source):,} pattern-similarity pairs drawn.")
+    notes.extend(td.warnings if td is not None else [])
     if td is None and report.transition_density_skipped:
         notes.append(f"Transition density was skipped: {report.transition_density_skipped}.")
     elif td is None:

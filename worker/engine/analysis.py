@@ -31,6 +31,7 @@ from neuronscope.errors import InvalidInput
 from neuronscope.validation import check_model_file, load_dataset
 from worker.engine.capture.base import ActivationLayer, CaptureModel, CaptureResult
 from worker.engine.capture.loader import model_inputs, open_model
+from worker.engine.converged import CodedLayer, converged_counts
 from worker.engine.errors import AnalysisError
 from worker.engine.inputs import BoundInputs, bind_inputs
 from worker.engine.interpolation import interpolation_space
@@ -43,7 +44,9 @@ from worker.engine.metrics.pairs import AllPairs, PairLists, PairSets, select_pa
 from worker.engine.metrics.patterns import PatternStore, RegionCoder
 from worker.engine.metrics.similarity import SimilaritySummary, pair_counts, pattern_similarity
 from worker.engine.metrics.transition import TransitionCounter, path_transitions
+from worker.engine.metrics.transition_limit import LimitResult
 from worker.engine.prediction import DistanceSummary, distance_summary, pair_distances
+from worker.engine.probability_section import with_probabilities
 from worker.engine.report_builder import (
     Correlation,
     ReportFacts,
@@ -120,8 +123,9 @@ def analyze(
         td, changes = transition_counts(
             opened.model, opened.bound, opened.plans, pairs, config, opened.progress
         )
+        limit = transition_limit(opened.model, opened.bound, opened.plans, pairs, config, opened.progress)
         transition = transition_result(
-            pairs, config.transition_density.points, td, changes, captured.capture, captured.labels
+            pairs, config.transition_density.points, td, changes, captured.capture, captured.labels, limit
         )
     opened.clock.lap("transition_density")
     return assemble_report(config, opened.facts, captured, similarity, transition, opened.clock)
@@ -256,6 +260,9 @@ def assemble_report(
         )
     )
     chance = capture.label_counts.result(config.dying_threshold)
+    report = with_probabilities(
+        report, capture.outputs, pairs_on_device(pairs, capture.outputs.device), correlation, transition
+    )
     return with_flat(with_chance(report, chance), capture.flat.result())
 
 
@@ -485,7 +492,8 @@ def transition_density(
     pair's label kind, PS and prediction distance."""
     assert config.transition_density is not None
     td, changes = transition_counts(model, bound, plans, pairs, config, progress)
-    return transition_result(pairs, config.transition_density.points, td, changes, capture, labels)
+    limit = transition_limit(model, bound, plans, pairs, config, progress)
+    return transition_result(pairs, config.transition_density.points, td, changes, capture, labels, limit)
 
 
 def transition_counts(
@@ -533,6 +541,32 @@ def transition_counts(
     return td, changes
 
 
+def transition_limit(
+    model: CaptureModel,
+    bound: BoundInputs,
+    plans: Sequence[LayerPlan],
+    pairs: torch.Tensor,
+    config: AnalysisConfig,
+    progress: ProgressCallback,
+) -> LimitResult | None:
+    """The converged TD of ``[P, 2]`` pairs (:mod:`worker.engine.converged`), None when the config
+    does not ask for it."""
+    td_config = config.transition_density
+    if td_config is None or not td_config.converged:
+        return None
+    space = interpolation_space(model, bound, pairs, config.batch_size)
+    layers = [CodedLayer(p.layer.op_type, p.layer.neurons, p.breakpoints, p.coder) for p in plans]
+    return converged_counts(
+        space,
+        pairs,
+        layers,
+        td_config,
+        config.space,
+        config.batch_size,
+        lambda fraction: progress("transition_density", fraction),
+    )
+
+
 def transition_result(
     pairs: torch.Tensor,
     points: int,
@@ -540,8 +574,10 @@ def transition_result(
     changes: torch.Tensor,
     capture: DatasetCapture,
     labels: torch.Tensor,
+    limit: LimitResult | None = None,
 ) -> TransitionResult:
-    """TD and neuron changes of ``[P, 2]`` pairs with each pair's label kind, PS and distance."""
+    """TD and neuron changes of ``[P, 2]`` pairs with each pair's label kind, PS and distance, and
+    their converged TD when computed."""
     same = labels[pairs[:, 0]] == labels[pairs[:, 1]]
     ps = pair_counts(capture.store, pairs).sum(0).double().cpu() / capture.store.total_neurons
     distance = pair_distances(capture.outputs, pairs.to(capture.outputs.device)).cpu()
@@ -553,6 +589,7 @@ def transition_result(
         same_label=same,
         ps=ps,
         distance=distance,
+        limit=limit,
     )
 
 
@@ -568,5 +605,6 @@ __all__ = [
     "predicted_labels",
     "transition_counts",
     "transition_density",
+    "transition_limit",
     "transition_result",
 ]
