@@ -19,7 +19,10 @@ from neuronscope.errors import InvalidInput
 #: and ``layers[].label_agreement``; ``layers[].flat`` and ``dataset.dead_data_points`` /
 #: ``dataset.living_fraction`` (``null`` in reports made before them). 1.2 added
 #: ``provenance.config.capture_points`` (tensors analysed as layers with op type ``identity``;
-#: ``[]`` when absent from an older report's config).
+#: ``[]`` when absent from an older report's config); ``layers[].death`` (ReDo's τ-dormant units,
+#: DeepXplore's neuron coverage, rarely positive neurons and, for every listed dead or dying
+#: neuron, the region it is stuck in, its value range and its distance to the nearest breakpoint)
+#: and ``neuron_death`` (the same over the whole network), ``null`` in older reports.
 REPORT_SCHEMA_VERSION = "1.2"
 
 #: Dead and dying neuron indices one report lists, over every layer and both lists together (the
@@ -244,6 +247,62 @@ class LayerFlat(_Model):
     never_active_count: int = Field(description="Neurons in a flat region for every input.")
 
 
+class DormantShare(_Model):
+    tau: float = Field(description="ReDo's threshold τ: a unit is dormant when its score is <= τ.")
+    count: int
+    fraction: float
+
+
+class CoverageShare(_Model):
+    threshold: float = Field(description="DeepXplore's t: a unit is covered when its scaled output > t.")
+    covered: int
+    fraction: float
+
+
+class StuckNeuron(_Model):
+    """A listed dead or dying neuron: where it is stuck and how far from coming back."""
+
+    neuron: int = Field(description="Flat neuron index in the layer.")
+    dead: bool = Field(description="True when every input puts it in one region (else dying).")
+    region: int = Field(description="Its dominant region (γ_{r-1}, γ_r] of the layer's breakpoints.")
+    region_share: float = Field(description="Share of inputs in that region (1 for a dead neuron).")
+    pre_min: Stat = Field(description="Smallest pre-activation value over the inputs.")
+    pre_max: Stat = Field(description="Largest pre-activation value over the inputs.")
+    breakpoint_distance: Stat = Field(
+        description="Gap between its values (in the analysis space) and the nearer end of its region: "
+        "how far the inputs are from moving it to another region; 0 when they reach an end."
+    )
+
+
+class LayerDeath(_Model):
+    """Every kind of neuron death, as its authors define it (see docs/paper.md)."""
+
+    units: int = Field(description="Units: neurons, or channels of a convolutional map (one unit each).")
+    dormant: list[DormantShare] = Field(
+        description="ReDo (Sokar et al. 2023): units whose mean |output| over the layer's mean is <= τ."
+    )
+    coverage: list[CoverageShare] = Field(
+        description="Neuron coverage (Pei et al. 2017): units whose per-input min-max scaled output "
+        "exceeds t for at least one input."
+    )
+    rarely_positive_count: int = Field(description="Neurons with output > 0 on fewer than 1% of inputs.")
+    rarely_positive_fraction: float
+    never_positive_count: int = Field(description="Neurons with output > 0 on no input.")
+    stuck_neurons: list[StuckNeuron] = Field(
+        description="Every neuron listed in dead_neurons or dying_neurons, lowest index first."
+    )
+
+
+class NetworkDeath(_Model):
+    """The whole network's death: units and neurons of every layer together."""
+
+    units: int
+    dormant: list[DormantShare]
+    coverage: list[CoverageShare]
+    rarely_positive_count: int
+    rarely_positive_fraction: float
+
+
 class LayerHealth(_Model):
     name: str
     op_type: str
@@ -274,6 +333,7 @@ class LayerHealth(_Model):
     pre_activation_var: Stat
     label_agreement: LabelAgreement | None = Field(None, description="Schema 1.1; null in older reports.")
     flat: LayerFlat | None = Field(None, description="Schema 1.1; null in older reports.")
+    death: LayerDeath | None = Field(None, description="Schema 1.2; null in older reports.")
 
 
 class PredictionDistanceKind(_Model):
@@ -333,6 +393,7 @@ class Report(_Model):
         "inputs of a model that cannot be run from its embedding); null otherwise.",
     )
     layers: list[LayerHealth]
+    neuron_death: NetworkDeath | None = Field(None, description="Schema 1.2; null in older reports.")
     prediction_distance: PredictionDistanceSection
     provenance: Provenance
     timings: Timings

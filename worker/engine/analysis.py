@@ -31,12 +31,14 @@ from neuronscope.errors import InvalidInput
 from neuronscope.validation import check_model_file, load_dataset
 from worker.engine.capture.base import ActivationLayer, CaptureModel, CaptureResult
 from worker.engine.capture.loader import model_inputs, open_model
+from worker.engine.death_sections import with_death
 from worker.engine.errors import AnalysisError
 from worker.engine.inputs import BoundInputs, bind_inputs
 from worker.engine.interpolation import interpolation_space
 from worker.engine.label_sections import with_chance, with_flat
 from worker.engine.metrics.chance import LabelRegionCounts
 from worker.engine.metrics.correlation import spearman
+from worker.engine.metrics.death import ValueAccumulator, units_of
 from worker.engine.metrics.flat import FlatCounts, flat_regions
 from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
 from worker.engine.metrics.pairs import AllPairs, PairLists, PairSets, select_pairs
@@ -256,7 +258,8 @@ def assemble_report(
         )
     )
     chance = capture.label_counts.result(config.dying_threshold)
-    return with_flat(with_chance(report, chance), capture.flat.result())
+    report = with_flat(with_chance(report, chance), capture.flat.result())
+    return with_death(report, capture.values, capture.health) if capture.values is not None else report
 
 
 def load_inputs(
@@ -318,6 +321,7 @@ class DatasetCapture:
     outputs: torch.Tensor
     label_counts: LabelRegionCounts
     flat: FlatCounts
+    values: ValueAccumulator | None = None
 
     @classmethod
     def join(
@@ -330,6 +334,7 @@ class DatasetCapture:
         keeps one part's patterns in memory besides the joined ones)."""
         store: PatternStore | None = None
         states: list[dict[str, np.ndarray]] = []
+        value_states: list[dict[str, np.ndarray] | None] = []
         outputs: list[torch.Tensor] = []
         label_counts: LabelRegionCounts | None = None
         flat: FlatCounts | None = None
@@ -343,6 +348,7 @@ class DatasetCapture:
                 index = torch.arange(start, min(start + step, part.store.n_samples))
                 store.append([part.store.rows(layer, index) for layer in range(store.num_layers)])
             states.append(part.health.state())
+            value_states.append(part.values.state() if part.values is not None else None)
             outputs.append(part.outputs.to(device))
             label_counts.merge(part.label_counts)
             flat.merge(part.flat)
@@ -352,7 +358,9 @@ class DatasetCapture:
                 code="internal_error",
             )
         health = HealthAccumulator.combine(store.neurons, store.regions, states, device=device)
-        return cls(store, health, torch.cat(outputs), label_counts, flat)
+        known = [state for state in value_states if state is not None]
+        values = ValueAccumulator.combine(known, device=device) if len(known) == len(states) else None
+        return cls(store, health, torch.cat(outputs), label_counts, flat, values)
 
 
 def capture_dataset(
@@ -387,6 +395,8 @@ def capture_dataset(
     health = HealthAccumulator(neurons, regions, device=model.device)
     label_counts = LabelRegionCounts(neurons, regions, device=model.device)
     flat_counts = FlatCounts(neurons, flat, device=model.device)
+    units = [units_of(plan.layer.shape) for plan in plans]
+    values = ValueAccumulator(neurons, units, post_space=config.space == "post", device=model.device)
     outputs: list[torch.Tensor] = []
     for first in range(start, stop, config.batch_size):
         last = min(first + config.batch_size, stop)
@@ -397,9 +407,10 @@ def capture_dataset(
         health.update(patterns, result.pre, result.post)
         label_counts.update(patterns, predicted_labels(batch_outputs) if truth is None else truth[first:last])
         flat_counts.update(patterns)
+        values.update(result.pre, result.post)
         outputs.append(batch_outputs)
         progress("capture", (last - start) / (stop - start))
-    return DatasetCapture(store, health, torch.cat(outputs), label_counts, flat_counts)
+    return DatasetCapture(store, health, torch.cat(outputs), label_counts, flat_counts, values)
 
 
 def _dataset_labels(labels: np.ndarray | None, samples: int) -> torch.Tensor | None:
