@@ -278,6 +278,8 @@ class LayerDeath(_Model):
     """Every kind of neuron death, as its authors define it (see docs/paper.md)."""
 
     units: int = Field(description="Units: neurons, or channels of a convolutional map (one unit each).")
+    dormant_fraction: float = Field(description="Share of units ReDo-dormant at τ = 0.025 (the gate figure).")
+    coverage_fraction: float = Field(description="Neuron coverage at t = 0.25 (the gate figure).")
     dormant: list[DormantShare] = Field(
         description="ReDo (Sokar et al. 2023): units whose mean |output| over the layer's mean is <= τ."
     )
@@ -297,6 +299,8 @@ class NetworkDeath(_Model):
     """The whole network's death: units and neurons of every layer together."""
 
     units: int
+    dormant_fraction: float = Field(description="Share of units ReDo-dormant at τ = 0.025.")
+    coverage_fraction: float = Field(description="Neuron coverage at t = 0.25.")
     dormant: list[DormantShare]
     coverage: list[CoverageShare]
     rarely_positive_count: int

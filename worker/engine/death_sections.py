@@ -15,7 +15,9 @@ from neuronscope.contracts.report import (
 )
 from worker.engine.errors import AnalysisError
 from worker.engine.metrics.death import (
+    COVERAGE_THRESHOLD,
     COVERAGE_THRESHOLDS,
+    DORMANT_TAU,
     DORMANT_TAUS,
     LayerDeathStats,
     ValueAccumulator,
@@ -37,6 +39,12 @@ def _shares(
             for t, n in zip(COVERAGE_THRESHOLDS, covered, strict=True)
         ],
     )
+
+
+def _headline(
+    shares: list[DormantShare] | list[CoverageShare], levels: tuple[float, ...], level: float
+) -> float:
+    return shares[levels.index(level)].fraction
 
 
 def _stuck(
@@ -76,6 +84,8 @@ def _layer(
     dormant, coverage = _shares(stats.dormant_counts, stats.covered_counts, stats.units)
     return LayerDeath(
         units=stats.units,
+        dormant_fraction=_headline(dormant, DORMANT_TAUS, DORMANT_TAU),
+        coverage_fraction=_headline(coverage, COVERAGE_THRESHOLDS, COVERAGE_THRESHOLD),
         dormant=dormant,
         coverage=coverage,
         rarely_positive_count=stats.rarely_positive_count,
@@ -112,6 +122,8 @@ def with_death(report: Report, values: ValueAccumulator, health: HealthAccumulat
     rarely = sum(s.rarely_positive_count for s in stats)
     network = NetworkDeath(
         units=units,
+        dormant_fraction=_headline(dormant, DORMANT_TAUS, DORMANT_TAU),
+        coverage_fraction=_headline(coverage, COVERAGE_THRESHOLDS, COVERAGE_THRESHOLD),
         dormant=dormant,
         coverage=coverage,
         rarely_positive_count=rarely,

@@ -39,6 +39,8 @@ from worker.engine.metrics._checks import describe, require
 DORMANT_TAUS = (0.0, 0.025, 0.1)
 #: DeepXplore's neuron-coverage thresholds t reported; 0.25 is the headline one.
 COVERAGE_THRESHOLDS = (0.0, 0.25, 0.5, 0.75)
+#: The headline τ and t, the report's ``dormant_fraction`` and ``coverage_fraction``.
+DORMANT_TAU = 0.025
 COVERAGE_THRESHOLD = 0.25
 #: A neuron whose output is > 0 on fewer than this share of inputs is rarely positive.
 RARELY_POSITIVE = 0.01
@@ -322,6 +324,7 @@ def region_distance(low: float, high: float, region: int, breakpoints: Sequence[
 __all__ = [
     "COVERAGE_THRESHOLD",
     "COVERAGE_THRESHOLDS",
+    "DORMANT_TAU",
     "DORMANT_TAUS",
     "RARELY_POSITIVE",
     "LayerDeathStats",
