@@ -21,8 +21,9 @@ from neuronscope.errors import InvalidInput
 #: ``provenance.config.capture_points`` (tensors analysed as layers with op type ``identity``;
 #: ``[]`` when absent from an older report's config); ``layers[].death`` (ReDo's τ-dormant units,
 #: DeepXplore's neuron coverage, rarely positive neurons and, for every listed dead or dying
-#: neuron, the region it is stuck in, its value range and its distance to the nearest breakpoint)
-#: and ``neuron_death`` (the same over the whole network), ``null`` in older reports.
+#: neuron, the region it is stuck in, its value range and its distance to the nearest breakpoint),
+#: ``neuron_death`` (the same over the whole network) and ``model.layers[].params``, ``null`` in
+#: older reports.
 REPORT_SCHEMA_VERSION = "1.2"
 
 #: Dead and dying neuron indices one report lists, over every layer and both lists together (the
@@ -30,6 +31,10 @@ REPORT_SCHEMA_VERSION = "1.2"
 #: layer says how many indices its lists left out. This bounds the report's size and the memory
 #: of whatever reads it, whatever the model.
 MAX_LISTED_NEURONS = 100_000
+
+#: Stuck neurons (``layers[].death.stuck_neurons``) one report lists over every layer, a fair
+#: share each: an entry takes about 200 bytes of JSON, 20 times an index.
+MAX_STUCK_NEURONS = 2_000
 
 #: Largest report JSON :func:`load_report` parses. Parsing costs about 8 bytes of memory per byte
 #: of JSON; a report within the caps (lists, per-pair rows, a config the API accepts) is a few
@@ -83,6 +88,11 @@ class LayerInfo(_Model):
     neurons: int = Field(description="Neurons per sample: every element of the activation map.")
     shape: list[int] = Field(description="Per-sample shape of the activation map.")
     breakpoints: list[float] = Field(description="The breakpoints Γ used for this layer.")
+    params: dict[str, float] | None = Field(
+        None,
+        description="The layer's own parameters behind its default Γ and value range (HardSigmoid "
+        "alpha/beta, Softplus beta/threshold, LeakyReLU/ELU/CELU alpha); schema 1.2, null when none.",
+    )
 
 
 class ModelSection(_Model):
@@ -291,7 +301,11 @@ class LayerDeath(_Model):
     rarely_positive_fraction: float
     never_positive_count: int = Field(description="Neurons with output > 0 on no input.")
     stuck_neurons: list[StuckNeuron] = Field(
-        description="Every neuron listed in dead_neurons or dying_neurons, lowest index first."
+        description="The neurons listed in dead_neurons or dying_neurons, lowest index first, at most "
+        "MAX_STUCK_NEURONS over all layers (a fair share each)."
+    )
+    stuck_neurons_omitted: int = Field(
+        0, description="Listed dead or dying neurons left out of stuck_neurons; 0 when complete."
     )
 
 

@@ -291,10 +291,11 @@ def plan_layers(model: CaptureModel, config: AnalysisConfig) -> list[LayerPlan]:
     plans = []
     for layer in model.layers:
         fallback = list(layer.default_breakpoints) if layer.default_breakpoints is not None else None
-        breakpoints = config.breakpoints_for(layer.name, layer.op_type, fallback)
+        params = dict(layer.params)
+        breakpoints = config.breakpoints_for(layer.name, layer.op_type, fallback, params)
         given = layer.name in config.breakpoints or layer.op_type in config.breakpoints
         checked = given and config.space == "post"
-        problem = out_of_range(layer.op_type, breakpoints, fallback) if checked else None
+        problem = out_of_range(layer.op_type, breakpoints, fallback, params) if checked else None
         if problem is not None:
             raise AnalysisError(
                 f"breakpoints for layer {layer.name!r}: {problem}", code="breakpoints_invalid"
@@ -390,7 +391,10 @@ def capture_dataset(
     truth = _dataset_labels(dataset_labels, bound.samples) if config.labels == "dataset" else None
     neurons = [plan.layer.neurons for plan in plans]
     regions = [len(plan.breakpoints) + 1 for plan in plans]
-    flat = [flat_regions(plan.layer.op_type, plan.breakpoints, config.space) for plan in plans]
+    flat = [
+        flat_regions(plan.layer.op_type, plan.breakpoints, config.space, dict(plan.layer.params))
+        for plan in plans
+    ]
     store = PatternStore(stop - start, neurons, regions, device=model.device)
     health = HealthAccumulator(neurons, regions, device=model.device)
     label_counts = LabelRegionCounts(neurons, regions, device=model.device)

@@ -5,6 +5,7 @@ its :class:`HealthAccumulator`; every other path stays as it was."""
 from __future__ import annotations
 
 from neuronscope.contracts.report import (
+    MAX_STUCK_NEURONS,
     CoverageShare,
     DormantShare,
     LayerDeath,
@@ -12,6 +13,7 @@ from neuronscope.contracts.report import (
     NetworkDeath,
     Report,
     StuckNeuron,
+    fair_shares,
 )
 from worker.engine.errors import AnalysisError
 from worker.engine.metrics.death import (
@@ -53,8 +55,8 @@ def _stuck(
     breakpoints: list[float],
     values: ValueAccumulator,
     health: HealthAccumulator,
+    listed: list[int],
 ) -> list[StuckNeuron]:
-    listed = sorted({*entry.dead_neurons, *entry.dying_neurons})
     if not listed:
         return []
     dead = set(entry.dead_neurons)
@@ -73,6 +75,10 @@ def _stuck(
     ]
 
 
+def _listed(entry: LayerHealth) -> list[int]:
+    return sorted({*entry.dead_neurons, *entry.dying_neurons})
+
+
 def _layer(
     layer: int,
     entry: LayerHealth,
@@ -80,7 +86,9 @@ def _layer(
     breakpoints: list[float],
     values: ValueAccumulator,
     health: HealthAccumulator,
+    keep: int,
 ) -> LayerDeath:
+    listed = _listed(entry)
     dormant, coverage = _shares(stats.dormant_counts, stats.covered_counts, stats.units)
     return LayerDeath(
         units=stats.units,
@@ -91,7 +99,8 @@ def _layer(
         rarely_positive_count=stats.rarely_positive_count,
         rarely_positive_fraction=stats.rarely_positive_count / stats.neurons,
         never_positive_count=stats.never_positive_count,
-        stuck_neurons=_stuck(layer, entry, breakpoints, values, health),
+        stuck_neurons=_stuck(layer, entry, breakpoints, values, health, listed[:keep]),
+        stuck_neurons_omitted=max(len(listed) - keep, 0),
     )
 
 
@@ -104,9 +113,10 @@ def with_death(report: Report, values: ValueAccumulator, health: HealthAccumulat
             f"got {len(stats)} layers over {values.samples}",
             code="internal_error",
         )
+    keep = fair_shares([len(_listed(entry)) for entry in report.layers], MAX_STUCK_NEURONS)
     layers = [
         entry.model_copy(
-            update={"death": _layer(index, entry, layer_stats, info.breakpoints, values, health)}
+            update={"death": _layer(index, entry, layer_stats, info.breakpoints, values, health, keep[index])}
         )
         for index, (entry, layer_stats, info) in enumerate(
             zip(report.layers, stats, report.model.layers, strict=True)
