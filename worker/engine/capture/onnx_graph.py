@@ -359,8 +359,9 @@ def find_activations(graph: onnx.GraphProto) -> list[Candidate]:
     for node in _unclaimed(g.nodes, claimed, *SINGLE_OPS, "Clip"):
         op_type, bounds = _clip_op(g, node) if node.op_type == "Clip" else (SINGLE_OPS[node.op_type], None)
         params = _params(node)
-        if node.op_type == "HardSigmoid":
-            bounds = tuple(hard_sigmoid_kinks(dict(params)))
+        kinks = hard_sigmoid_kinks(dict(params)) if node.op_type == "HardSigmoid" else None
+        if kinks is not None and not np.allclose(kinks, hard_sigmoid_kinks(), rtol=1e-6, atol=0.0):
+            bounds = tuple(kinks)  # PyTorch's ±3 stored as float32 stay the op type's default
         found.append(
             Candidate(op_type, node.input[0], node.output[0], node, g.index[id(node)], bounds, params)
         )
