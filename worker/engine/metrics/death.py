@@ -83,7 +83,8 @@ class ValueRange:
 
 class ValueAccumulator:
     """Per neuron: min and max pre-activation (and post-activation when the analysis runs in post
-    space), the float64 sum of ``|post|``, the inputs with ``post > 0``; per unit, the largest
+    space), the sum of ``|post|`` (in the values' precision within a batch, float64 across
+    batches), the inputs with ``post > 0``; per unit, the largest
     DeepXplore-scaled output. Fed batch by batch with the values capture already holds, with
     fused reductions (no per-sample loop): about ``8 + 4·units/neurons`` passes over each value.
 
@@ -143,16 +144,51 @@ class ValueAccumulator:
         if not batch:
             return
         for layer, (values, outputs) in enumerate(zip(pre, post, strict=True)):
-            values, outputs = values.to(self.device), outputs.to(self.device)
-            _fold_range(values, self._pre_min[layer], self._pre_max[layer])
-            if self.post_space:
-                _fold_range(outputs, self._post_min[layer], self._post_max[layer])
-            self._abs_sum[layer] += outputs.abs().sum(0, dtype=torch.float64)
-            self._positive[layer] += (outputs > 0).sum(0, dtype=torch.int32)
-            torch.maximum(
-                self._coverage[layer], _scaled_unit_max(outputs, self.units[layer]), out=self._coverage[layer]
-            )
+            values, outputs = values.detach().to(self.device), outputs.detach().to(self.device)
+            if self.device.type == "cpu":
+                self._update_numpy(layer, _array(values), _array(outputs))
+            else:
+                self._update_torch(layer, values, outputs)
         self.samples += batch
+
+    def _update_torch(self, layer: int, values: torch.Tensor, outputs: torch.Tensor) -> None:
+        """:meth:`update` of one layer with fused torch reductions (accelerators)."""
+        _fold_range(values, self._pre_min[layer], self._pre_max[layer])
+        if self.post_space:
+            _fold_range(outputs, self._post_min[layer], self._post_max[layer])
+        self._abs_sum[layer] += outputs.abs().sum(0).double()
+        self._positive[layer] += (outputs > 0).sum(0, dtype=torch.int32)
+        coverage = self._coverage[layer]
+        torch.maximum(coverage, _scaled_unit_max(outputs, self.units[layer]), out=coverage)
+
+    def _update_numpy(self, layer: int, values: np.ndarray, outputs: np.ndarray) -> None:
+        """:meth:`update` of one layer on the CPU, in numpy, single-threaded: torch's threaded
+        reductions contend with a runtime's own worker threads (ONNX Runtime's spin after each
+        run), which made them several times slower than the numpy loop here."""
+        pre_min, pre_max = self._pre_min[layer].numpy(), self._pre_max[layer].numpy()
+        np.minimum(pre_min, values.min(0), out=pre_min)
+        np.maximum(pre_max, values.max(0), out=pre_max)
+        if self.post_space:
+            post_min, post_max = self._post_min[layer].numpy(), self._post_max[layer].numpy()
+            np.minimum(post_min, outputs.min(0), out=post_min)
+            np.maximum(post_max, outputs.max(0), out=post_max)
+        low = outputs.min(1, keepdims=True)
+        nonnegative = bool(low.min() >= 0)  # ReLU-like and sigmoid outputs: |h| is h
+        abs_sum = self._abs_sum[layer].numpy()
+        abs_sum += (outputs if nonnegative else np.abs(outputs)).sum(0)
+        positive = self._positive[layer].numpy()
+        if nonnegative and bool(low.min() > 0):
+            positive += outputs.shape[0]
+        else:
+            positive += np.greater(outputs, 0).view(np.uint8).sum(0, dtype=np.int32)
+        spread = outputs.max(1, keepdims=True) - low
+        scale = np.divide(1.0, spread, out=np.zeros_like(spread), where=spread > 0)
+        scaled = np.subtract(outputs, low)
+        scaled *= scale
+        if self.units[layer] != outputs.shape[1]:
+            scaled = scaled.reshape(outputs.shape[0], self.units[layer], -1).mean(2, dtype=np.float32)
+        coverage = self._coverage[layer].numpy()
+        np.maximum(coverage, scaled.max(0), out=coverage)
 
     def state(self) -> dict[str, np.ndarray]:
         """Everything accumulated as arrays (``units``, ``post_space``, ``samples`` and per layer
@@ -263,6 +299,13 @@ class ValueAccumulator:
             "positive": self._positive,
             "coverage": self._coverage,
         }
+
+
+def _array(values: torch.Tensor) -> np.ndarray:
+    """A CPU tensor as a contiguous float32 or float64 array (no copy when it already is one)."""
+    if values.dtype not in (torch.float32, torch.float64):
+        values = values.float()
+    return values.contiguous().numpy()
 
 
 def _fold_range(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> None:

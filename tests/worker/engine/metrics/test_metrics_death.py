@@ -103,23 +103,21 @@ def test_every_measure_matches_the_definitions_sample_by_sample() -> None:
 
 def test_joined_blocks_give_the_numbers_of_one_pass() -> None:
     layers = _layers(1, 257)
-    whole = _accumulator(layers)
-    whole.update([torch.from_numpy(p) for p, _, _ in layers], [torch.from_numpy(q) for _, q, _ in layers])
-    parts = []
-    for block in (slice(0, 100), slice(100, 101), slice(101, 257)):
-        part = _accumulator(layers)
-        part.update(
-            [torch.from_numpy(p[block]) for p, _, _ in layers],
-            [torch.from_numpy(q[block]) for _, q, _ in layers],
-        )
-        parts.append(part)
+    # Capture blocks start on batch boundaries: one pass and the blocks see the same batches.
+    batches = [slice(0, 60), slice(60, 100), slice(100, 101), slice(101, 200), slice(200, 257)]
+    whole, parts = _accumulator(layers), [_accumulator(layers) for _ in range(3)]
+    for index, rows in enumerate(batches):
+        pre = [torch.from_numpy(p[rows]) for p, _, _ in layers]
+        post = [torch.from_numpy(q[rows]) for _, q, _ in layers]
+        whole.update(pre, post)
+        parts[(0, 0, 1, 2, 2)[index]].update(pre, post)
     joined = ValueAccumulator.combine([part.state() for part in parts])
     assert joined.samples == whole.samples == 257
     assert joined.result() == whole.result()
     expected, found = whole.state(), joined.state()
     assert expected.keys() == found.keys()
     for key in expected:
-        if key.startswith("abs_sum"):  # float64 sums added in another order
+        if key.startswith("abs_sum"):  # per-batch sums added up in float64 in another order
             np.testing.assert_allclose(found[key], expected[key], rtol=1e-12)
         else:
             assert np.array_equal(found[key], expected[key]), key
@@ -170,3 +168,23 @@ def test_contract_errors_say_what_was_expected() -> None:
         values.update([torch.zeros(2, 4)], [torch.zeros(2, 4)])
     with pytest.raises(Exception, match="at least one sample"):
         values.result()
+
+
+@pytest.mark.parametrize("post_space", [False, True])
+def test_the_torch_path_of_accelerators_agrees_with_the_cpu_path(post_space: bool) -> None:
+    layers = _layers(2, 130)
+    cpu, fused = _accumulator(layers), _accumulator(layers)
+    cpu.post_space = fused.post_space = post_space
+    for start in range(0, 130, 50):
+        rows = slice(start, start + 50)
+        cpu.update(
+            [torch.from_numpy(p[rows]) for p, _, _ in layers],
+            [torch.from_numpy(q[rows]) for _, q, _ in layers],
+        )
+        for layer, (pre, post, _) in enumerate(layers):
+            fused._update_torch(layer, torch.from_numpy(pre[rows]), torch.from_numpy(post[rows]))
+        fused.samples += len(layers[0][0][rows])
+    assert fused.result() == cpu.result()
+    expected, found = cpu.state(), fused.state()
+    for key in expected:
+        np.testing.assert_allclose(found[key], expected[key], rtol=1e-5, err_msg=key)
