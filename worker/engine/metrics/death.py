@@ -20,7 +20,7 @@ maps: every element is a unit) and a channel of a rank >= 3 shape ``(C, spatial.
 flattens a sample channel-major, so channel ``c`` holds neurons ``c·S .. (c+1)·S - 1``.
 
 Everything merges across capture blocks (:meth:`ValueAccumulator.combine`): counts, minima,
-maxima and coverage maxima exactly; the float64 sums of ``|h|`` up to float rounding (the order
+maxima and coverage maxima exactly; the float64 sums of per-batch ``|h|`` sums up to rounding (the order
 of additions differs), which moves no reported count except at an exact tie with τ.
 """
 
@@ -86,7 +86,7 @@ class ValueAccumulator:
     space), the sum of ``|post|`` (in the values' precision within a batch, float64 across
     batches), the inputs with ``post > 0``; per unit, the largest
     DeepXplore-scaled output. Fed batch by batch with the values capture already holds, with
-    fused reductions (no per-sample loop): about ``8 + 4·units/neurons`` passes over each value.
+    reductions over the batch (no per-sample loop): about ten passes over each value.
 
     Holds ``29 · M_l`` bytes per layer (``37 · M_l`` in post space) on ``device``.
 
