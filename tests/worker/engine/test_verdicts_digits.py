@@ -14,6 +14,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
+from neuronscope.compare import compare_reports, format_comparison
 from neuronscope.contracts import AnalysisConfig
 from neuronscope.contracts.report import Report
 from neuronscope.gates import evaluate_gates, parse_gates, report_data
@@ -279,3 +280,20 @@ def test_gates_and_html_read_the_death_paths(digit_reports: dict[str, Report]) -
     page = render_html(digit_reports["planted_dead"])
     assert "ReDo-dormant units (τ = 0.025)" in page and "dormant τ=0.025" in page
     assert "#0 dead in region 0 [-1.00, -1.00], 1.00 from a breakpoint" in page
+
+
+def test_compare_lists_the_death_figures_per_layer_and_overall(digit_reports: dict[str, Report]) -> None:
+    healthy, planted = digit_reports["relu"], digit_reports["planted_dead"]
+    comparison = compare_reports(healthy, planted)
+    overall = {delta.name: delta for delta in comparison.overall}
+    assert healthy.neuron_death is not None and planted.neuron_death is not None
+    dormant = overall["neuron_death.dormant_fraction"]
+    assert (dormant.old, dormant.new) == (
+        healthy.neuron_death.dormant_fraction,
+        planted.neuron_death.dormant_fraction,
+    )
+    assert dormant.delta is not None and dormant.delta > 0
+    first = {delta.name: delta for delta in comparison.layers[0].metrics}
+    assert first["dormant"].delta is not None and first["dormant"].delta > 0
+    assert first["coverage"].delta is not None and first["coverage"].delta < 0
+    assert "dormant" in format_comparison(comparison) and "coverage" in format_comparison(comparison)

@@ -84,11 +84,12 @@ class ValueRange:
 class ValueAccumulator:
     """Per neuron: min and max pre-activation (and post-activation when the analysis runs in post
     space), the sum of ``|post|`` (in the values' precision within a batch, float64 across
-    batches), the inputs with ``post > 0``; per unit, the largest
-    DeepXplore-scaled output. Fed batch by batch with the values capture already holds, with
-    reductions over the batch (no per-sample loop): about ten passes over each value.
+    batches) and the inputs with ``post > 0``; per unit, the largest DeepXplore-scaled output.
+    Fed batch by batch with the values capture already holds, by reductions over the batch (no
+    per-sample loop): about ten passes over each value.
 
-    Holds ``29 · M_l`` bytes per layer (``37 · M_l`` in post space) on ``device``.
+    Holds ``20 · M_l + 4 · U_l`` bytes per layer (``28 · M_l + 4 · U_l`` in post space) on
+    ``device``.
 
     Example:
         >>> values = ValueAccumulator(neurons=[3], units=[3])
@@ -123,8 +124,9 @@ class ValueAccumulator:
         self.samples = 0
         self._pre_min = [torch.full((m,), math.inf, device=self.device) for m in self.neurons]
         self._pre_max = [torch.full((m,), -math.inf, device=self.device) for m in self.neurons]
-        self._post_min = [torch.full((m,), math.inf, device=self.device) for m in self.neurons]
-        self._post_max = [torch.full((m,), -math.inf, device=self.device) for m in self.neurons]
+        spans = [m if post_space else 0 for m in self.neurons]
+        self._post_min = [torch.full((m,), math.inf, device=self.device) for m in spans]
+        self._post_max = [torch.full((m,), -math.inf, device=self.device) for m in spans]
         self._abs_sum = [torch.zeros(m, dtype=torch.float64, device=self.device) for m in self.neurons]
         self._positive = [torch.zeros(m, dtype=torch.int32, device=self.device) for m in self.neurons]
         self._coverage = [torch.full((u,), -math.inf, device=self.device) for u in self.units]
@@ -173,11 +175,11 @@ class ValueAccumulator:
             np.minimum(post_min, outputs.min(0), out=post_min)
             np.maximum(post_max, outputs.max(0), out=post_max)
         low = outputs.min(1, keepdims=True)
-        nonnegative = bool(low.min() >= 0)  # ReLU-like and sigmoid outputs: |h| is h
+        floor = float(low.min())
         abs_sum = self._abs_sum[layer].numpy()
-        abs_sum += (outputs if nonnegative else np.abs(outputs)).sum(0)
+        abs_sum += (outputs if floor >= 0 else np.abs(outputs)).sum(0)  # ReLU, sigmoid: |h| is h
         positive = self._positive[layer].numpy()
-        if nonnegative and bool(low.min() > 0):
+        if floor > 0:
             positive += outputs.shape[0]
         else:
             positive += np.greater(outputs, 0).view(np.uint8).sum(0, dtype=np.int32)

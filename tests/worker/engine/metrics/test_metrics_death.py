@@ -71,8 +71,12 @@ def _reference(pre: np.ndarray, post: np.ndarray, units: int) -> dict[str, objec
     }
 
 
-def _accumulator(layers: list[tuple[np.ndarray, np.ndarray, tuple[int, ...]]]) -> ValueAccumulator:
-    return ValueAccumulator([pre.shape[1] for pre, _, _ in layers], [units_of(s) for _, _, s in layers])
+def _accumulator(
+    layers: list[tuple[np.ndarray, np.ndarray, tuple[int, ...]]], *, post_space: bool = False
+) -> ValueAccumulator:
+    return ValueAccumulator(
+        [pre.shape[1] for pre, _, _ in layers], [units_of(s) for _, _, s in layers], post_space=post_space
+    )
 
 
 def test_every_measure_matches_the_definitions_sample_by_sample() -> None:
@@ -101,11 +105,13 @@ def test_every_measure_matches_the_definitions_sample_by_sample() -> None:
     assert smooth.dormant_counts[0] == 0 and smooth.never_positive_count == 1
 
 
-def test_joined_blocks_give_the_numbers_of_one_pass() -> None:
+@pytest.mark.parametrize("post_space", [False, True])
+def test_joined_blocks_give_the_numbers_of_one_pass(post_space: bool) -> None:
     layers = _layers(1, 257)
     # Capture blocks start on batch boundaries: one pass and the blocks see the same batches.
     batches = [slice(0, 60), slice(60, 100), slice(100, 101), slice(101, 200), slice(200, 257)]
-    whole, parts = _accumulator(layers), [_accumulator(layers) for _ in range(3)]
+    whole = _accumulator(layers, post_space=post_space)
+    parts = [_accumulator(layers, post_space=post_space) for _ in range(3)]
     for index, rows in enumerate(batches):
         pre = [torch.from_numpy(p[rows]) for p, _, _ in layers]
         post = [torch.from_numpy(q[rows]) for _, q, _ in layers]
@@ -173,8 +179,7 @@ def test_contract_errors_say_what_was_expected() -> None:
 @pytest.mark.parametrize("post_space", [False, True])
 def test_the_torch_path_of_accelerators_agrees_with_the_cpu_path(post_space: bool) -> None:
     layers = _layers(2, 130)
-    cpu, fused = _accumulator(layers), _accumulator(layers)
-    cpu.post_space = fused.post_space = post_space
+    cpu, fused = _accumulator(layers, post_space=post_space), _accumulator(layers, post_space=post_space)
     for start in range(0, 130, 50):
         rows = slice(start, start + 50)
         cpu.update(
