@@ -39,6 +39,9 @@ from worker.engine.metrics._checks import describe, require
 DORMANT_TAUS = (0.0, 0.025, 0.1)
 #: DeepXplore's neuron-coverage thresholds t reported; 0.25 is the headline one.
 COVERAGE_THRESHOLDS = (0.0, 0.25, 0.5, 0.75)
+#: A unit's largest scaled output is kept up to the largest threshold; above it, as 1 (covered at
+#: every threshold, and no later batch needs to look at it).
+_COVERED = 1.0
 #: The headline τ and t, the report's ``dormant_fraction`` and ``coverage_fraction``.
 DORMANT_TAU = 0.025
 COVERAGE_THRESHOLD = 0.25
@@ -84,7 +87,8 @@ class ValueRange:
 class ValueAccumulator:
     """Per neuron: min and max pre-activation (and post-activation when the analysis runs in post
     space), the sum of ``|post|`` (in the values' precision within a batch, float64 across
-    batches) and the inputs with ``post > 0``; per unit, the largest DeepXplore-scaled output.
+    batches) and the inputs with ``post > 0``; per unit, the largest DeepXplore-scaled output
+    (1 once above the largest threshold: later batches skip the unit).
     Fed batch by batch with the values capture already holds, by reductions over the batch (no
     per-sample loop): about ten passes over each value.
 
@@ -133,15 +137,18 @@ class ValueAccumulator:
 
     def update(self, pre: Sequence[torch.Tensor], post: Sequence[torch.Tensor]) -> None:
         """Add one batch: per layer ``[b, M_l]`` float pre- and post-activation values."""
-        require(
+        if not (
             len(pre) == len(post) == len(self.neurons)
             and all(
                 p.ndim == 2 and p.shape[1] == m and q.shape == p.shape and p.is_floating_point()
                 for p, q, m in zip(pre, post, self.neurons, strict=False)
-            ),
-            f"expected per layer [b, M] float pre and post values with M in {list(self.neurons)}, got "
-            f"pre {[describe(p) for p in pre]} and post {[describe(q) for q in post]}",
-        )
+            )
+        ):
+            require(
+                False,
+                f"expected per layer [b, M] float pre and post values with M in {list(self.neurons)}, "
+                f"got pre {[describe(p) for p in pre]} and post {[describe(q) for q in post]}",
+            )
         batch = int(pre[0].shape[0])
         if not batch:
             return
@@ -162,6 +169,7 @@ class ValueAccumulator:
         self._positive[layer] += (outputs > 0).sum(0, dtype=torch.int32)
         coverage = self._coverage[layer]
         torch.maximum(coverage, _scaled_unit_max(outputs, self.units[layer]), out=coverage)
+        coverage[coverage > COVERAGE_THRESHOLDS[-1]] = _COVERED
 
     def _update_numpy(self, layer: int, values: np.ndarray, outputs: np.ndarray) -> None:
         """:meth:`update` of one layer on the CPU, in numpy, single-threaded: torch's threaded
@@ -183,14 +191,22 @@ class ValueAccumulator:
             positive += outputs.shape[0]
         else:
             positive += np.greater(outputs, 0).view(np.uint8).sum(0, dtype=np.int32)
+        coverage = self._coverage[layer].numpy()
+        units = self.units[layer]
+        open_units = np.flatnonzero(coverage <= COVERAGE_THRESHOLDS[-1])
+        if not open_units.size:
+            return
         spread = outputs.max(1, keepdims=True) - low
         scale = np.divide(1.0, spread, out=np.zeros_like(spread), where=spread > 0)
-        scaled = np.subtract(outputs, low)
-        scaled *= scale
-        if self.units[layer] != outputs.shape[1]:
-            scaled = scaled.reshape(outputs.shape[0], self.units[layer], -1).mean(2, dtype=np.float32)
-        coverage = self._coverage[layer].numpy()
-        np.maximum(coverage, scaled.max(0), out=coverage)
+        grouped = outputs.reshape(outputs.shape[0], units, -1)
+        if open_units.size < units:
+            grouped = grouped[:, open_units]
+        scaled = np.subtract(grouped, low[:, :, None])
+        scaled *= scale[:, :, None]
+        best = scaled.mean(2, dtype=np.float32) if scaled.shape[2] > 1 else scaled[:, :, 0]
+        found = np.maximum(coverage[open_units], best.max(0))
+        found[found > COVERAGE_THRESHOLDS[-1]] = _COVERED
+        coverage[open_units] = found
 
     def state(self) -> dict[str, np.ndarray]:
         """Everything accumulated as arrays (``units``, ``post_space``, ``samples`` and per layer
