@@ -68,7 +68,7 @@ def test_a_saturated_td_is_flagged_and_warned_about(tiny_model: Any) -> None:
     assert "mean transition density (k → ∞)" in page and "is saturated: its mean" in page
     assert off.transition_density is not None and '"converged": true' in off.transition_density.warnings[0]
     assert fine.transition_density is not None and fine.transition_density.saturated is False
-    assert fine.transition_density.warnings == [] and "saturated" not in summarize(fine)
+    assert fine.transition_density.warnings == [] and "transition density is saturated" not in summarize(fine)
 
 
 def test_converged_td_is_off_by_default(tiny_model: Any) -> None:
