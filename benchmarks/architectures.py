@@ -176,8 +176,9 @@ def export(built: Built, fmt: str, directory: Path) -> Path:
                     dynamic_axes={**{name: {0: "batch"} for name in names}, "logits": {0: "batch"}},
                 )
             elif fmt == "torchscript":
+                trace: Any = torch.jit.trace
                 with torch.no_grad():
-                    traced: Any = torch.jit.trace(built.module, example, strict=False)
+                    traced = trace(built.module, example, strict=False)
                 torch.jit.save(traced, str(path))
             else:
                 batch = torch.export.Dim("batch", min=1, max=1024)
@@ -201,7 +202,8 @@ def runtime_load(fmt: str, path: Path, example: dict[str, np.ndarray]) -> Callab
         return session.run(None, example)
 
     def script() -> object:
-        module = torch.jit.load(str(path), map_location="cpu")
+        load: Any = torch.jit.load
+        module = load(str(path), map_location="cpu")
         with torch.no_grad():
             return module(*tensors)
 
@@ -232,7 +234,7 @@ def _rows(built: Built, fmt: str, directory: Path, sizes: ArchSizes) -> list[Row
     where = f"{built.title}, {RUNTIMES[fmt]}, batch {sizes.batch}"
     try:
         path = export(built, fmt, directory)
-    except Exception as exc:  # noqa: BLE001 - any exporter failure becomes a row, not a crash
+    except Exception as exc:
         return [Row(SECTION, f"{where}: export failed", None, f"{type(exc).__name__}: {str(exc)[:120]}")]
     example = {name: array[:2] for name, array in built.feed.items()}
     load = compare(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
 from neuronscope.settings import Settings, get_settings
 
@@ -43,6 +43,8 @@ def worker_config(settings: Settings) -> dict[str, Any]:
             "result_extended": False,
         }
     )
+    if settings.device == "cuda":
+        config["worker_pool"] = "solo"
     return config
 
 
@@ -66,6 +68,12 @@ app = create_celery()
 _sweepers: list[Any] = []
 
 
+def _on_worker_init(**_: Any) -> None:
+    from worker.device_check import refuse_unless_device_ready
+
+    refuse_unless_device_ready(get_settings())
+
+
 def _on_worker_ready(**_: Any) -> None:
     from worker.housekeeping import RetentionSweeper, clean_up_at_start
 
@@ -81,5 +89,6 @@ def _on_worker_shutdown(**_: Any) -> None:
         _sweepers.pop().stop()
 
 
+worker_init.connect(_on_worker_init, weak=False)
 worker_ready.connect(_on_worker_ready, weak=False)
 worker_shutdown.connect(_on_worker_shutdown, weak=False)
