@@ -184,6 +184,25 @@ class _OrtRunner:
             shapes = {name: array.shape for name, array in feeds.items()}
             raise run_failure(exc, what, shapes) from exc
 
+    def run_bound(
+        self, names: list[str], feeds: dict[str, np.ndarray], device: torch.device, what: str = "a batch"
+    ) -> list[torch.Tensor]:
+        """:meth:`run` with the outputs left in ``device``'s memory, where the session computed
+        them (IOBinding), and handed to torch through DLPack: no copy through the host on a GPU.
+        Every returned tensor is ``[size, ...]`` as from :meth:`run`; only for a session without a
+        fixed batch size (or fed exactly that many samples)."""
+        try:
+            binding = self.session.io_binding()
+            for name, array in feeds.items():
+                binding.bind_cpu_input(name, np.ascontiguousarray(array))
+            for name in names:
+                binding.bind_output(name, device.type, device.index or 0)
+            self.session.run_with_iobinding(binding)
+            return [torch.utils.dlpack.from_dlpack(value) for value in binding.get_outputs()]
+        except Exception as exc:
+            shapes = {name: array.shape for name, array in feeds.items()}
+            raise run_failure(exc, what, shapes) from exc
+
     def _run(self, names: list[str], feeds: dict[str, np.ndarray], size: int) -> list[np.ndarray]:
         chunk = self.fixed_batch
         if chunk is None or chunk == size:
@@ -258,6 +277,7 @@ class OnnxCaptureModel:
         output_names: list[str],
         slots: list[tuple[_Slot, _Slot]],
         sample_shapes: dict[str, tuple[int, ...]],
+        bind_outputs: bool = False,
     ) -> None:
         self.inputs = inputs
         self.layers = layers
@@ -269,6 +289,7 @@ class OnnxCaptureModel:
         self._slots = slots
         self._sample_shapes = sample_shapes
         self._plain: _OrtRunner | None = None
+        self._bind_outputs = bind_outputs
         self.runtime = f"onnxruntime {_ort().__version__} {runner.provider}"
         self.warnings: list[str] = []
 
@@ -277,6 +298,8 @@ class OnnxCaptureModel:
         ``pre[k]`` / ``post[k]`` ``[B, neurons_k]`` float32 for every layer."""
         size = self._check(batch)
         feeds = self._runner.feeds(batch)
+        if self._bind_outputs and self._runner.fixed_batch in (None, size):
+            return self._capture_bound(feeds, size)
         arrays = self._runner.run(self._output_names, feeds, size)
 
         def value(slot: _Slot) -> torch.Tensor:
@@ -288,6 +311,24 @@ class OnnxCaptureModel:
             q.derive(pre[k]) if q.derive is not None else value(q) for k, (_, q) in enumerate(self._slots)
         ]
         return CaptureResult(outputs=self._to_torch(arrays[0]), pre=pre, post=post)
+
+    def _capture_bound(self, feeds: dict[str, np.ndarray], size: int) -> CaptureResult:
+        """:meth:`capture` with the session's outputs bound to the model's device, so activations
+        stay there on their way to the pattern codes (the same values as the host path)."""
+        tensors = self._runner.run_bound(self._output_names, feeds, self.device)
+
+        def value(slot: _Slot) -> torch.Tensor:
+            if slot.feed is not None:
+                return self._to_torch(feeds[slot.feed].reshape(size, -1))
+            tensor = tensors[slot.index or 0].reshape(size, -1)
+            return tensor if tensor.dtype == torch.float32 else tensor.to(torch.float32)
+
+        pre = [value(p) for p, _ in self._slots]
+        post = [
+            q.derive(pre[k]) if q.derive is not None else value(q) for k, (_, q) in enumerate(self._slots)
+        ]
+        outputs = tensors[0] if tensors[0].dtype == torch.float32 else tensors[0].to(torch.float32)
+        return CaptureResult(outputs=outputs, pre=pre, post=post)
 
     def infer(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
         """The first output ``[B, ...]`` of the unmodified model, nothing captured."""
@@ -380,8 +421,12 @@ def load_onnx(
     layer_names: Sequence[str] | None,
     example: Mapping[str, np.ndarray],
     external_data: ExternalData = "reject",
+    bind_outputs: bool | None = None,
 ) -> OnnxCaptureModel:
     """Open an ONNX model and discover its activation layers on ``example`` (``[B, ...]`` per input).
+
+    ``bind_outputs``: return the captured values in the device's memory through IOBinding and
+    DLPack instead of as host arrays (``None``: on a CUDA device only; the CPU path is unchanged).
 
     Raises ``AnalysisError`` with ``model_invalid``, ``dataset_shape_mismatch``, ``out_of_memory``,
     ``model_runtime_error``, ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
@@ -429,6 +474,7 @@ def load_onnx(
         output_names=output_names,
         slots=slots,
         sample_shapes=sample_shapes,
+        bind_outputs=placement.device.type == "cuda" if bind_outputs is None else bind_outputs,
     )
     model.warnings = [
         recurrent_warning(ONNX_RECURRENT[node.op_type], scope_path(node) or node.name)
