@@ -351,7 +351,10 @@ def _discover(
     plan = _build(runner.module, range(len(candidates)), flags)
     runs: list[tuple[list[list[torch.Tensor]], int]] = []
     for batch, rows in ((example, size), (doubled(example, runner.inputs), 2 * size)):
-        _, values = runner.recorded_chunks(plan, batch, what="the example batch")
+        # The discovery plan runs twice and is dropped: the graph executor's profiling and
+        # optimisation of the whole inlined graph (seconds on a large one) would be wasted on it.
+        with torch.jit.optimized_execution(False):
+            _, values = runner.recorded_chunks(plan, batch, what="the example batch")
         runs.append((values, rows))
     indices: list[int] = []
     layers: list[ActivationLayer] = []
