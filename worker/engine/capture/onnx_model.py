@@ -360,8 +360,10 @@ def _discover(
 ) -> list[tuple[Candidate, str, tuple[int, ...]]]:
     """Run the example, and the example twice over, with every candidate exposed; keep those with
     float ``[B, ...]`` values of the same shape before and after in both runs (this drops
-    activations on weights or on shape computations)."""
-    output_names, slots = _plan(proto, candidates, {spec.name for spec in runner.inputs})
+    activations on weights or on shape computations). A post-activation derived from the
+    pre-activation (``_post_from_pre``) has its shape by construction and is not exposed, so the
+    session that discovers can also be the one that captures."""
+    output_names, slots = _plan(proto, candidates, {spec.name for spec in runner.inputs}, derive=True)
     per_sample: list[set[tuple[int, ...] | None]] = [set() for _ in candidates]
     for feeds, rows in (
         (runner.feeds(example), size),
@@ -370,7 +372,12 @@ def _discover(
         arrays = runner.run(output_names, feeds, rows, what="the example batch")
         for k, (pre_slot, post_slot) in enumerate(slots):
             pre = feeds[pre_slot.feed] if pre_slot.feed is not None else arrays[pre_slot.index or 0]
-            post = feeds[post_slot.feed] if post_slot.feed is not None else arrays[post_slot.index or 0]
+            if post_slot.derive is not None:
+                post = pre
+            elif post_slot.feed is not None:
+                post = feeds[post_slot.feed]
+            else:
+                post = arrays[post_slot.index or 0]
             fits = np.issubdtype(pre.dtype, np.floating) and pre.ndim >= 1 and pre.shape == post.shape
             per_sample[k].add(tuple(int(d) for d in pre.shape[1:]) if fits and pre.shape[0] == rows else None)
     kept = []
@@ -446,7 +453,7 @@ def load_onnx(
             code="no_activation_layers",
         )
     names = _layer_names(proto, candidates)
-    discovery_outputs, _ = _plan(proto, candidates, {spec.name for spec in inputs})
+    discovery_outputs, _ = _plan(proto, candidates, {spec.name for spec in inputs}, derive=True)
     runner = _OrtRunner(_session_bytes(proto, discovery_outputs), placement, inputs)
     kept = _discover(proto, candidates, runner, example, size, names)
     if not kept:
