@@ -124,6 +124,7 @@ def build(label: str, sizes: ArchSizes) -> Built:
     torch.manual_seed(0)
     generator = np.random.default_rng(1)
     if label == "bert":
+        import_torchvision_models()  # transformers imports torchvision when it is installed
         try:
             transformers = importlib.import_module("transformers")
         except ImportError:
