@@ -85,8 +85,14 @@ class Built:
     missing: str = ""
 
 
+#: Where torchvision is installed for this benchmark only (``pip install --no-deps --target``): in the
+#: test environment it would break ``transformers`` (see pyproject.toml, the ``bench`` extra).
+BENCH_PACKAGES = Path(__file__).resolve().parents[1] / ".bench-packages"
+
+
 def import_torchvision_models() -> Any:
-    """``torchvision.models``, or ``None`` when torchvision is not installed.
+    """``torchvision.models``, or ``None`` when torchvision is not installed (in the environment or
+    in ``BENCH_PACKAGES``, which is appended to ``sys.path``).
 
     BENCHMARK-ONLY WORKAROUND: the torchvision wheel installed with ``--no-deps`` next to the CPU
     torch carries a C extension built for another torch, which does not load; ``import torchvision``
@@ -94,6 +100,8 @@ def import_torchvision_models() -> Any:
     builders do not use those ops, so the two registration modules are replaced by empty ones before
     the import. Never do this in product code.
     """
+    if BENCH_PACKAGES.is_dir() and str(BENCH_PACKAGES) not in sys.path:
+        sys.path.append(str(BENCH_PACKAGES))
     try:
         return importlib.import_module("torchvision.models")
     except ImportError:
