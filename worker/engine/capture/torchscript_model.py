@@ -339,6 +339,13 @@ def _per_sample_shape(pre: list[torch.Tensor], post: list[torch.Tensor], size: i
     return tuple(int(d) for d in shape[1:])
 
 
+def _unoptimized() -> Any:
+    """``torch.jit.optimized_execution(False)``: graphs run without the executor's profiling and
+    optimisation passes."""
+    optimized_execution: Any = getattr(torch.jit, "optimized_execution")  # noqa: B009 - not re-exported
+    return optimized_execution(False)
+
+
 def _discover(
     runner: _Runner, example: Batch, size: int, flags: list[tuple[bool, bool]]
 ) -> tuple[list[int], list[ActivationLayer], list[int]]:
@@ -353,7 +360,7 @@ def _discover(
     for batch, rows in ((example, size), (doubled(example, runner.inputs), 2 * size)):
         # The discovery plan runs twice and is dropped: the graph executor's profiling and
         # optimisation of the whole inlined graph (seconds on a large one) would be wasted on it.
-        with torch.jit.optimized_execution(False):
+        with _unoptimized():
             _, values = runner.recorded_chunks(plan, batch, what="the example batch")
         runs.append((values, rows))
     indices: list[int] = []
