@@ -7,6 +7,8 @@ analysis. It is read lazily when Celery first needs it (not at import).
 
 When a worker has started, its main process removes the job directories of killed attempts and
 starts the retention sweep (:mod:`worker.housekeeping`); it stops the sweep when it shuts down.
+A GPU worker (``NEURONSCOPE_DEVICE=cuda``) first checks that torch and onnxruntime see the device
+(:mod:`worker.device_check`) and exits when they do not; it runs Celery's solo pool.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def worker_config(settings: Settings) -> dict[str, Any]:
     """The API's Celery settings with the consumer side added.
 
     Redis redelivers a job nobody acknowledged after the visibility timeout; workers look for such
-    jobs when they start and then every :attr:`Settings.restore_interval_s` seconds.
+    jobs when they start and then every :attr:`Settings.restore_interval_s` seconds. A GPU worker
+    runs the solo pool: its start-up check initialised CUDA, which a forked pool child could not use.
     """
     config = settings.celery_config()
     config["broker_transport_options"] = {
