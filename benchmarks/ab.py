@@ -59,6 +59,9 @@ size = next(iter(feed.values())).shape[0]
 data = BoundInputs(arrays={k: np.concatenate([v] * 2) for k, v in feed.items()}, samples=2 * size)
 config = AnalysisConfig.model_validate({"batch_size": size, "device": "cpu", "transition_density": None})
 plans = plan_layers(model, config)
+if repeats == 0:
+    print(json.dumps({"load": load}))
+    sys.exit(0)
 print(json.dumps({
     "load": load,
     "infer": timed(lambda: model.infer(feed)),
@@ -76,10 +79,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measure in each process")
+    parser.add_argument("--load-only", action="store_true", help="time open_model alone (no runs after it)")
     return parser.parse_args(argv)
 
 
 def _child(tree: Path, model: Path, inputs: Path, repeats: int) -> dict[str, float]:
+    """One fresh process on ``tree``'s code; ``repeats`` 0: the load alone."""
     env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(model), str(inputs), str(repeats)],
@@ -115,15 +120,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for index in range(args.rounds):
                     order = list(trees) if index % 2 == 0 else list(reversed(trees))
                     for name in order:
-                        rounds[name].append(_child(trees[name], path, inputs, args.repeats))
-                for measure in MEASURES:
+                        rounds[name].append(
+                            _child(trees[name], path, inputs, 0 if args.load_only else args.repeats)
+                        )
+                for measure in ("load",) if args.load_only else MEASURES:
                     before = [r[measure] for r in rounds["before"]]
                     after = [r[measure] for r in rounds["after"]]
                     ratio = statistics.median(a / b for a, b in zip(after, before, strict=True))
                     was, now = statistics.median(before) * 1e3, statistics.median(after) * 1e3
                     row = f"| {label} | {fmt} | {measure} | {ratio:.2f}× | {was:,.0f} ms | {now:,.0f} ms |"
                     lines.append(row)
-                print(lines[-4:], file=sys.stderr)
+                print(lines[-1 if args.load_only else -4 :], file=sys.stderr)
     print("\n".join(lines))
     return 0
 
