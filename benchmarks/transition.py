@@ -11,7 +11,7 @@ from benchmarks.context import Context, bound, config_for, infer_all
 from benchmarks.models import FORMATS, RUNTIMES, Network
 from benchmarks.report import Row, fmt_seconds
 from benchmarks.timing import compare
-from neuronscope.contracts.config import PairSample
+from neuronscope.contracts.config import AnalysisConfig, PairSample
 from worker.engine.analysis import capture_dataset, plan_layers, transition_density
 from worker.engine.metrics import PairLists, interpolation_points, select_pairs
 
@@ -23,7 +23,51 @@ def run(ctx: Context) -> list[Row]:
     for network, pairs in ((ctx.fcnn, ctx.sizes.td_pairs_fcnn), (ctx.vgg, ctx.sizes.td_pairs_vgg)):
         for fmt in FORMATS:
             rows.append(_row(ctx, network, fmt, pairs, ctx.sizes.td_points))
+    rows.append(_converged_row(ctx, ctx.fcnn, "onnx", ctx.sizes.td_pairs_fcnn, ctx.sizes.td_points))
     return rows
+
+
+def _converged_row(ctx: Context, network: Network, fmt: str, count: int, points: int) -> Row:
+    """The converged count (``transition_density.converged``) against TD at ``points`` points on the
+    same pairs: time, and the points and forward passes it used."""
+    model = network.open(fmt)
+    td = {"pairs": {"count": count, "seed": 0}, "points": points}
+    plain = config_for(network, transition_density=td)
+    converged = config_for(network, transition_density={**td, "converged": True})
+    plans = plan_layers(model, plain)
+    data = bound(network.samples(max(2 * count, 8)))
+    capture = capture_dataset(model, data, plans, plain, lambda s, f: None)
+    labels = torch.from_numpy(np.random.default_rng(0).integers(0, 10, size=data.samples))
+    chosen = select_pairs(PairSample(count=count, seed=0), data.samples, labels)
+    assert isinstance(chosen, PairLists)
+    pairs = chosen.random
+    results = {}
+
+    def run(config: AnalysisConfig) -> object:
+        results[config.transition_density.converged if config.transition_density else False] = (
+            transition_density(model, data, plans, pairs, config, capture, labels, lambda s, f: None)
+        )
+        return None
+
+    timings = compare(
+        {"converged": lambda: run(converged), "td": lambda: run(plain)},
+        repeats=ctx.sizes.repeats,
+        warmup=min(ctx.sizes.warmup, 1),
+    )
+    limit = results[True].limit
+    assert limit is not None
+    return Row(
+        SECTION,
+        f"TD at k and its converged count / TD at k alone — {network.title}, {RUNTIMES[fmt]}, "
+        f"{pairs.shape[0]} pairs × {points} points",
+        timings.ratio("converged", "td"),
+        f"mean TD {float(results[False].td.double().mean()):.1f} at k, "
+        f"{float(limit.td.mean()):.1f} converged "
+        f"({limit.methods.tolist().count(0)} of {pairs.shape[0]} paths exact); "
+        f"{int(limit.points.sum()):,} points in {limit.passes} passes for the converged count vs "
+        f"{pairs.shape[0] * points:,} points for TD at k ({fmt_seconds(timings.median('converged'))} vs "
+        f"{fmt_seconds(timings.median('td'))})",
+    )
 
 
 def _row(ctx: Context, network: Network, fmt: str, count: int, points: int) -> Row:

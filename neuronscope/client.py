@@ -19,7 +19,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -28,7 +28,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from neuronscope.contracts.config import AnalysisConfig
 from neuronscope.contracts.report import Report
+from neuronscope.contracts.trend import Trend
 from neuronscope.errors import NeuronscopeError
+from neuronscope.trend import build_trend
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -373,3 +375,9 @@ class Client:
     def job(self, job_id: str) -> Job:
         """A handle on an existing job."""
         return Job(self, job_id)
+
+    def trend(self, job_ids: Sequence[str], labels: Sequence[str] | None = None) -> Trend:
+        """The trend over the reports of finished jobs, one per training checkpoint, in order
+        (``labels`` name the checkpoints; the job ids by default). See :mod:`neuronscope.trend`."""
+        reports = [self.job(job_id).report() for job_id in job_ids]
+        return build_trend(reports, list(labels) if labels is not None else list(job_ids))

@@ -44,6 +44,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from pydantic import BaseModel
+
 from neuronscope.contracts.report import Report
 from neuronscope.errors import NeuronscopeError
 
@@ -218,15 +220,18 @@ def parse_gate(text: str) -> Gate:
     )
 
 
-def parse_gates(texts: Iterable[str], *, compare: bool = False) -> list[Gate]:
-    """Parse and check gates against the report schema, before any analysis runs."""
+def parse_gates(
+    texts: Iterable[str], *, compare: bool = False, document: type[BaseModel] = Report
+) -> list[Gate]:
+    """Parse and check gates against the schema of ``document`` (a report, or a trend), before any
+    analysis runs."""
     gates = [parse_gate(t) for t in texts]
     for gate in gates:
         if gate.uses_delta and not compare:
             raise GateSyntaxError(
                 f"gate {gate.text!r}: delta() compares two reports; use it with 'neuronscope compare'"
             )
-        check_path_in_schema(gate.path)
+        check_path_in_schema(gate.path, document)
     return gates
 
 
@@ -235,8 +240,8 @@ def parse_gates(texts: Iterable[str], *, compare: bool = False) -> list[Gate]:
 
 
 @functools.cache
-def _report_schema() -> dict[str, Any]:
-    return Report.model_json_schema(by_alias=True, mode="serialization")
+def _schema(document: type[BaseModel]) -> dict[str, Any]:
+    return document.model_json_schema(by_alias=True, mode="serialization")
 
 
 def _deref(node: Mapping[str, Any], defs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -260,9 +265,9 @@ def _schema_keys(node: Mapping[str, Any]) -> list[str]:
     return [str(n) for n in names] if names else []
 
 
-def check_path_in_schema(path: str) -> None:
-    """Raise :class:`GatePathError` unless ``path`` can lead to numbers in some report."""
-    schema = _report_schema()
+def check_path_in_schema(path: str, document: type[BaseModel] = Report) -> None:
+    """Raise :class:`GatePathError` unless ``path`` can lead to numbers in some ``document``."""
+    schema = _schema(document)
     defs = schema.get("$defs", {})
     nodes: list[Mapping[str, Any]] = [schema]
     walked: list[str] = []
@@ -329,8 +334,8 @@ def _unknown_key(path: str, walked: Sequence[str], seg: str, keys: Sequence[str]
 # Evaluation
 
 
-def report_data(report: Report) -> dict[str, Any]:
-    """The report as the JSON data gates walk (aliases such as ``ps_d.lambda`` applied)."""
+def report_data(report: BaseModel) -> dict[str, Any]:
+    """A report (or trend) as the JSON data gates walk (aliases such as ``ps_d.lambda`` applied)."""
     return report.model_dump(mode="json", by_alias=True)
 
 

@@ -13,24 +13,34 @@ and transition density vs pattern similarity vs prediction distance per pair (Fi
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from neuronscope.contracts.config import AnalysisConfig, PairSample, PairSpec
 from neuronscope.contracts.report import MAX_LISTED_NEURONS, PairSampleRow, Report
+from neuronscope.html_charts import (
+    Frame,
+    axes,
+    clip,
+    empty_chart,
+    esc,
+    figure,
+    fmt,
+    layer_ticks,
+    legend,
+    nice_range,
+    page_head,
+    polyline,
+    svg,
+)
 from neuronscope.summary import breakpoints_label, collapse_verdict, dying_verdict, gap_verdict, num, pct
 
 MAX_SCATTER_POINTS = 800
 MAX_LAYERS_DRAWN = 300
 MAX_TABLE_ROWS = 300
-MAX_NAME_CHARS = 80
 MAX_LIST_ITEMS = 8
-#: No script, no network: styles inline, images only as data: URLs.
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 COLORS = {
     "random": "#7a7a7a",
@@ -44,185 +54,14 @@ COLORS = {
 KIND_LABELS = {"random": "random pairs", "same_label": "same label", "different_label": "different label"}
 
 
-def esc(value: object) -> str:
-    """HTML-escape anything (quotes included) for text and attribute values."""
-    return html.escape(str(value), quote=True)
-
-
-def _clip(text: str, limit: int = MAX_NAME_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# ---------------------------------------------------------------------------------------------
-# SVG primitives
-
-
-def _nice_step(span: float, target: int) -> float:
-    raw = span / max(target, 1)
-    if raw <= 0 or not math.isfinite(raw):
-        return 1.0
-    mag = 10.0 ** math.floor(math.log10(raw))
-    for mult in (1, 2, 2.5, 5, 10):
-        if raw <= mult * mag:
-            return mult * mag
-    return 10 * mag
-
-
-def _nice_range(lo: float, hi: float, target: int = 5) -> tuple[float, float, float]:
-    """A rounded ``[lo, hi]`` that covers the data, and its tick step."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        lo, hi = 0.0, 1.0
-    if hi - lo < 1e-12:
-        pad = abs(hi) * 0.1 or 1.0
-        lo, hi = lo - pad, hi + pad
-    step = _nice_step(hi - lo, target)
-    return float(math.floor(lo / step + 1e-9) * step), float(math.ceil(hi / step - 1e-9) * step), step
-
-
-def _tick_label(value: float, step: float) -> str:
-    if abs(value) < step * 1e-6:
-        return "0"
-    if step >= 1 and abs(value) < 1e6:
-        return f"{value:.0f}"
-    if abs(value) >= 1e4 or abs(value) < 1e-3:
-        return f"{value:.1e}"
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
-    if step * 10**decimals % 1 > 1e-6:
-        decimals += 1
-    return f"{value:.{decimals}f}"
-
-
-def _f(value: float) -> str:
-    return f"{value:.1f}"
-
-
-@dataclass
-class _Frame:
-    """A plot area inside an SVG of ``width`` × ``height`` user units."""
-
-    x0: float
-    x1: float
-    y0: float
-    y1: float
-    width: int = 600
-    height: int = 300
-    left: int = 58
-    right: int = 14
-    top: int = 14
-    bottom: int = 46
-
-    def sx(self, x: float) -> float:
-        span = (self.x1 - self.x0) or 1.0
-        return self.left + (x - self.x0) / span * (self.width - self.left - self.right)
-
-    def sy(self, y: float) -> float:
-        span = (self.y1 - self.y0) or 1.0
-        return self.height - self.bottom - (y - self.y0) / span * (self.height - self.top - self.bottom)
-
-
-def _svg(frame: _Frame, label: str, body: Iterable[str]) -> str:
-    return (
-        f'<svg class="chart" viewBox="0 0 {frame.width} {frame.height}" role="img" '
-        f'aria-label="{esc(label)}" xmlns="http://www.w3.org/2000/svg">' + "".join(body) + "</svg>"
-    )
-
-
-def _axes(
-    frame: _Frame,
-    *,
-    x_label: str,
-    y_label: str,
-    x_step: float | None,
-    y_step: float,
-    x_ticks: Sequence[tuple[float, str]] | None = None,
-    y_format: Callable[[float], str] | None = None,
-) -> list[str]:
-    out: list[str] = []
-    left, right = frame.left, frame.width - frame.right
-    bottom, top = frame.height - frame.bottom, frame.top
-    y = frame.y0
-    count = 0
-    while y <= frame.y1 + y_step * 1e-6 and count < 50:
-        py = frame.sy(y)
-        out.append(f'<line class="grid" x1="{left}" y1="{_f(py)}" x2="{right}" y2="{_f(py)}"/>')
-        text = y_format(y) if y_format else _tick_label(y, y_step)
-        out.append(f'<text class="tick" x="{left - 6}" y="{_f(py + 4)}" text-anchor="end">{esc(text)}</text>')
-        y += y_step
-        count += 1
-    if x_ticks is None and x_step is not None:
-        ticks: list[tuple[float, str]] = []
-        x = frame.x0
-        while x <= frame.x1 + x_step * 1e-6 and len(ticks) < 50:
-            ticks.append((x, _tick_label(x, x_step)))
-            x += x_step
-        x_ticks = ticks
-    for x, text in x_ticks or []:
-        px = frame.sx(x)
-        out.append(f'<line class="tickmark" x1="{_f(px)}" y1="{bottom}" x2="{_f(px)}" y2="{bottom + 4}"/>')
-        out.append(
-            f'<text class="tick" x="{_f(px)}" y="{bottom + 16}" text-anchor="middle">{esc(text)}</text>'
-        )
-    out.append(f'<line class="axis" x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}"/>')
-    out.append(f'<line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{bottom}"/>')
-    out.append(
-        f'<text class="axis-label" x="{_f((left + right) / 2)}" y="{frame.height - 8}" '
-        f'text-anchor="middle">{esc(x_label)}</text>'
-    )
-    cy = (top + bottom) / 2
-    out.append(
-        f'<text class="axis-label" x="14" y="{_f(cy)}" text-anchor="middle" '
-        f'transform="rotate(-90 14 {_f(cy)})">{esc(y_label)}</text>'
-    )
-    return out
-
-
-def _layer_ticks(count: int, max_labels: int = 20) -> list[tuple[float, str]]:
-    every = max(1, math.ceil(count / max_labels))
-    return [(float(n), str(n)) for n in range(1, count + 1) if (n - 1) % every == 0 or n == count]
-
-
-def _polyline(
-    points: Sequence[tuple[float, float]], color: str, *, dash: bool = False, width: float = 2
-) -> str:
-    if not points:
-        return ""
-    coords = " ".join(f"{_f(x)},{_f(y)}" for x, y in points)
-    extra = ' stroke-dasharray="6 4"' if dash else ""
-    return f'<polyline fill="none" stroke="{color}" stroke-width="{width}"{extra} points="{coords}"/>'
-
-
-def _legend(items: Sequence[tuple[str, str]]) -> str:
-    return (
-        '<div class="legend">'
-        + "".join(f'<span><i style="background:{color}"></i>{esc(label)}</span>' for label, color in items)
-        + "</div>"
-    )
-
-
-def _figure(title: str, chart: str, caption: str, legend: str = "") -> str:
-    return (
-        f'<figure class="card"><h3>{esc(title)}</h3>{legend}{chart}'
-        f"<figcaption>{esc(caption)}</figcaption></figure>"
-    )
-
-
-def _empty_chart(message: str) -> str:
-    frame = _Frame(0, 1, 0, 1, height=120)
-    return _svg(
-        frame,
-        message,
-        [f'<text class="empty" x="{frame.width / 2}" y="64" text-anchor="middle">{esc(message)}</text>'],
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # Charts
 
 
 def _ps_curves_chart(report: Report) -> str:
     ps = report.pattern_similarity
-    frame = _Frame(0.0, 1.0, 0.0, 1.0)
-    body = _axes(
+    frame = Frame(0.0, 1.0, 0.0, 1.0)
+    body = axes(
         frame,
         x_label="λ (share of the pattern that must agree)",
         y_label="PS_D(λ) = P(PS > λ)",
@@ -246,11 +85,11 @@ def _ps_curves_chart(report: Report) -> str:
         if shared:
             upper = [(frame.sx(lam), frame.sy(v)) for lam, v in shared]
             lower = [(frame.sx(lam), frame.sy(diff_at[lam])) for lam, _ in reversed(shared)]
-            coords = " ".join(f"{_f(x)},{_f(y)}" for x, y in upper + lower)
+            coords = " ".join(f"{fmt(x)},{fmt(y)}" for x, y in upper + lower)
             body.append(f'<polygon class="gap-area" points="{coords}"/>')
     for kind in ("random", "different_label", "same_label"):
         pts = [(frame.sx(lam), frame.sy(v)) for lam, v in curves[kind]]
-        body.append(_polyline(pts, COLORS[kind], dash=kind == "random", width=2.5))
+        body.append(polyline(pts, COLORS[kind], dash=kind == "random", width=2.5))
     verdict = gap_verdict(report)
     if (
         verdict.peak_lambda is not None
@@ -259,18 +98,20 @@ def _ps_curves_chart(report: Report) -> str:
     ):
         px = frame.sx(verdict.peak_lambda)
         y_top, y_bot = frame.sy(verdict.peak_same), frame.sy(verdict.peak_different)
-        body.append(f'<line class="gap-line" x1="{_f(px)}" y1="{_f(y_top)}" x2="{_f(px)}" y2="{_f(y_bot)}"/>')
+        body.append(
+            f'<line class="gap-line" x1="{fmt(px)}" y1="{fmt(y_top)}" x2="{fmt(px)}" y2="{fmt(y_bot)}"/>'
+        )
         gap_pts = (verdict.peak_same - verdict.peak_different) * 100
         anchor = "end" if verdict.peak_lambda > 0.6 else "start"
         tx = px - 8 if anchor == "end" else px + 8
         ty = (y_top + y_bot) / 2
         body.append(
-            f'<text class="gap-text" x="{_f(tx)}" y="{_f(ty)}" text-anchor="{anchor}">'
+            f'<text class="gap-text" x="{fmt(tx)}" y="{fmt(ty)}" text-anchor="{anchor}">'
             f"widest gap: {gap_pts:.0f} pts at λ = {verdict.peak_lambda:.2f}</text>"
         )
     if not any(curves.values()):
-        return _empty_chart("no pairs were analysed")
-    return _svg(frame, "PS_D(lambda) curves", body)
+        return empty_chart("no pairs were analysed")
+    return svg(frame, "PS_D(lambda) curves", body)
 
 
 def _layer_subset(count: int) -> list[int]:
@@ -284,18 +125,18 @@ def _layer_subset(count: int) -> list[int]:
 def _dead_dying_chart(report: Report) -> str:
     layers = report.layers
     if not layers:
-        return _empty_chart("no layers")
+        return empty_chart("no layers")
     idx = _layer_subset(len(layers))
     top = max(0.05, *(layers[i].dying_fraction for i in idx))
-    _lo, hi, step = _nice_range(0.0, min(1.0, top))
-    frame = _Frame(0.5, len(layers) + 0.5, 0.0, min(1.0, hi))
-    body = _axes(
+    _lo, hi, step = nice_range(0.0, min(1.0, top))
+    frame = Frame(0.5, len(layers) + 0.5, 0.0, min(1.0, hi))
+    body = axes(
         frame,
         x_label="layer (input → output)",
         y_label="share of the layer's neurons",
         x_step=None,
         y_step=step,
-        x_ticks=_layer_ticks(len(layers)),
+        x_ticks=layer_ticks(len(layers)),
         y_format=lambda v: f"{v * 100:.0f}%",
     )
     slot = (frame.sx(1.5) - frame.sx(0.5)) if len(layers) > 1 else (frame.width - frame.left - frame.right)
@@ -305,16 +146,16 @@ def _dead_dying_chart(report: Report) -> str:
         layer = layers[i]
         cx = frame.sx(i + 1)
         tip = esc(
-            f"layer {i + 1}: {_clip(layer.name)} — dying {pct(layer.dying_fraction, 1)} "
+            f"layer {i + 1}: {clip(layer.name)} — dying {pct(layer.dying_fraction, 1)} "
             f"({layer.dying_count}/{layer.neurons}), dead {pct(layer.dead_fraction, 1)} ({layer.dead_count})"
         )
         for frac, color in ((layer.dying_fraction, COLORS["dying"]), (layer.dead_fraction, COLORS["dead"])):
             y = frame.sy(min(frac, frame.y1))
             body.append(
-                f'<rect x="{_f(cx - bar_w / 2)}" y="{_f(y)}" width="{_f(bar_w)}" height="{_f(base - y)}" '
+                f'<rect x="{fmt(cx - bar_w / 2)}" y="{fmt(y)}" width="{fmt(bar_w)}" height="{fmt(base - y)}" '
                 f'fill="{color}"><title>{tip}</title></rect>'
             )
-    return _svg(frame, "dead and dying neurons per layer", body)
+    return svg(frame, "dead and dying neurons per layer", body)
 
 
 def _per_layer_lines(
@@ -331,21 +172,21 @@ def _per_layer_lines(
     idx = _layer_subset(count)
     values = [v for _, _, vals in series for i in idx if (v := vals[i]) is not None]
     if not values:
-        return _empty_chart("no values")
+        return empty_chart("no values")
     lo, hi = min(values), max(values)
     if zero_based_y:
         lo = min(0.0, lo)
-    lo, hi, step = _nice_range(lo, hi)
+    lo, hi, step = nice_range(lo, hi)
     if percent:
         lo, hi = max(0.0, lo), min(1.0, hi) if hi <= 1.0 else hi
-    frame = _Frame(0.5, count + 0.5, lo, hi, height=height)
-    body = _axes(
+    frame = Frame(0.5, count + 0.5, lo, hi, height=height)
+    body = axes(
         frame,
         x_label="layer (input → output)",
         y_label=y_label,
         x_step=None,
         y_step=step,
-        x_ticks=_layer_ticks(count),
+        x_ticks=layer_ticks(count),
         y_format=(lambda v: f"{v * 100:.0f}%") if percent else None,
     )
     for _kind, color, vals in series:
@@ -353,21 +194,21 @@ def _per_layer_lines(
         for i in idx:
             v = vals[i]
             if v is None:
-                body.append(_polyline(run, color))
+                body.append(polyline(run, color))
                 run = []
                 continue
             run.append((frame.sx(i + 1), frame.sy(v)))
-        body.append(_polyline(run, color))
+        body.append(polyline(run, color))
         if len(idx) <= 80:
             for i in idx:
                 v = vals[i]
                 if v is not None:
-                    tip = esc(f"layer {i + 1}: {_clip(names[i])} — {num(v, 4)}")
+                    tip = esc(f"layer {i + 1}: {clip(names[i])} — {num(v, 4)}")
                     body.append(
-                        f'<circle cx="{_f(frame.sx(i + 1))}" cy="{_f(frame.sy(v))}" r="3.5" fill="{color}">'
+                        f'<circle cx="{fmt(frame.sx(i + 1))}" cy="{fmt(frame.sy(v))}" r="3.5" fill="{color}">'
                         f"<title>{tip}</title></circle>"
                     )
-    return _svg(frame, label, body)
+    return svg(frame, label, body)
 
 
 def _padded(values: Iterable[float], share: float = 0.04) -> tuple[float, float]:
@@ -403,18 +244,18 @@ def _scatter(
     points = [(x, y, r) for r in rows if (x := x_of(r)) is not None and (y := y_of(r)) is not None]
     points = [(x, y, r) for x, y, r in points if math.isfinite(x) and math.isfinite(y)]
     if not points:
-        return _empty_chart("no pairs to plot")
-    x_lo, x_hi, x_step = _nice_range(*_padded(p[0] for p in points))
-    y_lo, y_hi, y_step = _nice_range(*_padded(p[1] for p in points))
-    frame = _Frame(x_lo, x_hi, y_lo, y_hi, width=440, height=330, left=54)
-    body = _axes(frame, x_label=x_label, y_label=y_label, x_step=x_step, y_step=y_step)
+        return empty_chart("no pairs to plot")
+    x_lo, x_hi, x_step = nice_range(*_padded(p[0] for p in points))
+    y_lo, y_hi, y_step = nice_range(*_padded(p[1] for p in points))
+    frame = Frame(x_lo, x_hi, y_lo, y_hi, width=440, height=330, left=54)
+    body = axes(frame, x_label=x_label, y_label=y_label, x_step=x_step, y_step=y_step)
     # Different-label first so same-label points (usually fewer) stay on top.
     for x, y, r in sorted(points, key=lambda p: p[2].same_label):
         color = COLORS["same_label" if r.same_label else "different_label"]
         body.append(
-            f'<circle class="pt" cx="{_f(frame.sx(x))}" cy="{_f(frame.sy(y))}" r="3" fill="{color}"/>'
+            f'<circle class="pt" cx="{fmt(frame.sx(x))}" cy="{fmt(frame.sy(y))}" r="3" fill="{color}"/>'
         )
-    return _svg(frame, label, body)
+    return svg(frame, label, body)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,7 +278,7 @@ def _compact(value: Any, indent: int = 0) -> str:
             shown.append(f"… {len(value) - MAX_LIST_ITEMS} more ({len(value)} in all)")
         return "[" + ", ".join(shown) + "]"
     if isinstance(value, str):
-        return json.dumps(_clip(value, 200))
+        return json.dumps(clip(value, 200))
     return json.dumps(value)
 
 
@@ -476,7 +317,7 @@ def _omitted_note(report: Report) -> str:
 
 def _kv_table(rows: Iterable[tuple[str, object]]) -> str:
     cells = "".join(
-        f"<tr><th>{esc(k)}</th><td>{esc(_clip(str(v), 200))}</td></tr>" for k, v in rows if v is not None
+        f"<tr><th>{esc(k)}</th><td>{esc(clip(str(v), 200))}</td></tr>" for k, v in rows if v is not None
     )
     return f'<table class="kv">{cells}</table>'
 
@@ -498,8 +339,8 @@ def _layer_table(report: Report) -> str:
         )
         flag = ' class="warn"' if layer.dying_fraction >= 0.2 else ""
         rows.append(
-            f'<tr{flag}><td>{i + 1}</td><td class="name" title="{esc(_clip(layer.name, 300))}">'
-            f"{esc(_clip(layer.name))}</td><td>{esc(layer.op_type)}</td><td>{layer.neurons:,}</td>"
+            f'<tr{flag}><td>{i + 1}</td><td class="name" title="{esc(clip(layer.name, 300))}">'
+            f"{esc(clip(layer.name))}</td><td>{esc(layer.op_type)}</td><td>{layer.neurons:,}</td>"
             f"<td>{pct(layer.dead_fraction, 1)}</td><td>{pct(layer.dying_fraction, 1)}</td>"
             f"<td>{num(ps.random.mean) if ps else 'n/a'}</td>"
             f"<td>{num(ps.same_label.mean) if ps else 'n/a'}</td>"
@@ -523,61 +364,6 @@ def _layer_table(report: Report) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # The page
-
-_CSS = """
-:root{color-scheme:light;--ink:#1d232b;--muted:#5b6572;--line:#d9dee5;--bg:#f5f7fa;--card:#fff}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--ink);font:15px/1.5 system-ui,-apple-system,"Segoe UI",
-Roboto,"Helvetica Neue",Arial,sans-serif}
-main{max-width:1240px;margin:0 auto;padding:24px 28px 48px}
-header h1{font-size:22px;margin:0 0 2px}
-header p{margin:0;color:var(--muted)}
-h2{font-size:18px;margin:32px 0 12px;padding-bottom:4px;border-bottom:1px solid var(--line)}
-h3{font-size:15px;margin:0 0 6px}
-.verdict{background:var(--card);border-left:6px solid #e06c00;border-radius:8px;padding:16px 20px;
-margin:18px 0;box-shadow:0 1px 3px rgba(0,0,0,.07)}
-.verdict.ok{border-left-color:#2a9d8f}
-.verdict p{margin:6px 0;font-size:17px}
-.chips{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
-.chip{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:8px 14px;min-width:130px}
-.chip b{display:block;font-size:20px}
-.chip span{color:var(--muted);font-size:12.5px}
-.chip.bad b{color:#a4161a}.chip.good b{color:#1b7f5a}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:16px}
-.grid3{display:grid;grid-template-columns:repeat(auto-fit,minmax(340px,1fr));gap:16px}
-.card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:14px 16px;margin:0}
-figcaption{color:var(--muted);font-size:13px;margin-top:4px}
-.chart{width:100%;height:auto;display:block}
-.chart .grid{stroke:#edf0f4;stroke-width:1}
-.chart .axis,.chart .tickmark{stroke:#8a94a3;stroke-width:1}
-.chart .tick{font-size:11px;fill:#5b6572}
-.chart .axis-label{font-size:12px;fill:#3b4552}
-.chart .empty{font-size:14px;fill:#8a94a3}
-.chart .gap-area{fill:#1f6fb4;opacity:.08}
-.chart .gap-line{stroke:#1d232b;stroke-width:1.5;stroke-dasharray:3 3}
-.chart .gap-text{font-size:12px;font-weight:600;fill:#1d232b;paint-order:stroke;stroke:#fff;stroke-width:4px;
-stroke-linejoin:round}
-.chart .pt{opacity:.55}
-.legend{display:flex;flex-wrap:wrap;gap:14px;font-size:13px;color:var(--muted);margin-bottom:4px}
-.legend i{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:5px;vertical-align:-1px}
-.callout{background:#eef5fc;border-radius:6px;padding:8px 12px;margin:8px 0 0;font-size:14px}
-table{border-collapse:collapse;font-size:13px}
-.kv th{text-align:left;color:var(--muted);font-weight:500;padding:2px 14px 2px 0;vertical-align:top;
-white-space:nowrap}
-.layers{width:100%}
-.kv td{padding:2px 0;word-break:break-all}
-.layers th,.layers td{padding:4px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
-.layers th{background:#eef1f5;position:sticky;top:0}
-.layers td.name,.layers th:nth-child(2){text-align:left;max-width:320px;overflow:hidden;
-text-overflow:ellipsis}
-.layers tr.warn td{background:#fff4e8}
-.scroll{overflow:auto;max-height:520px;border:1px solid var(--line);border-radius:8px;background:var(--card)}
-pre{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px;overflow:auto;
-font-size:12.5px;max-height:420px}
-.cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:16px}
-.note{color:var(--muted);font-size:13px}
-footer{margin-top:36px;color:var(--muted);font-size:12.5px}
-"""
 
 
 def render_html(report: Report) -> str:
@@ -609,8 +395,10 @@ def render_html(report: Report) -> str:
     td = report.transition_density
     if td is not None:
         chips.append(_chip(f"mean transition density ({td.points} points)", num(td.mean, 2)))
+        if td.converged is not None:
+            chips.append(_chip("mean transition density (k → ∞)", num(td.converged.mean, 2)))
 
-    ps_legend = _legend(
+    ps_legend = legend(
         [
             (f"{KIND_LABELS[k]} ({getattr(ps, k).pairs:,} pairs)", COLORS[k])
             for k in ("random", "same_label", "different_label")
@@ -621,33 +409,33 @@ def render_html(report: Report) -> str:
         "curves is how differently the network responds to different classes; curves on top of each "
         "other mean it hardly tells them apart (the paper's expressivity indicator).</p>"
     )
-    ps_fig = _figure(
+    ps_fig = figure(
         "Pattern similarity PS_D(λ) by pair kind (paper Fig. 6)",
         _ps_curves_chart(report) + callout,
         "Share of pairs whose activation patterns agree on more than λ of all neurons.",
         ps_legend,
     )
-    dead_fig = _figure(
+    dead_fig = figure(
         "Dead and dying neurons per layer",
         _dead_dying_chart(report),
         f"Dying: the dominant region holds at least {pct(p.config.dying_threshold)} of inputs "
         "(dead included). "
         "Dead: one region for every input.",
-        _legend([("dying", COLORS["dying"]), ("dead", COLORS["dead"])]),
+        legend([("dying", COLORS["dying"]), ("dead", COLORS["dead"])]),
     )
     per_layer = {x.name: x for x in ps.per_layer}
     ps_series = [
         (kind, COLORS[kind], [getattr(per_layer[n], kind).mean if n in per_layer else None for n in names])
         for kind in ("random", "same_label", "different_label")
     ]
-    ps_layer_fig = _figure(
+    ps_layer_fig = figure(
         "Pattern similarity PS_E per layer",
         _per_layer_lines(
             count, ps_series, y_label="mean PS", label="PS_E per layer", names=names, percent=True
         ),
         "Mean share of a layer's neurons in the same region for two inputs. Near 100% for every pair kind: "
         "the layer hardly distinguishes inputs.",
-        _legend([(KIND_LABELS[k], COLORS[k]) for k in ("random", "same_label", "different_label")]),
+        legend([(KIND_LABELS[k], COLORS[k]) for k in ("random", "same_label", "different_label")]),
     )
     fig1_chart = _per_layer_lines(
         count,
@@ -665,13 +453,13 @@ def render_html(report: Report) -> str:
         zero_based_y=True,
         height=210,
     )
-    fig1 = _figure(
+    fig1 = figure(
         "Post-activation mean and variance per layer (paper Fig. 1)",
         fig1_chart,
         "Mean and variance of the activation outputs over all inputs and neurons of each layer. "
         "A variance near "
         "zero means the layer's outputs barely change with the input.",
-        _legend([("mean", COLORS["mean"]), ("variance", COLORS["var"])]),
+        legend([("mean", COLORS["mean"]), ("variance", COLORS["var"])]),
     )
 
     td_rows = _subsample(list(td.samples) if td is not None else [], MAX_SCATTER_POINTS)
@@ -679,13 +467,13 @@ def render_html(report: Report) -> str:
     # PS vs prediction distance: the report's own sample of random pairs, else the TD pairs.
     ps_source = list(report.prediction_distance.samples) or (list(td.samples) if td is not None else [])
     ps_rows = _subsample(ps_source, MAX_SCATTER_POINTS)
-    pair_legend = _legend(
+    pair_legend = legend(
         [("same-label pair", COLORS["same_label"]), ("different-label pair", COLORS["different_label"])]
     )
     scatters: list[str] = []
     if td_rows:
         scatters.append(
-            _figure(
+            figure(
                 "Transition density vs PS (paper Fig. 5)",
                 _scatter(
                     td_rows,
@@ -701,7 +489,7 @@ def render_html(report: Report) -> str:
             )
         )
         scatters.append(
-            _figure(
+            figure(
                 "Prediction distance vs transition density",
                 _scatter(
                     td_rows,
@@ -716,7 +504,7 @@ def render_html(report: Report) -> str:
             )
         )
     scatters.append(
-        _figure(
+        figure(
             "Prediction distance vs PS" + ("" if td_rows else " (paper Fig. 5; no TD computed)"),
             _scatter(
                 ps_rows,
@@ -737,6 +525,7 @@ def render_html(report: Report) -> str:
         notes.append(f"{len(td_rows):,} of the report's {td_total:,} transition-density pairs drawn.")
     if len(ps_source) > len(ps_rows):
         notes.append(f"{len(ps_rows):,} of the report's {len(ps_source):,} pattern-similarity pairs drawn.")
+    notes.extend(td.warnings if td is not None else [])
     if td is None and report.transition_density_skipped:
         notes.append(f"Transition density was skipped: {report.transition_density_skipped}.")
     elif td is None:
@@ -756,7 +545,7 @@ def render_html(report: Report) -> str:
     ]
     for inp in m.inputs[:MAX_LIST_ITEMS]:
         shape = "×".join("?" if s is None else str(s) for s in inp.shape)
-        model_rows.append((f"input {_clip(inp.name, 40)}", f"[{shape}] {inp.dtype}"))
+        model_rows.append((f"input {clip(inp.name, 40)}", f"[{shape}] {inp.dtype}"))
     model_rows += [("warning", warning) for warning in m.warnings[:MAX_LIST_ITEMS]]
     dataset_rows: list[tuple[str, object]] = [
         ("samples", f"{d.samples:,}"),
@@ -790,15 +579,10 @@ def render_html(report: Report) -> str:
     ok = collapse is None and dying.overall_dying < 0.1 and gap.level in (None, "clear")
 
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>neuronscope report: {esc(m.format)} model, {count} layers</title>",
-        f"<style>{_CSS}</style></head><body><main>",
+        page_head(f"neuronscope report: {m.format} model, {count} layers"),
         "<header><h1>neuronscope report</h1>",
         f"<p>{esc(m.format)} model · {len(m.layers):,} activation layers · {m.neurons:,} neurons · "
-        f"{d.samples:,} samples · {esc(_clip(p.created_at, 40))}</p></header>",
+        f"{d.samples:,} samples · {esc(clip(p.created_at, 40))}</p></header>",
         f'<section class="verdict{" ok" if ok else ""}">',
         f"{f'<p><strong>{esc(collapse)}</strong></p>' if collapse else ''}"
         f"<p>{esc(dying.text)}</p><p>{esc(gap.text)}</p></section>",

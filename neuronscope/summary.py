@@ -313,8 +313,16 @@ def summarize(report: Report, *, worst_layers: int = 3) -> str:
     else:
         lines.append(
             f"Transition density: mean {num(td.mean, 2)}, median {num(td.median, 2)} over {td.pairs:,} pairs "
-            f"× {td.points:,} points" + (" in the embedding space" if td.space == "embedding" else "")
+            f"× {td.points:,} points"
+            + (" in the embedding space" if td.space == "embedding" else "")
+            + (
+                f"; converged (k → ∞) mean {num(td.converged.mean, 2)}"
+                + ("" if td.converged.complete else " (lower bound: some paths hit their point budget)")
+                if td.converged is not None
+                else ""
+            )
         )
+        lines.extend(f"Warning: {warning}" for warning in td.warnings)
     ranked = sorted(enumerate(report.layers), key=lambda il: il[1].dying_fraction, reverse=True)
     ranked = [(i, layer) for i, layer in ranked if layer.dying_fraction > 0][:worst_layers]
     if ranked:

@@ -5,7 +5,9 @@ bytes (what the API knows without torch). The amounts are upper bounds of what t
 
 - pattern similarity compares ``N (N - 1) / 2`` pairs for ``"all"``, at most ``3 × count`` distinct
   pairs (random, same-label, different-label draws) for a sample, and the listed pairs otherwise;
-- transition density runs ``pairs × points`` forward passes (``"all"``: every pair);
+- transition density runs ``pairs × points`` forward passes (``"all"``: every pair), and its
+  converged count (``transition_density.converged``) up to ``points + converged_max_points`` more
+  per pair;
 - the capture runs one forward pass per sample, so a job makes ``N + TD points`` forward passes,
   each costing about the model's size (a model under 1 MiB counts as 1 MiB).
 
@@ -94,6 +96,8 @@ def plan_work(config: AnalysisConfig, samples: int, model_bytes: int) -> Planned
     td = config.transition_density
     td_pairs = 0 if td is None else _pairs_planned(td.pairs, samples, kinds=1)
     points = 0 if td is None else td.points
+    if td is not None and td.converged:
+        points += td.points + td.converged_max_points
     return PlannedWork(
         samples=samples,
         ps_pairs=_pairs_planned(config.pairs, samples, kinds=3),

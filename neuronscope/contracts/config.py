@@ -111,6 +111,54 @@ def _check_explicit_pairs(pairs: PairSpec) -> PairSpec:
     return pairs
 
 
+def _check_breakpoints(key: str, points: list[float]) -> None:
+    if not points:
+        raise ValueError(f"breakpoints for {key!r}: expected at least one value, got []")
+    if len(points) > MAX_BREAKPOINTS:
+        raise ValueError(f"breakpoints for {key!r}: expected at most {MAX_BREAKPOINTS}, got {len(points)}")
+    if any(b <= a for a, b in itertools.pairwise(points)):
+        raise ValueError(f"breakpoints for {key!r}: expected strictly increasing values, got {points}")
+    if any(p != p or p in (float("inf"), float("-inf")) for p in points):
+        raise ValueError(f"breakpoints for {key!r}: expected finite values, got {points}")
+
+
+#: The op type of a capture point's layer: its values are the named tensor's, before and after.
+CAPTURE_OP_TYPE = "identity"
+MAX_CAPTURE_POINTS = 1_000
+
+
+class CapturePoint(BaseModel):
+    """A tensor of the model analysed as a layer with explicit breakpoints Γ, e.g. a Linear's
+    output before its BatchNorm: ``{"tensor": "0", "breakpoints": [0.0]}``.
+
+    ``tensor`` is a PyTorch module path (its output: the last tensor computed inside the module
+    and used outside it; TorchScript, ``.pt2``, ONNX from the dynamo exporter), or a value name
+    (an ONNX value or node name, a ``.pt2`` graph node, a TorchScript value's debug name). The
+    layer is named ``name``, else ``tensor``; its op type is ``"identity"``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tensor: Annotated[str, Field(min_length=1, max_length=1_000)]
+    breakpoints: list[float]
+    name: Annotated[str, Field(min_length=1, max_length=1_000)] | None = None
+
+    @property
+    def layer_name(self) -> str:
+        return self.name if self.name is not None else self.tensor
+
+    @model_validator(mode="after")
+    def _breakpoints_valid(self) -> CapturePoint:
+        _check_breakpoints(f"capture point {self.layer_name}", self.breakpoints)
+        return self
+
+
+#: Whether ``transition_density.converged`` is on by default: off, since on trained nets it costs
+#: 25-50 times TD at 512 points (digits, 9 × 256 + BatchNorm: ~1.2 s a ReLU pair, docs/paper.md);
+#: a saturated TD at k warns and points at it.
+CONVERGED_DEFAULT = False
+
+
 class TransitionDensityConfig(BaseModel):
     """Transition density along straight lines between pairs of inputs (Novak et al. 2018).
 
@@ -122,8 +170,31 @@ class TransitionDensityConfig(BaseModel):
 
     pairs: PairSpec = PairSample(count=100, seed=0)
     points: Annotated[int, Field(ge=2, le=100_000)] = 512
+    converged: bool = Field(
+        CONVERGED_DEFAULT,
+        description="Also count TD in the limit k -> infinity (every region boundary a path crosses), "
+        "refining the points grid: an exact region-to-region walk for piecewise-linear networks, "
+        "adaptive bisection otherwise.",
+    )
+    converged_tolerance: Annotated[float, Field(gt=0.0, le=1e-3)] = Field(
+        1e-6, description="Shortest step the converged count bisects to, as a share of the path."
+    )
+    converged_max_points: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
+        20_000,
+        description="Points evaluated per path beyond the points grid, after which its converged count "
+        "stops, flagged incomplete (a lower bound).",
+    )
 
     _check_pairs = field_validator("pairs")(_check_explicit_pairs)
+
+    @model_validator(mode="after")
+    def _converged_limits(self) -> TransitionDensityConfig:
+        if self.converged_tolerance >= 1.0 / (self.points - 1):
+            raise ValueError(
+                f"converged_tolerance: expected less than one step of the grid (1 / {self.points - 1}), "
+                f"got {self.converged_tolerance}"
+            )
+        return self
 
 
 class AnalysisConfig(BaseModel):
@@ -144,7 +215,14 @@ class AnalysisConfig(BaseModel):
         "(default Γ mapped through the activation, so a monotone one gives the same regions).",
     )
     layers: list[str] | None = Field(
-        None, description="Analyse only these activation layers (by name); null means every one found."
+        None,
+        description="Analyse only these layers (activation layers found and capture points, by name); "
+        "null means every one found and every capture point.",
+    )
+    capture_points: Annotated[list[CapturePoint], Field(max_length=MAX_CAPTURE_POINTS)] = Field(
+        default_factory=list,
+        description="Tensors analysed as layers besides the activations found, each with its own Γ "
+        "(e.g. a Linear's output before BatchNorm), named by module path or value name.",
     )
     pairs: PairSpec = "all"
     transition_density: TransitionDensityConfig | None = Field(
@@ -171,18 +249,7 @@ class AnalysisConfig(BaseModel):
     @classmethod
     def _breakpoints_sorted(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
         for key, points in value.items():
-            if not points:
-                raise ValueError(f"breakpoints for {key!r}: expected at least one value, got []")
-            if len(points) > MAX_BREAKPOINTS:
-                raise ValueError(
-                    f"breakpoints for {key!r}: expected at most {MAX_BREAKPOINTS}, got {len(points)}"
-                )
-            if any(b <= a for a, b in itertools.pairwise(points)):
-                raise ValueError(
-                    f"breakpoints for {key!r}: expected strictly increasing values, got {points}"
-                )
-            if any(p != p or p in (float("inf"), float("-inf")) for p in points):
-                raise ValueError(f"breakpoints for {key!r}: expected finite values, got {points}")
+            _check_breakpoints(key, points)
         return value
 
     @field_validator("lambdas")
@@ -203,6 +270,21 @@ class AnalysisConfig(BaseModel):
                 raise ValueError("layers: expected null or at least one layer name, got []")
             if len(set(self.layers)) != len(self.layers):
                 raise ValueError(f"layers: expected unique names, got {self.layers}")
+        return self
+
+    @model_validator(mode="after")
+    def _capture_points_named_once(self) -> AnalysisConfig:
+        names = [point.layer_name for point in self.capture_points]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"capture_points: expected unique layer names, got {repeated} more than once")
+        if self.layers is not None:
+            left_out = [name for name in names if name not in self.layers]
+            if left_out:
+                raise ValueError(
+                    f"capture_points: expected every capture point among layers {self.layers} when "
+                    f"layers is set, got {left_out} left out"
+                )
         return self
 
     @model_validator(mode="after")

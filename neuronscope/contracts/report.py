@@ -17,8 +17,13 @@ from neuronscope.errors import InvalidInput
 
 #: 1.1 added ``pattern_similarity.chance_corrected``, ``pattern_similarity.per_layer[].chance_corrected``
 #: and ``layers[].label_agreement``; ``layers[].flat`` and ``dataset.dead_data_points`` /
-#: ``dataset.living_fraction`` (``null`` in reports made before them).
-REPORT_SCHEMA_VERSION = "1.1"
+#: ``dataset.living_fraction`` (``null`` in reports made before them). 1.2 added
+#: ``provenance.config.capture_points`` (tensors analysed as layers with op type ``identity``;
+#: ``[]`` when absent from an older report's config), ``transition_density.converged`` (TD as
+#: k -> infinity), ``transition_density.saturated`` and ``.warnings``,
+#: ``transition_density.samples[].td_converged`` / ``.neuron_changes_converged``,
+#: ``timings.transition_density_passes`` and ``prediction_distance.probabilities`` (``null`` before).
+REPORT_SCHEMA_VERSION = "1.2"
 
 #: Dead and dying neuron indices one report lists, over every layer and both lists together (the
 #: config's ``max_neuron_indices`` caps each list too). Counts and fractions stay exact; each
@@ -191,6 +196,38 @@ class PairSampleRow(_Model):
     prediction_distance: float
     td: int | None = None
     neuron_changes: int | None = None
+    td_converged: int | None = Field(None, description="Converged TD of the pair (null when not computed).")
+    neuron_changes_converged: int | None = None
+
+
+class ConvergedTransitionDensity(_Model):
+    """TD in the limit k -> infinity: every activation-region boundary each path crosses."""
+
+    mean: Stat
+    median: Stat
+    std: Stat
+    neuron_changes_mean: Stat
+    per_pair_kind: dict[Literal["same_label", "different_label"], TdKindStats]
+    complete: bool = Field(
+        description="Every path was followed to its end; false: some reached max_points_per_pair and "
+        "their counts are lower bounds."
+    )
+    pairs_complete: int
+    methods: dict[Literal["exact", "adaptive", "mixed"], int] = Field(
+        description="Paths counted by the verified region-to-region walk (piecewise-linear networks), "
+        "by adaptive bisection only (smooth activations), or by the walk with bisected steps where its "
+        "verification failed."
+    )
+    points_evaluated: int = Field(description="Points pushed through the model, the TD-at-k grid included.")
+    bisected_steps: int = Field(
+        description="Boundaries resolved by bisection rather than by the verified walk (all of them "
+        "for adaptive paths)."
+    )
+    unresolved_steps: int = Field(
+        description="Steps at the tolerance whose ends differ in several neurons, each counted once."
+    )
+    tolerance: float = Field(description="Shortest bisected step, as a share of the path.")
+    max_points_per_pair: int = Field(description="Points a path may evaluate beyond the TD-at-k grid.")
 
 
 class TransitionDensitySection(_Model):
@@ -212,6 +249,15 @@ class TransitionDensitySection(_Model):
         description="The tensors interpolated: input names, or the embedding tensors (module path and "
         "node); integer inputs take the nearer endpoint's value.",
     )
+    converged: ConvergedTransitionDensity | None = Field(
+        None, description="TD as k -> infinity; null when transition_density.converged is off."
+    )
+    saturated: bool | None = Field(
+        None,
+        description="The mean TD at k is within 10 % of k = points - 1, its most: it measures k more "
+        "than the network.",
+    )
+    warnings: list[str] = Field(default_factory=list)
 
 
 class LabelAgreement(_Model):
@@ -280,6 +326,18 @@ class PredictionDistanceKind(_Model):
     std: Stat
 
 
+class ProbabilityDistanceSection(_Model):
+    """Prediction distance between softmax probabilities (the outputs as they are when each row is
+    already a probability vector)."""
+
+    softmax_applied: bool
+    random: PredictionDistanceKind
+    same_label: PredictionDistanceKind
+    different_label: PredictionDistanceKind
+    spearman_vs_ps: Stat
+    spearman_vs_td: Stat
+
+
 class PredictionDistanceSection(_Model):
     random: PredictionDistanceKind
     same_label: PredictionDistanceKind
@@ -295,6 +353,9 @@ class PredictionDistanceSection(_Model):
     )
     samples: list[PairSampleRow] = Field(
         description="Per-pair PS and distance (capped) for the PS/distance plot."
+    )
+    probabilities: ProbabilityDistanceSection | None = Field(
+        None, description="The same on probabilities; null for outputs that are not [N, classes >= 2]."
     )
 
 
@@ -317,6 +378,9 @@ class Timings(_Model):
     pattern_similarity_s: float
     transition_density_s: float
     total_s: float
+    transition_density_passes: int | None = Field(
+        None, description="Forward passes of the converged TD count (more when the job was split)."
+    )
 
 
 class Report(_Model):

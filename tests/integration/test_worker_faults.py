@@ -108,8 +108,14 @@ def test_a_job_running_past_the_visibility_timeout_runs_once(
     delivery finds the job's lease held, does not start it, and checks again until it is done."""
     settings = make_settings(job_threads=1)
     client = client_for(settings)
-    long_job = {"transition_density": {"pairs": {"count": 64}, "points": 50_000}, "device": "cpu"}
-    unsplit = FAST_REDELIVERY | {"NEURONSCOPE_CHUNK_TD_POINTS": "0"}  # about 12 s, one task
+    long_job = {"transition_density": {"pairs": {"count": 64}, "points": 100_000}, "device": "cpu"}
+    # One task of 10-25 s against a redelivery after 2-3 s: the second delivery comes while the
+    # first attempt runs on a quiet machine as on a loaded one.
+    unsplit = {
+        "NEURONSCOPE_VISIBILITY_TIMEOUT_S": "2",
+        "NEURONSCOPE_JOB_LEASE_S": "2",
+        "NEURONSCOPE_CHUNK_TD_POINTS": "0",
+    }
     with celery_worker(settings, tmp_path / "w.log", concurrency=2, env=unsplit) as worker:
         job_id = submit(client, tiny_model.model, tiny_model.dataset, long_job)
         done = wait_finished(client, job_id, 120, worker)

@@ -26,6 +26,7 @@ from neuronscope.client import (
 )
 from neuronscope.contracts.config import AnalysisConfig, PairSample
 from neuronscope.contracts.report import Report
+from neuronscope.errors import InvalidInput
 
 
 @pytest.fixture
@@ -250,3 +251,15 @@ def test_real_api_files_failure_cancel_and_unknown(
         with pytest.raises(ServerError) as unknown:
             client.job("0" * 32).status()
         assert unknown.value.status_code in (404, 422)
+
+
+def test_trend_fetches_each_jobs_report_in_order(fake_api: FakeApi) -> None:
+    fake_api.script, fake_api.polls = ["succeeded"], 1
+    with make_client(fake_api) as client:
+        trend = client.trend(["job1", "job1"], labels=["epoch 1", "epoch 2"])
+        with pytest.raises(InvalidInput, match="distinct checkpoint labels"):
+            client.trend(["job1", "job1"])
+    fetched = [r.url.path for r in fake_api.requests if r.url.path.endswith("/report")]
+    assert fetched == ["/v1/jobs/job1/report"] * 4
+    assert [c.label for c in trend.checkpoints] == ["epoch 1", "epoch 2"]
+    assert trend.change.dead_fraction == 0.0

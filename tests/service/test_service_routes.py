@@ -202,7 +202,10 @@ def test_analyze_needs_exactly_one_model_and_dataset(
     assert "POST /v1/models" in assert_error(unknown, 404, "artifact_not_found")["detail"]
 
 
-@pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "not-a-uuid", "12345", str(uuid.uuid4()).upper()])
+@pytest.mark.parametrize(
+    "job_id",
+    ["5f0c7a52-3b1e-4d2a-9c47-1e8f6b2d9a30", "not-a-uuid", "12345", "A3C1E9D4-7B2F-4E6A-8D10-5C9B2E7F4A61"],
+)
 def test_unknown_job_is_404(client: TestClient, job_id: str) -> None:
     assert_error(client.get(f"/v1/jobs/{job_id}"), 404, "job_not_found")
     assert_error(client.get(f"/v1/jobs/{job_id}/report"), 404, "job_not_found")

@@ -3,6 +3,7 @@ or logged, and a tenant can neither see nor touch another tenant's jobs, reports
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import uuid
@@ -37,13 +38,14 @@ def api(keyed_settings: Settings) -> Iterator[TestClient]:
 
 
 def _v1_requests() -> list[tuple[str, str]]:
-    """(method, path) of every /v1 operation in the app's OpenAPI document, with a fresh UUID in
-    each path parameter."""
+    """(method, path) of every /v1 operation in the app's OpenAPI document, with a UUID no job has
+    in each path parameter (derived from the path, so every test process collects the same ids)."""
     doc = create_app(Settings(redis_url="redis://127.0.0.1:1/0")).openapi()
     found = []
     for path, operations in doc["paths"].items():
         if path.startswith("/v1"):
-            concrete = re.sub(r"\{[^}]+\}", lambda _: str(uuid.uuid4()), path)
+            unused = uuid.UUID(bytes=hashlib.sha256(path.encode()).digest()[:16], version=4)
+            concrete = re.sub(r"\{[^}]+\}", str(unused), path)
             found += [(method.upper(), concrete) for method in sorted(operations)]
     return found
 

@@ -31,19 +31,22 @@ from neuronscope.errors import InvalidInput
 from neuronscope.validation import check_model_file, load_dataset
 from worker.engine.capture.base import ActivationLayer, CaptureModel, CaptureResult
 from worker.engine.capture.loader import model_inputs, open_model
+from worker.engine.converged import CodedLayer, converged_counts
 from worker.engine.errors import AnalysisError
 from worker.engine.inputs import BoundInputs, bind_inputs
 from worker.engine.interpolation import interpolation_space
 from worker.engine.label_sections import with_chance, with_flat
-from worker.engine.metrics.chance import label_region_counts
+from worker.engine.metrics.chance import LabelRegionCounts
 from worker.engine.metrics.correlation import spearman
-from worker.engine.metrics.flat import flat_counts, flat_regions
+from worker.engine.metrics.flat import FlatCounts, flat_regions
 from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
 from worker.engine.metrics.pairs import AllPairs, PairLists, PairSets, select_pairs
 from worker.engine.metrics.patterns import PatternStore, RegionCoder
 from worker.engine.metrics.similarity import SimilaritySummary, pair_counts, pattern_similarity
 from worker.engine.metrics.transition import TransitionCounter, path_transitions
+from worker.engine.metrics.transition_limit import LimitResult
 from worker.engine.prediction import DistanceSummary, distance_summary, pair_distances
+from worker.engine.probability_section import with_probabilities
 from worker.engine.report_builder import (
     Correlation,
     ReportFacts,
@@ -120,8 +123,9 @@ def analyze(
         td, changes = transition_counts(
             opened.model, opened.bound, opened.plans, pairs, config, opened.progress
         )
+        limit = transition_limit(opened.model, opened.bound, opened.plans, pairs, config, opened.progress)
         transition = transition_result(
-            pairs, config.transition_density.points, td, changes, captured.capture, captured.labels
+            pairs, config.transition_density.points, td, changes, captured.capture, captured.labels, limit
         )
     opened.clock.lap("transition_density")
     return assemble_report(config, opened.facts, captured, similarity, transition, opened.clock)
@@ -143,7 +147,15 @@ class OpenedAnalysis:
 
     def capture(self, rows: tuple[int, int] | None = None) -> DatasetCapture:
         """Capture samples ``rows`` (``[start, stop)``, default all) in batches of ``batch_size``."""
-        return capture_dataset(self.model, self.bound, self.plans, self.config, self.progress, rows=rows)
+        return capture_dataset(
+            self.model,
+            self.bound,
+            self.plans,
+            self.config,
+            self.progress,
+            rows=rows,
+            dataset_labels=self.dataset_labels,
+        )
 
 
 def open_analysis(
@@ -165,6 +177,7 @@ def open_analysis(
         layer_names=config.layers,
         example=bound.batch(0, min(2, bound.samples)),
         trusted=trusted_model,
+        capture_points=config.capture_points,
     )
     plans = plan_layers(model, config)
     facts = ReportFacts.of(model, [(p.layer, p.breakpoints) for p in plans], model_path, dataset_path)
@@ -246,9 +259,11 @@ def assemble_report(
             timings=clock.timings(),
         )
     )
-    chance = label_region_counts(capture.store, captured.labels).result(config.dying_threshold)
-    flat = [flat_regions(layer.op_type, layer.breakpoints, config.space) for layer in facts.model.layers]
-    return with_flat(with_chance(report, chance), flat_counts(capture.store, flat).result())
+    chance = capture.label_counts.result(config.dying_threshold)
+    report = with_probabilities(
+        report, capture.outputs, pairs_on_device(pairs, capture.outputs.device), correlation, transition
+    )
+    return with_flat(with_chance(report, chance), capture.flat.result())
 
 
 def load_inputs(
@@ -301,11 +316,15 @@ def patterns_of(result: CaptureResult, plans: Sequence[LayerPlan], space: str) -
 
 @dataclass
 class DatasetCapture:
-    """What one pass over the dataset keeps: patterns ``[N, M]``, health, outputs ``[N, D]``."""
+    """What one pass over the dataset keeps: patterns ``[N, M]``, health, outputs ``[N, D]``,
+    region counts per label (the chance-corrected figures) and flat-region counts, all counted
+    batch by batch in the pass itself so that blocks of samples add up."""
 
     store: PatternStore
     health: HealthAccumulator
     outputs: torch.Tensor
+    label_counts: LabelRegionCounts
+    flat: FlatCounts
 
     @classmethod
     def join(
@@ -319,22 +338,28 @@ class DatasetCapture:
         store: PatternStore | None = None
         states: list[dict[str, np.ndarray]] = []
         outputs: list[torch.Tensor] = []
+        label_counts: LabelRegionCounts | None = None
+        flat: FlatCounts | None = None
         for part in parts:
-            if store is None:
+            if store is None or label_counts is None or flat is None:
                 store = PatternStore(samples, part.store.neurons, part.store.regions, device=device)
+                label_counts = LabelRegionCounts(store.neurons, store.regions, device=device)
+                flat = FlatCounts(store.neurons, part.flat.flat, device=device)
             step = max(1, _JOIN_BYTES // max(store.total_neurons, 1))
             for start in range(0, part.store.n_samples, step):
                 index = torch.arange(start, min(start + step, part.store.n_samples))
                 store.append([part.store.rows(layer, index) for layer in range(store.num_layers)])
             states.append(part.health.state())
             outputs.append(part.outputs.to(device))
-        if store is None or not store.complete:
+            label_counts.merge(part.label_counts)
+            flat.merge(part.flat)
+        if store is None or label_counts is None or flat is None or not store.complete:
             raise AnalysisError(
                 f"capture: expected blocks covering {samples} samples, got {store.filled if store else 0}",
                 code="internal_error",
             )
         health = HealthAccumulator.combine(store.neurons, store.regions, states, device=device)
-        return cls(store, health, torch.cat(outputs))
+        return cls(store, health, torch.cat(outputs), label_counts, flat)
 
 
 def capture_dataset(
@@ -345,10 +370,13 @@ def capture_dataset(
     progress: ProgressCallback,
     *,
     rows: tuple[int, int] | None = None,
+    dataset_labels: np.ndarray | None = None,
 ) -> DatasetCapture:
     """Push samples ``rows`` (``[start, stop)``, default the whole dataset) through the model once,
     in batches of ``config.batch_size`` counted from ``start``.
 
+    Region counts per label use the labels :func:`settle` will give the samples: the dataset's
+    ``[N]`` ``dataset_labels`` where ``config.labels`` is ``"dataset"``, else the predicted class.
     Captures of consecutive ranges that start on batch boundaries join into the whole dataset's
     capture, bit for bit (:meth:`DatasetCapture.join`).
     """
@@ -358,20 +386,40 @@ def capture_dataset(
             f"capture: expected rows within [0, {bound.samples}], got [{start}, {stop})",
             code="internal_error",
         )
+    truth = _dataset_labels(dataset_labels, bound.samples) if config.labels == "dataset" else None
     neurons = [plan.layer.neurons for plan in plans]
     regions = [len(plan.breakpoints) + 1 for plan in plans]
+    flat = [flat_regions(plan.layer.op_type, plan.breakpoints, config.space) for plan in plans]
     store = PatternStore(stop - start, neurons, regions, device=model.device)
     health = HealthAccumulator(neurons, regions, device=model.device)
+    label_counts = LabelRegionCounts(neurons, regions, device=model.device)
+    flat_counts = FlatCounts(neurons, flat, device=model.device)
     outputs: list[torch.Tensor] = []
     for first in range(start, stop, config.batch_size):
         last = min(first + config.batch_size, stop)
         result = model.capture(bound.batch(first, last))
         patterns = patterns_of(result, plans, config.space)
+        batch_outputs = result.outputs.reshape(result.outputs.shape[0], -1).float()
         store.append(patterns)
         health.update(patterns, result.pre, result.post)
-        outputs.append(result.outputs.reshape(result.outputs.shape[0], -1).float())
+        label_counts.update(patterns, predicted_labels(batch_outputs) if truth is None else truth[first:last])
+        flat_counts.update(patterns)
+        outputs.append(batch_outputs)
         progress("capture", (last - start) / (stop - start))
-    return DatasetCapture(store, health, torch.cat(outputs))
+    return DatasetCapture(store, health, torch.cat(outputs), label_counts, flat_counts)
+
+
+def _dataset_labels(labels: np.ndarray | None, samples: int) -> torch.Tensor | None:
+    """``[N]`` int64 dataset labels, checked to be one per sample; ``None`` without labels."""
+    if labels is None:
+        return None
+    found = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    if found.shape != (samples,):
+        raise AnalysisError(
+            f"labels: expected {samples} integer labels, got shape {tuple(found.shape)}",
+            code="labels_invalid",
+        )
+    return found
 
 
 def resolve_labels(
@@ -444,7 +492,8 @@ def transition_density(
     pair's label kind, PS and prediction distance."""
     assert config.transition_density is not None
     td, changes = transition_counts(model, bound, plans, pairs, config, progress)
-    return transition_result(pairs, config.transition_density.points, td, changes, capture, labels)
+    limit = transition_limit(model, bound, plans, pairs, config, progress)
+    return transition_result(pairs, config.transition_density.points, td, changes, capture, labels, limit)
 
 
 def transition_counts(
@@ -492,6 +541,32 @@ def transition_counts(
     return td, changes
 
 
+def transition_limit(
+    model: CaptureModel,
+    bound: BoundInputs,
+    plans: Sequence[LayerPlan],
+    pairs: torch.Tensor,
+    config: AnalysisConfig,
+    progress: ProgressCallback,
+) -> LimitResult | None:
+    """The converged TD of ``[P, 2]`` pairs (:mod:`worker.engine.converged`), None when the config
+    does not ask for it."""
+    td_config = config.transition_density
+    if td_config is None or not td_config.converged:
+        return None
+    space = interpolation_space(model, bound, pairs, config.batch_size)
+    layers = [CodedLayer(p.layer.op_type, p.layer.neurons, p.breakpoints, p.coder) for p in plans]
+    return converged_counts(
+        space,
+        pairs,
+        layers,
+        td_config,
+        config.space,
+        config.batch_size,
+        lambda fraction: progress("transition_density", fraction),
+    )
+
+
 def transition_result(
     pairs: torch.Tensor,
     points: int,
@@ -499,8 +574,10 @@ def transition_result(
     changes: torch.Tensor,
     capture: DatasetCapture,
     labels: torch.Tensor,
+    limit: LimitResult | None = None,
 ) -> TransitionResult:
-    """TD and neuron changes of ``[P, 2]`` pairs with each pair's label kind, PS and distance."""
+    """TD and neuron changes of ``[P, 2]`` pairs with each pair's label kind, PS and distance, and
+    their converged TD when computed."""
     same = labels[pairs[:, 0]] == labels[pairs[:, 1]]
     ps = pair_counts(capture.store, pairs).sum(0).double().cpu() / capture.store.total_neurons
     distance = pair_distances(capture.outputs, pairs.to(capture.outputs.device)).cpu()
@@ -512,6 +589,7 @@ def transition_result(
         same_label=same,
         ps=ps,
         distance=distance,
+        limit=limit,
     )
 
 
@@ -527,5 +605,6 @@ __all__ = [
     "predicted_labels",
     "transition_counts",
     "transition_density",
+    "transition_limit",
     "transition_result",
 ]

@@ -1,6 +1,6 @@
 """Where transition density interpolates: between the inputs when they are all floating, else in
 the embedding space of a model that has one (the first floating tensors computed from its integer
-inputs, ``.pt2`` models), the choice named in the report. Integer inputs along an embedding path
+inputs), the choice named in the report. Integer inputs along an embedding path
 take the nearer endpoint's value (an attention mask of sample i up to the midpoint, of j after).
 
 Example (a float model, ``bound`` its dataset)::
@@ -90,7 +90,7 @@ def interpolation_space(
     endpoints it needs (embeddings computed ``batch_size`` samples at a time).
 
     Raises ``AnalysisError(code="dataset_invalid")`` for integer inputs of a model that cannot be
-    run from its embedding (TorchScript and ONNX today).
+    run from its embedding (no floating per-sample tensor is computed from them).
     """
     samples = sorted({int(v) for v in pairs.reshape(-1).tolist()})
     index = {sample: k for k, sample in enumerate(samples)}
@@ -103,9 +103,9 @@ def interpolation_space(
     if not isinstance(model, EmbeddingModel) or not model.embedding_inputs:
         raise AnalysisError(
             f"transition density interpolates between inputs, and input {integer[0]!r} holds "
-            f"{bound.arrays[integer[0]].dtype} values (token ids?) that cannot be interpolated; this "
-            "model cannot be run from its embedding (export it with torch.export.save to .pt2 for that), "
-            'or set "transition_density": null',
+            f"{bound.arrays[integer[0]].dtype} values (token ids?) that cannot be interpolated, and "
+            "the model computes no floating per-sample tensor from them (an embedding) to interpolate "
+            'in instead; set "transition_density": null',
             code="dataset_invalid",
         )
     embedded: dict[str, list[torch.Tensor]] = {name: [] for name in model.embedding_inputs}
@@ -128,9 +128,8 @@ def unavailable(model: CaptureModel) -> str | None:
         return None
     return (
         f"input {integer[0]!r} holds {dtypes[integer[0]]} values (token ids?) that cannot be "
-        f"interpolated, and this {model.format} model cannot be run from "
-        "its embedding; export it with torch.export.save (.pt2) to get transition density in its "
-        "embedding space"
+        f"interpolated, and this {model.format} model computes no floating per-sample tensor from "
+        "them (an embedding) to interpolate in instead"
     )
 
 

@@ -78,3 +78,19 @@ def _all_pairs_summary(outputs: torch.Tensor, pairs: AllPairs) -> DistanceSummar
         DistanceStats.of(float(sums[k, 0]), float(sums[k, 1]), counts[k]) for k in range(3)
     )
     return DistanceSummary(random, same_label, different_label)
+
+
+def probabilities(outputs: torch.Tensor) -> tuple[torch.Tensor, bool] | None:
+    """``[N, C]`` class probabilities of ``[N, C]`` outputs and whether softmax was applied: rows that
+    are already probability vectors (non-negative, summing to 1 within 1e-4) stay as they are, others
+    go through softmax. None for outputs that are not ``[N, C >= 2]``.
+
+    >>> probabilities(torch.tensor([[0.0, 0.0]]))
+    (tensor([[0.5000, 0.5000]], dtype=torch.float64), True)
+    """
+    if outputs.ndim != 2 or outputs.shape[1] < 2:
+        return None
+    values = outputs.double()
+    if bool((values >= 0).all()) and bool(((values.sum(1) - 1).abs() <= 1e-4).all()):
+        return values, False
+    return torch.softmax(values, dim=1), True

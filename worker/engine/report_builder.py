@@ -40,10 +40,17 @@ from neuronscope.contracts.report import (
     fair_shares,
 )
 from worker.engine.capture.base import ActivationLayer, CaptureModel
+from worker.engine.converged_section import (
+    converged_section,
+    saturated,
+    saturation_warning,
+    with_converged_rows,
+)
 from worker.engine.interpolation import describe_space, unavailable
 from worker.engine.metrics.correlation import spearman
 from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
 from worker.engine.metrics.similarity import KindSummary, SimilaritySummary
+from worker.engine.metrics.transition_limit import LimitResult
 from worker.engine.prediction import DistanceStats, DistanceSummary
 
 #: Per-pair rows kept in the report for plots: the HTML report's size stays bounded.
@@ -63,7 +70,8 @@ class Correlation:
 
 @dataclass(frozen=True)
 class TransitionResult:
-    """Per-pair TD ``[P]``, neuron changes ``[P]``, PS ``[P]`` and distance ``[P]`` of ``[P, 2]`` pairs."""
+    """Per-pair TD ``[P]``, neuron changes ``[P]``, PS ``[P]`` and distance ``[P]`` of ``[P, 2]`` pairs,
+    and their converged TD when computed."""
 
     pairs: torch.Tensor
     points: int
@@ -72,6 +80,7 @@ class TransitionResult:
     same_label: torch.Tensor
     ps: torch.Tensor
     distance: torch.Tensor
+    limit: LimitResult | None = None
 
     @property
     def spearman_distance(self) -> float:
@@ -163,7 +172,9 @@ def build_report(inputs: ReportInputs) -> Report:
         ),
         pattern_similarity=similarity_section(inputs.similarity, layers),
         transition_density=(
-            transition_section(inputs.transition, inputs.facts.interpolation, inputs.facts.interpolated)
+            transition_section(
+                inputs.transition, inputs.facts.interpolation, inputs.facts.interpolated, config
+            )
             if inputs.transition is not None
             else None
         ),
@@ -194,6 +205,11 @@ def build_report(inputs: ReportInputs) -> Report:
             pattern_similarity_s=inputs.timings.get("pattern_similarity", 0.0),
             transition_density_s=inputs.timings.get("transition_density", 0.0),
             total_s=inputs.timings.get("total", 0.0),
+            transition_density_passes=(
+                inputs.transition.limit.passes
+                if inputs.transition is not None and inputs.transition.limit is not None
+                else None
+            ),
         ),
     )
 
@@ -298,8 +314,15 @@ def transition_section(
     result: TransitionResult,
     space: Literal["inputs", "embedding"] = "inputs",
     interpolated: Sequence[str] = (),
+    config: AnalysisConfig | None = None,
 ) -> TransitionDensitySection:
     td = result.td.double()
+    td_config = config.transition_density if config is not None else None
+    limit = result.limit
+    full = saturated(result.td, result.points)
+    rows = _rows(
+        result.pairs, result.same_label, result.ps, result.distance, result.td, result.neuron_changes
+    )
     return TransitionDensitySection(
         pairs=int(result.pairs.shape[0]),
         points=result.points,
@@ -311,11 +334,18 @@ def transition_section(
             "same_label": _td_kind(result, result.same_label),
             "different_label": _td_kind(result, ~result.same_label),
         },
-        samples=_rows(
-            result.pairs, result.same_label, result.ps, result.distance, result.td, result.neuron_changes
-        ),
+        samples=with_converged_rows(rows, limit) if limit is not None else rows,
         space=space,
         interpolated=list(interpolated),
+        converged=(
+            converged_section(
+                limit, result.same_label, td_config.converged_tolerance, td_config.converged_max_points
+            )
+            if limit is not None and td_config is not None
+            else None
+        ),
+        saturated=full,
+        warnings=[saturation_warning(result.td, result.points, limit is not None)] if full else [],
     )
 
 

@@ -3,8 +3,9 @@ whole dataset with its labels) as one ``.npz`` of plain arrays, read with ``allo
 
 Patterns are written as the :class:`~worker.engine.metrics.patterns.PatternStore` holds them
 (bit-packed layers stay packed), layer health as its exact state
-(:meth:`~worker.engine.metrics.health.HealthAccumulator.state`), outputs as ``[n, D]`` float32,
-so a capture read back holds the same bits.
+(:meth:`~worker.engine.metrics.health.HealthAccumulator.state`), region counts per label and
+flat-region counts as their states, outputs as ``[n, D]`` float32, so a capture read back holds
+the same bits.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ import torch
 
 from worker.engine.analysis import Captured, DatasetCapture
 from worker.engine.errors import AnalysisError
+from worker.engine.metrics.chance import LabelRegionCounts
+from worker.engine.metrics.flat import FlatCounts
 from worker.engine.metrics.health import HealthAccumulator
 from worker.engine.metrics.patterns import PatternStore, unpack_bits
 
 #: Bytes of unpacked patterns rebuilt at a time when a stage loads stored patterns.
 _LOAD_BYTES = 64 * 2**20
 _HEALTH = "health_"
+_LABELS = "label_counts_"
+_FLAT = "flat_"
 
 
 def internal(message: str) -> AnalysisError:
@@ -43,6 +48,10 @@ def capture_arrays(capture: DatasetCapture) -> dict[str, np.ndarray]:
         data = store.packed_rows(layer, index) if store.is_packed(layer) else store.rows(layer, index)
         arrays[f"layer{layer}"] = data.cpu().numpy()
     arrays.update({_HEALTH + key: value for key, value in capture.health.state().items()})
+    arrays.update({_LABELS + key: value for key, value in capture.label_counts.state().items()})
+    arrays.update({_FLAT + key: value for key, value in capture.flat.state().items()})
+    for layer, regions in enumerate(capture.flat.flat):
+        arrays[f"{_FLAT}regions{layer}"] = np.asarray(regions, dtype=np.int64)
     return arrays
 
 
@@ -74,7 +83,7 @@ def load_capture(path: Path, device: torch.device) -> tuple[DatasetCapture, floa
         regions = [int(r) for r in array(data, "regions", np.int64, 1)]
         outputs = torch.from_numpy(array(data, "outputs", np.float32, 2)).to(device)
         layers = [array(data, f"layer{layer}", np.uint8, 2) for layer in range(len(neurons))]
-        state = {key[len(_HEALTH) :]: data[key] for key in data.files if key.startswith(_HEALTH)}
+        state, labelled, flat = (_prefixed(data, prefix) for prefix in (_HEALTH, _LABELS, _FLAT))
         seconds = float(data["seconds"]) if "seconds" in data.files else float(data["capture_s"])
     store = PatternStore(outputs.shape[0], neurons, regions, device=device)
     step = max(1, _LOAD_BYTES // max(store.total_neurons, 1))
@@ -87,7 +96,17 @@ def load_capture(path: Path, device: torch.device) -> tuple[DatasetCapture, floa
     if not store.complete:
         raise internal(f"{path.name}: expected {store.n_samples} stored patterns, got {store.filled}")
     health = HealthAccumulator.combine(neurons, regions, [state], device=device)
-    return DatasetCapture(store, health, outputs), seconds
+    try:
+        label_counts = LabelRegionCounts.from_state(neurons, regions, labelled, device=device)
+        flat_regions = [[int(r) for r in flat[f"regions{layer}"]] for layer in range(len(neurons))]
+        flat_counts = FlatCounts.from_state(neurons, flat_regions, flat, device=device)
+    except KeyError as missing:
+        raise internal(f"{path.name}: expected the label and flat-region counts, missing {missing}") from None
+    return DatasetCapture(store, health, outputs, label_counts, flat_counts), seconds
+
+
+def _prefixed(data: Any, prefix: str) -> dict[str, np.ndarray]:
+    return {key[len(prefix) :]: data[key] for key in data.files if key.startswith(prefix)}
 
 
 def load_captured(path: Path, device: torch.device) -> tuple[Captured, dict[str, float]]:

@@ -35,11 +35,14 @@ from worker.engine.analysis import (
     settle,
     similarity_of,
     transition_counts,
+    transition_limit,
     transition_pairs,
     transition_result,
 )
 from worker.engine.capture.device import torch_device
+from worker.engine.converged_files import join_limits, load_limit, save_limit
 from worker.engine.metrics.similarity import PairKindHistograms, all_pairs_histograms
+from worker.engine.metrics.transition_limit import LimitResult
 from worker.engine.plan import (
     CAPTURED_FILE,
     DATASET_LABELS_FILE,
@@ -101,12 +104,13 @@ def prepare(
     opened.clock.lap("capture")
     save_captured(work / CAPTURED_FILE, captured, opened.clock.marks)
     pairs = _save_td_pairs(work, config, plan, captured)
-    if pairs is not None and not plan.td_ranges:
+    if pairs is not None and not plan.td_ranges and opened.facts.td_unavailable is None:
         started = time.perf_counter()
         td, changes = transition_counts(
             opened.model, opened.bound, opened.plans, pairs, config, opened.progress
         )
-        _save_td(work / TD_PREPARED_FILE, td, changes, time.perf_counter() - started)
+        limit = transition_limit(opened.model, opened.bound, opened.plans, pairs, config, opened.progress)
+        _save_td(work / TD_PREPARED_FILE, td, changes, time.perf_counter() - started, limit)
 
 
 def run_capture_block(
@@ -207,10 +211,15 @@ def run_td_block(
     out_path: Path,
     progress: ProgressCallback | None = None,
 ) -> None:
-    """TD block ``index``: TD and neuron changes of its block of the TD pairs (loads the model)."""
+    """TD block ``index``: TD and neuron changes of its block of the TD pairs (loads the model);
+    empty where the model cannot run TD (``facts.td_unavailable``: the report says why)."""
     started = time.perf_counter()
     start, stop = plan.td_ranges[index]
     opened = _opened(model_path, dataset_path, config, plan, progress)
+    if opened.facts.td_unavailable is not None:
+        empty = torch.zeros(0, dtype=torch.int64)
+        _save_td(out_path, empty, empty, time.perf_counter() - started, None)
+        return
     with np.load(td_pairs_path, allow_pickle=False) as data:
         pairs = torch.from_numpy(array(data, "pairs", np.int64, 2)[start:stop])
     if pairs.shape != (stop - start, 2):
@@ -218,12 +227,21 @@ def run_td_block(
             f"td pairs: expected [{stop - start}, 2] pairs for block {index}, got {list(pairs.shape)}"
         )
     td, changes = transition_counts(opened.model, opened.bound, opened.plans, pairs, config, opened.progress)
-    _save_td(out_path, td, changes, time.perf_counter() - started)
+    limit = transition_limit(opened.model, opened.bound, opened.plans, pairs, config, opened.progress)
+    _save_td(out_path, td, changes, time.perf_counter() - started, limit)
 
 
-def _save_td(path: Path, td: torch.Tensor, changes: torch.Tensor, seconds: float) -> None:
+def _save_td(
+    path: Path, td: torch.Tensor, changes: torch.Tensor, seconds: float, limit: LimitResult | None
+) -> None:
+    converged = save_limit(limit) if limit is not None else {}
     np.savez(
-        path, allow_pickle=False, td=td.numpy(), neuron_changes=changes.numpy(), seconds=np.float64(seconds)
+        path,
+        allow_pickle=False,
+        td=td.numpy(),
+        neuron_changes=changes.numpy(),
+        seconds=np.float64(seconds),
+        **converged,
     )
 
 
@@ -246,7 +264,11 @@ def merge(
         similarity = counts.summary(config.lambdas)
     else:
         similarity = similarity_of(captured, config, report)
-    transition = _merged_transition(config, plan, work, captured, timings)
+    transition = (
+        None
+        if facts.td_unavailable is not None
+        else _merged_transition(config, plan, work, captured, timings)
+    )
     clock.marks = dict(timings)
     clock.started -= sum(timings.values())  # total: the seconds of every stage, this one included
     clock.lap("pattern_similarity")
@@ -281,11 +303,13 @@ def _merged_transition(
         pairs = torch.from_numpy(array(data, "pairs", np.int64, 2))
     ranges = plan.td_ranges or [(0, plan.td_pairs)]
     paths = [work / chunk_file("td", i) for i in range(len(plan.td_ranges))] or [work / TD_PREPARED_FILE]
-    td_parts, change_parts = [], []
+    td_parts, change_parts, limits = [], [], []
     for (start, stop), path in zip(ranges, paths, strict=True):
         with np.load(path, allow_pickle=False) as data:
             td, changes = array(data, "td", np.int64, 1), array(data, "neuron_changes", np.int64, 1)
             timings["transition_density"] = timings.get("transition_density", 0.0) + float(data["seconds"])
+            if config.transition_density.converged:
+                limits.append(load_limit(data, stop - start, path.name))
         if td.shape != (stop - start,) or changes.shape != (stop - start,):
             raise internal(f"{path.name}: expected {stop - start} TD values, got {td.shape[0]}")
         td_parts.append(torch.from_numpy(td))
@@ -294,4 +318,5 @@ def _merged_transition(
     if td_all.shape[0] != pairs.shape[0]:
         raise internal(f"merge: expected {pairs.shape[0]} TD values, the blocks hold {td_all.shape[0]}")
     points = config.transition_density.points
-    return transition_result(pairs, points, td_all, changes_all, captured.capture, captured.labels)
+    limit = join_limits(limits) if limits else None
+    return transition_result(pairs, points, td_all, changes_all, captured.capture, captured.labels, limit)

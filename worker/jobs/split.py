@@ -16,6 +16,7 @@ skip. Nothing here imports Celery.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import Literal
@@ -42,7 +43,7 @@ from worker.engine.plan import (
 from worker.jobs.context import WorkerContext
 from worker.jobs.inputs import ArtifactTampered, JobInputs, fetch_inputs
 from worker.jobs.outcome import RunOutcome, Split, finish, store_report
-from worker.jobs.scratch import JobScratch
+from worker.jobs.scratch import JobScratch, ScratchGone
 from worker.jobs.stage import run_stage
 from worker.stale_dirs import job_workdir
 
@@ -123,6 +124,7 @@ def start_split(
         names += [CAPTURED_FILE]
         names += [TD_PAIRS_FILE] if plan.td_pairs else []
         names += [TD_PREPARED_FILE] if plan.td_pairs and not plan.td_ranges else []
+    scratch.create()
     for name in names:
         scratch.put(name, work / name)
     ctx.jobs.set_progress(job_id, "chunks", 0.0)
@@ -132,7 +134,8 @@ def start_split(
 def mark_dispatched(ctx: WorkerContext, split: Split) -> None:
     """Record that ``split``'s blocks are queued, so a later delivery does not queue them again
     (called after they are: a worker dying in between queues them twice, which is harmless)."""
-    JobScratch(ctx.settings, split.job_id).mark(split.marker)
+    with contextlib.suppress(ScratchGone):  # the job already ended: nothing to mark
+        JobScratch(ctx.settings, split.job_id).mark(split.marker)
 
 
 def _counter_key(ctx: WorkerContext, job_id: str) -> str:
@@ -201,8 +204,15 @@ def run_chunk(
         if error is not None:
             finish(ctx, job_id, "failed", error)
             return "failed"
-        scratch.put(name, work / name)
-    plan = ChunkPlan.model_validate_json(scratch.path(PLAN_FILE).read_text())
+        try:
+            scratch.put(name, work / name)
+        except ScratchGone:
+            log.info("job %s: chunk %s %d finished after the job ended; result dropped", job_id, kind, index)
+            return "skipped"
+    try:
+        plan = ChunkPlan.model_validate_json(scratch.path(PLAN_FILE).read_text())
+    except FileNotFoundError:
+        return "done"  # the job was merged and cleaned up meanwhile
     done = _count(ctx, job_id, "done")
     ctx.jobs.set_progress(job_id, "chunks", min(done / max(len(plan.chunks()), 1), 1.0))
     return "done"

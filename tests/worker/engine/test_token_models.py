@@ -108,21 +108,35 @@ def test_td_interpolates_in_the_embedding_space_with_the_default_config(
     assert "in the embedding space" in summarize(report)
 
 
-def test_where_td_cannot_run_the_report_is_written_with_td_skipped_and_why(
-    token_model: tuple[TinyEncoder, Path, Path], tmp_path: Path
-) -> None:
-    """A traced TorchScript twin cannot be run from its embedding: capture and PS still report,
-    TD is null with the reason, in the report and the summary."""
-    net, _, dataset = token_model
-    ids, mask = _dataset()
+class _SideChannel(nn.Module):
+    """A float MLP that also returns its integer input doubled: no floating tensor is computed
+    from the integer input, so there is no embedding to interpolate in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(SEQ, DIM), nn.ReLU(), nn.Linear(DIM, 3))
+
+    def forward(self, x: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(x), input_ids * 2
+
+
+def test_where_td_cannot_run_the_report_is_written_with_td_skipped_and_why(tmp_path: Path) -> None:
+    """A traced model with an integer input that no floating tensor is computed from: capture and
+    PS still report, TD is null with the reason, in the report and the summary."""
+    torch.manual_seed(0)
+    ids, _ = _dataset()
+    x = torch.randn(20, SEQ)
     scripted = tmp_path / "model.pt"
-    torch.jit.save(torch.jit.trace(net, (ids[:2], mask[:2])), str(scripted))
+    torch.jit.save(torch.jit.trace(_SideChannel().eval(), (x[:2], ids[:2])), str(scripted))
+    dataset = tmp_path / "data.npz"
+    np.savez(dataset, x=x.numpy(), input_ids=ids.numpy(), y=np.arange(20) % 3)
 
     report = analyze(scripted, dataset, AnalysisConfig(device="cpu"), trusted_model=True)
 
     assert report.transition_density is None and report.transition_density_skipped is not None
-    assert "'input_ids'" in report.transition_density_skipped and ".pt2" in report.transition_density_skipped
-    assert report.pattern_similarity.random.pairs == 190 and len(report.layers) == 2
+    assert "'input_ids'" in report.transition_density_skipped
+    assert "no floating per-sample tensor" in report.transition_density_skipped
+    assert report.pattern_similarity.random.pairs == 190 and len(report.layers) == 1
     assert f"Transition density: skipped: {report.transition_density_skipped}" in summarize(report)
     without = analyze(
         scripted, dataset, AnalysisConfig(device="cpu", transition_density=None), trusted_model=True

@@ -1,6 +1,7 @@
 """Small ``transformers`` configs (BERT with its erf ``gelu_python``, GPT-2 with its tanh
 ``gelu_new``), random weights: the same layers and numbers in ``.pt2`` and traced TorchScript,
-and transition density in the embedding space of the ``.pt2``."""
+and transition density in the embedding space, the same per pair in ``.pt2``, traced TorchScript
+and the dynamo exporter's ONNX."""
 
 from __future__ import annotations
 
@@ -105,3 +106,51 @@ def test_transformer_layers_agree_across_formats_and_td_runs_in_the_embedding(
     td = report.transition_density
     assert td is not None and td.space == "embedding" and td.pairs == 6
     assert td.interpolated[: len(expected_embedding)] == expected_embedding
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_transformer_td_in_the_embedding_is_the_same_in_every_format(name: str, tmp_path: Path) -> None:
+    """Traced TorchScript and the dynamo exporter's ONNX cut at the embedding as the ``.pt2`` is:
+    the same layers (ONNX included) and the same TD on every pair."""
+    make, expected_layers, _ = CASES[name]
+    torch.manual_seed(0)
+    net = _Logits(make().eval()).eval()
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, VOCAB, (12, SEQ), generator=generator)
+    mask = torch.ones(12, SEQ, dtype=torch.int64)
+    mask[::3, -3:] = 0
+    batch = torch.export.Dim("batch")
+    shapes = ({0: batch}, {0: batch})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.save(
+            torch.export.export(net, (ids[:2], mask[:2]), dynamic_shapes=shapes), str(tmp_path / "model.pt2")
+        )
+        torch.jit.save(torch.jit.trace(net, (ids[:2], mask[:2]), strict=False), str(tmp_path / "model.pt"))
+        torch.onnx.export(
+            net,
+            (ids[:2], mask[:2]),
+            str(tmp_path / "model.onnx"),
+            dynamo=True,
+            input_names=["input_ids", "attention_mask"],
+            dynamic_shapes=shapes,
+            external_data=False,
+        )
+    np.savez(tmp_path / "data.npz", input_ids=ids.numpy(), attention_mask=mask.numpy(), y=np.arange(12) % 3)
+    config = AnalysisConfig(device="cpu", transition_density={"pairs": {"count": 6}, "points": 32})
+
+    reports = {
+        suffix: analyze(tmp_path / f"model{suffix}", tmp_path / "data.npz", config, trusted_model=True)
+        for suffix in (".pt2", ".pt", ".onnx")
+    }
+
+    for suffix, report in reports.items():
+        assert [layer.name for layer in report.model.layers] == expected_layers, suffix
+        td = report.transition_density
+        assert td is not None and td.space == "embedding", (suffix, report.transition_density_skipped)
+    expected = [(row.i, row.j, row.td) for row in reports[".pt2"].transition_density.samples]  # type: ignore[union-attr]
+    for suffix in (".pt", ".onnx"):
+        found = [(row.i, row.j, row.td) for row in reports[suffix].transition_density.samples]  # type: ignore[union-attr]
+        assert found == expected, suffix
+    assert any(td for _, _, td in expected)

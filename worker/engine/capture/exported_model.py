@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import fx
 
+from neuronscope.contracts.config import CAPTURE_OP_TYPE, CapturePoint
 from worker.engine.capture.base import (
     ActivationLayer,
     CaptureResult,
@@ -25,6 +26,14 @@ from worker.engine.capture.base import (
     selected_positions,
 )
 from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes, doubled
+from worker.engine.capture.capture_points import (
+    GraphIndex,
+    GraphNode,
+    check_shape,
+    index_graph,
+    resolve_points,
+)
+from worker.engine.capture.capture_points import layer_names as capture_names
 from worker.engine.capture.device import torch_device
 from worker.engine.capture.exported_embedding import EmbeddingCut, find_cut
 from worker.engine.capture.exported_graph import (
@@ -325,19 +334,54 @@ def _shapes(
     return shapes
 
 
+def _enclosing(node: fx.Node) -> set[str]:
+    """Every module path of ``node.meta["nn_module_stack"]`` (a repeated call's ``@k`` left out)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    paths = (str(path).split("@", 1)[0] for path, _ in stack.values())
+    return {path for path in paths if path}
+
+
+def graph_index(program: torch.export.ExportedProgram) -> GraphIndex[fx.Node]:
+    """The module outputs (by ``nn_module_stack``) and the user inputs and nodes by name, for
+    capture points."""
+    graph = program.graph
+    nodes = [
+        GraphNode([node], node.all_input_nodes, _enclosing(node), node.name)
+        for node in graph.nodes
+        if node.op == "call_function"
+    ]
+    returned = next(n for n in graph.nodes if n.op == "output").all_input_nodes
+    user = {node: node.name for node in _user_placeholders(program)}
+    return index_graph(nodes, returned, user)
+
+
+def _capture_candidates(
+    program: torch.export.ExportedProgram, points: Sequence[CapturePoint], path: Path
+) -> list[FxCandidate]:
+    """A candidate per capture point, its node both before and after."""
+    if not points:
+        return []
+    nodes = resolve_points(points, graph_index(program), f"exported program {path.name}")
+    return [
+        FxCandidate(node, CAPTURE_OP_TYPE, CAPTURE_OP_TYPE, module_path(node), node, tuple(point.breakpoints))
+        for point, node in zip(points, nodes, strict=True)
+    ]
+
+
 def load_exported(
     path: Path,
     *,
     device: str,
     layer_names: Sequence[str] | None,
     example: Mapping[str, np.ndarray],
+    capture_points: Sequence[CapturePoint] = (),
 ) -> ExportedCaptureModel:
     """Open a ``.pt2`` archive and discover its activation layers on ``example`` (``[B, ...]`` per
-    input name).
+    input name), the ``capture_points`` layers after them.
 
     Raises ``AnalysisError`` with ``model_invalid``, ``model_unsupported``,
     ``dataset_shape_mismatch``, ``out_of_memory``, ``model_runtime_error``, ``no_activation_layers``,
-    ``unknown_layer`` or ``device_unavailable``.
+    ``unknown_layer``, ``unknown_tensor`` or ``device_unavailable``.
     """
     target = torch_device(device)
     program = load_program(path, target)
@@ -345,27 +389,31 @@ def load_exported(
     size = batch_size(example, runner.inputs)
     module = program.graph_module
     candidates = find_activations(module.graph)
-    if not candidates:
+    if not candidates and not capture_points:
         raise AnalysisError(
             f"expected at least one activation (aten.relu, sigmoid, gelu, ...) in {path.name}'s graph, "
             "found none",
             code="no_activation_layers",
         )
     candidates = [candidates[k] for k in _per_sample(candidates, module.graph, runner.inputs)]
+    points = _capture_candidates(program, capture_points, path)
     reached = input_dependent(module.graph, {spec.name for spec in runner.inputs})
     sites = [site for site in find_recurrent(module.graph) if site.node in reached]
-    everything = _with_outputs(module, [*_exposed(candidates), *_site_nodes(sites)])
-    shapes = _shapes(runner, everything, example, size, len(candidates))
-    kept = [(c, s) for c, s in zip(candidates, shapes, strict=True) if s is not None]
+    everything = _with_outputs(module, [*_exposed([*candidates, *points]), *_site_nodes(sites)])
+    shapes = _shapes(runner, everything, example, size, len(candidates) + len(points))
+    kept = [(c, s) for c, s in zip(candidates, shapes[: len(candidates)], strict=True) if s is not None]
+    point_shapes = [check_shape(p, s) for p, s in zip(capture_points, shapes[len(candidates) :], strict=True)]
     all_gates = _Gates(sites, [list(range(len(site.gates))) for site in sites])
-    gate_layers = all_gates.layers(runner, everything, example, size, 2 * len(candidates))
-    if not kept:
+    gate_layers = all_gates.layers(runner, everything, example, size, 2 * (len(candidates) + len(points)))
+    if not kept and not points:
         raise AnalysisError(
             f"expected at least one activation on per-sample float tensors in {path.name}; the activations "
             "found act on weights only",
             code="no_activation_layers",
         )
     names = module_layer_names([c.path for c, _ in kept], [c.op_type for c, _ in kept])
+    names += capture_names(capture_points, [*names, *(layer.name for layer in gate_layers)])
+    kept += zip(points, point_shapes, strict=True)
     layers = [
         ActivationLayer(name, c.op_type, shape, c.default_breakpoints)
         for name, (c, shape) in zip(names, kept, strict=True)

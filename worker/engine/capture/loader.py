@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuronscope.contracts.config import CapturePoint
 from neuronscope.validation.exported_program import is_exported_program
 from worker.engine.capture.base import CaptureModel, InputSpec, ModelFormat
 from worker.engine.errors import AnalysisError
@@ -115,22 +116,25 @@ def open_model(
     layer_names: Sequence[str] | None = None,
     example: Mapping[str, np.ndarray],
     trusted: bool = False,
+    capture_points: Sequence[CapturePoint] = (),
 ) -> CaptureModel:
     """Load ``path`` (ONNX, TorchScript or ``.pt2``, told apart by content) on ``device`` and discover its
     activation layers by running ``example`` (arrays ``[B, ...]``, B of 1 or 2, keyed by input name).
 
-    ``layer_names`` restricts the layers analysed; ``None`` keeps every activation found.
+    ``layer_names`` restricts the layers analysed; ``None`` keeps every activation found and every
+    ``capture_points`` tensor, analysed as a layer after the activations.
     ``trusted`` loads ONNX weights stored as external data from the model's directory; otherwise
     such a model is refused with ``model_external_data``. Raises
     ``AnalysisError`` with ``model_invalid``, ``model_unsupported``, ``dataset_shape_mismatch``,
-    ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
+    ``no_activation_layers``, ``unknown_layer``, ``unknown_tensor`` or ``device_unavailable``.
     """
     names = list(layer_names) if layer_names is not None else None
+    points = list(capture_points)
     found = detect_format(path)
     if found == "pt2":
         from worker.engine.capture.exported_model import load_exported
 
-        return load_exported(path, device=device, layer_names=names, example=example)
+        return load_exported(path, device=device, layer_names=names, example=example, capture_points=points)
     if found == "onnx":
         from worker.engine.capture.onnx_model import load_onnx
 
@@ -140,7 +144,8 @@ def open_model(
             layer_names=names,
             example=example,
             external_data="load" if trusted else "reject",
+            capture_points=points,
         )
     from worker.engine.capture.torchscript_model import load_torchscript
 
-    return load_torchscript(path, device=device, layer_names=names, example=example)
+    return load_torchscript(path, device=device, layer_names=names, example=example, capture_points=points)

@@ -99,3 +99,25 @@ def scope_path(node: onnx.NodeProto) -> str | None:
     if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) for s in scopes):
         return None
     return scopes[-2].split("@", 1)[0] if len(scopes) >= 2 else ""
+
+
+def scope_modules(node: onnx.NodeProto) -> list[str]:
+    """Every module path enclosing an ONNX node by its ``pkg.torch.onnx.name_scopes`` metadata
+    (the root left out), outermost first; empty when it carries none.
+
+    >>> import onnx
+    >>> node = onnx.helper.make_node("Relu", ["x"], ["y"])
+    >>> _ = node.metadata_props.add(key=NAME_SCOPES, value="['', 'features', 'features.1', 'relu']")
+    >>> scope_modules(node)
+    ['features', 'features.1']
+    """
+    text = next((entry.value for entry in node.metadata_props if entry.key == NAME_SCOPES), None)
+    if text is None or len(text) > _MAX_SCOPES_CHARS:
+        return []
+    try:
+        scopes = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return []
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        return []
+    return [path for s in scopes[1:-1] if (path := s.split("@", 1)[0])]

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import torch
 
+from neuronscope.contracts.config import CAPTURE_OP_TYPE, CapturePoint
 from worker.engine.capture.base import (
     ActivationLayer,
     CaptureResult,
@@ -28,9 +29,22 @@ from worker.engine.capture.batch import (
     check_sample_shapes,
     doubled,
 )
+from worker.engine.capture.capture_points import (
+    GraphIndex,
+    GraphNode,
+    check_shape,
+    index_graph,
+    resolve_points,
+)
+from worker.engine.capture.capture_points import (
+    layer_names as _capture_names,
+)
 from worker.engine.capture.device import OrtPlacement, ort_placement
-from worker.engine.capture.naming import module_layer_names, scope_path
+from worker.engine.capture.naming import module_layer_names, scope_modules, scope_path
+from worker.engine.capture.onnx_control_flow import batch_axis_warnings, control_flow_warnings
+from worker.engine.capture.onnx_embedding import OnnxCut, find_cut, reached_from
 from worker.engine.capture.onnx_graph import Candidate, find_activations
+from worker.engine.capture.onnx_recurrent import OnnxSite, find_sites
 from worker.engine.capture.recurrent import ONNX_RECURRENT, recurrent_warning
 from worker.engine.capture.run_errors import out_of_memory, run_failure
 from worker.engine.errors import AnalysisError
@@ -261,6 +275,152 @@ def _layer_names(proto: onnx.ModelProto, candidates: Sequence[Candidate]) -> lis
     return unique
 
 
+@dataclass(frozen=True)
+class OnnxGates:
+    """The analysed recurrent nodes and the gate indices kept per node (into ``OnnxSite.gates``)."""
+
+    sites: list[OnnxSite]
+    kept: list[list[int]]
+
+    @property
+    def count(self) -> int:
+        return sum(len(kept) for kept in self.kept)
+
+    @property
+    def exposed(self) -> int:
+        return sum(len(site.exposed) for site in self.sites)
+
+    def candidates(self) -> list[Candidate]:
+        """A candidate per exposed value of each site (its value before and after alike)."""
+        return [Candidate("value", name, name, site.node, -1) for site in self.sites for name in site.exposed]
+
+    def values(self, arrays: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(pre, post)`` ``[B, T, H]`` of each kept gate, from the sites' exposed values in order."""
+        found = []
+        start = 0
+        for site, kept in zip(self.sites, self.kept, strict=True):
+            stop = start + len(site.exposed)
+            gates = site.compute(arrays[start:stop])
+            found += [gates[g] for g in kept]
+            start = stop
+        return found
+
+    def layers(
+        self,
+        proto: onnx.ModelProto,
+        placement: OrtPlacement,
+        inputs: list[InputSpec],
+        example: Batch,
+        size: int,
+        feed_names: set[str],
+    ) -> list[ActivationLayer]:
+        """Every kept gate as a layer ``"<module path or node>:<gate>"``, its shape from the example."""
+        if not self.sites:
+            return []
+        names, slots = _plan(proto, self.candidates(), feed_names)
+        runner = _OrtRunner(_session_bytes(proto, names), placement, inputs)
+        feeds = runner.feeds(example)
+        arrays = runner.run(names, feeds, size, what="the example batch")
+        exposed = [
+            torch.from_numpy(feeds[p.feed] if p.feed is not None else arrays[p.index or 0]) for p, _ in slots
+        ]
+        values = iter(self.values(exposed))
+        made = []
+        for site, kept in zip(self.sites, self.kept, strict=True):
+            for gate in kept:
+                pre, _ = next(values)
+                name, op_type = site.gates[gate]
+                made.append(
+                    ActivationLayer(f"{site.where}:{name}", op_type, tuple(int(d) for d in pre.shape[1:]))
+                )
+        return made
+
+    def selected(self, positions: Sequence[int]) -> OnnxGates:
+        """The sites and gates at ``positions`` (indices into every kept gate of every site)."""
+        flat = [(k, gate) for k, kept in enumerate(self.kept) for gate in kept]
+        per_site: dict[int, list[int]] = {}
+        for position in positions:
+            site, gate = flat[position]
+            per_site.setdefault(site, []).append(gate)
+        order = sorted(per_site)
+        return OnnxGates([self.sites[k] for k in order], [per_site[k] for k in order])
+
+
+def _every_gate(proto: onnx.ModelProto, runner: _OrtRunner) -> OnnxGates:
+    """Every gate of every supported recurrent node; none for a model run in fixed-size chunks
+    (chunks are joined along the first axis, where a time-first node keeps time)."""
+    if runner.fixed_batch is not None:
+        return OnnxGates([], [])
+    sites = find_sites(proto)
+    return OnnxGates(sites, [list(range(len(site.gates))) for site in sites])
+
+
+@dataclass(frozen=True)
+class OnnxEmbedding:
+    """The model cut at its embedding: ``head`` computes the cut values, ``runner`` runs the tail
+    (inputs: the model's and the cut values) with the layers exposed as ``slots`` say."""
+
+    cut: OnnxCut
+    head: _OrtRunner
+    runner: _OrtRunner
+    output_names: list[str]
+    slots: list[tuple[_Slot, _Slot]]
+
+
+def _per_sample_floats(
+    proto: onnx.ModelProto,
+    values: list[str],
+    placement: OrtPlacement,
+    inputs: list[InputSpec],
+    example: Batch,
+) -> dict[str, np.ndarray]:
+    """The ``values`` that are floating ``[B, ...]`` tensors on ``example`` at batch sizes B and
+    2B, with their values at B."""
+    first = proto.graph.output[0].name
+    names = [first, *(v for v in values if v != first)]
+    runner = _OrtRunner(_session_bytes(proto, names), placement, inputs)
+    size = batch_size(example, inputs)
+    runs = []
+    for feeds, rows in ((runner.feeds(example), size), (runner.feeds(doubled(example, inputs)), 2 * size)):
+        arrays = runner.run(names, feeds, rows, what="the example batch")
+        runs.append({name: a for name, a in zip(names, arrays, strict=True) if _fits(a, rows)})
+    return {name: array for name, array in runs[0].items() if name in runs[1] and name in values}
+
+
+def _fits(array: object, rows: int) -> bool:
+    return (
+        isinstance(array, np.ndarray)
+        and np.issubdtype(array.dtype, np.floating)
+        and array.ndim >= 1
+        and array.shape[0] == rows
+    )
+
+
+def _embedding(
+    proto: onnx.ModelProto,
+    placement: OrtPlacement,
+    inputs: list[InputSpec],
+    example: Batch,
+    selected: Sequence[Candidate],
+) -> OnnxEmbedding | None:
+    """The cut below the integer inputs, when they have one."""
+    integer = [spec.name for spec in inputs if not np.issubdtype(np.dtype(spec.dtype), np.floating)]
+    if not integer:
+        return None
+    floats = _per_sample_floats(proto, reached_from(proto, integer), placement, inputs, example)
+    cut = find_cut(proto, integer, floats)
+    if cut is None:
+        return None
+    tail_inputs = [
+        *inputs,
+        *(InputSpec(name, (None, *floats[name].shape[1:]), floats[name].dtype.name) for name in cut.frontier),
+    ]
+    output_names, slots = _plan(cut.tail, selected, {spec.name for spec in tail_inputs}, derive=True)
+    head = _OrtRunner(_session_bytes(proto, [proto.graph.output[0].name, *cut.frontier]), placement, inputs)
+    tail = _OrtRunner(_session_bytes(cut.tail, output_names), placement, tail_inputs)
+    return OnnxEmbedding(cut, head, tail, output_names, slots)
+
+
 class OnnxCaptureModel:
     """An ONNX model run by onnxruntime; see ``worker.engine.capture.base.CaptureModel``."""
 
@@ -277,9 +437,11 @@ class OnnxCaptureModel:
         output_names: list[str],
         slots: list[tuple[_Slot, _Slot]],
         sample_shapes: dict[str, tuple[int, ...]],
+        gates: OnnxGates | None = None,
         bind_outputs: bool = False,
     ) -> None:
         self.inputs = inputs
+        self._gates = gates or OnnxGates([], [])
         self.layers = layers
         self.device = placement.device
         self._path = path
@@ -292,43 +454,78 @@ class OnnxCaptureModel:
         self._bind_outputs = bind_outputs
         self.runtime = f"onnxruntime {_ort().__version__} {runner.provider}"
         self.warnings: list[str] = []
+        self.embedding: OnnxEmbedding | None = None
 
     def capture(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
         """Run ``batch`` (``[B, ...]`` per input name) and return the first output ``[B, ...]`` and
         ``pre[k]`` / ``post[k]`` ``[B, neurons_k]`` float32 for every layer."""
         size = self._check(batch)
-        feeds = self._runner.feeds(batch)
-        if self._bind_outputs and self._runner.fixed_batch in (None, size):
-            return self._capture_bound(feeds, size)
-        arrays = self._runner.run(self._output_names, feeds, size)
+        return self._run(self._runner, self._output_names, self._slots, batch, size)
+
+    def _run(
+        self,
+        runner: _OrtRunner,
+        output_names: list[str],
+        slots: list[tuple[_Slot, _Slot]],
+        batch: Batch,
+        size: int,
+    ) -> CaptureResult:
+        feeds = runner.feeds(batch)
+        arrays: Sequence[np.ndarray | torch.Tensor]
+        if self._bind_outputs and runner.fixed_batch in (None, size):
+            # Outputs stay in the device's memory on their way to the pattern codes.
+            arrays = runner.run_bound(output_names, feeds, self.device)
+        else:
+            arrays = runner.run(output_names, feeds, size)
 
         def value(slot: _Slot) -> torch.Tensor:
             array = feeds[slot.feed] if slot.feed is not None else arrays[slot.index or 0]
             return self._to_torch(array.reshape(size, -1))
 
-        pre = [value(p) for p, _ in self._slots]
+        plain = len(slots) - self._gates.exposed
+        pre = [value(p) for p, _ in slots[:plain]]
         post = [
-            q.derive(pre[k]) if q.derive is not None else value(q) for k, (_, q) in enumerate(self._slots)
+            q.derive(pre[k]) if q.derive is not None else value(q) for k, (_, q) in enumerate(slots[:plain])
         ]
+
+        def raw(slot: _Slot) -> torch.Tensor:
+            return self._to_torch(feeds[slot.feed] if slot.feed is not None else arrays[slot.index or 0])
+
+        for gate_pre, gate_post in self._gates.values([raw(p) for p, _ in slots[plain:]]):
+            pre.append(gate_pre.reshape(size, -1))
+            post.append(gate_post.reshape(size, -1))
         return CaptureResult(outputs=self._to_torch(arrays[0]), pre=pre, post=post)
 
-    def _capture_bound(self, feeds: dict[str, np.ndarray], size: int) -> CaptureResult:
-        """:meth:`capture` with the session's outputs bound to the model's device, so activations
-        stay there on their way to the pattern codes (the same values as the host path)."""
-        tensors = self._runner.run_bound(self._output_names, feeds, self.device)
+    @property
+    def embedding_names(self) -> list[str]:
+        """The tensors transition density interpolates for integer inputs (``"<module>:<value>"``),
+        keyed in :meth:`embed`'s result by :attr:`embedding_inputs`; empty when there are none."""
+        return list(self.embedding.cut.names) if self.embedding is not None else []
 
-        def value(slot: _Slot) -> torch.Tensor:
-            if slot.feed is not None:
-                return self._to_torch(feeds[slot.feed].reshape(size, -1))
-            tensor = tensors[slot.index or 0].reshape(size, -1)
-            return tensor if tensor.dtype == torch.float32 else tensor.to(torch.float32)
+    @property
+    def embedding_inputs(self) -> list[str]:
+        return list(self.embedding.cut.frontier) if self.embedding is not None else []
 
-        pre = [value(p) for p, _ in self._slots]
-        post = [
-            q.derive(pre[k]) if q.derive is not None else value(q) for k, (_, q) in enumerate(self._slots)
-        ]
-        outputs = tensors[0] if tensors[0].dtype == torch.float32 else tensors[0].to(torch.float32)
-        return CaptureResult(outputs=outputs, pre=pre, post=post)
+    def embed(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The embedding tensors ``[B, ...]`` of ``batch``, keyed by :attr:`embedding_inputs`."""
+        if self.embedding is None:
+            raise AnalysisError("expected a model with integer inputs to embed, got none", code="internal")
+        size = self._check(batch)
+        head = self.embedding.head
+        arrays = head.run(self.embedding.cut.frontier, head.feeds(batch), size, "the embedding of a batch")
+        return {
+            name: self._to_torch(array)
+            for name, array in zip(self.embedding.cut.frontier, arrays, strict=True)
+        }
+
+    def capture_embedded(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
+        """:meth:`capture` from the embedding: ``batch`` holds the model's inputs (integer ones
+        are read only for what is not embedded) and every :attr:`embedding_inputs` tensor."""
+        if self.embedding is None:
+            raise AnalysisError("expected a model with integer inputs to embed, got none", code="internal")
+        tail = self.embedding
+        size = batch_size(batch, tail.runner.inputs)
+        return self._run(tail.runner, tail.output_names, tail.slots, batch, size)
 
     def infer(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
         """The first output ``[B, ...]`` of the unmodified model, nothing captured."""
@@ -343,8 +540,10 @@ class OnnxCaptureModel:
         check_sample_shapes(batch, self._sample_shapes)
         return size
 
-    def _to_torch(self, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    def _to_torch(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``array`` as a float32 tensor on the model's device (a tensor from the device path is
+        already there)."""
+        tensor = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(array))
         if tensor.dtype != torch.float32:
             tensor = tensor.to(torch.float32)
         return tensor.to(self.device) if self.device.type != "cpu" else tensor
@@ -357,14 +556,19 @@ def _discover(
     example: Batch,
     size: int,
     names: list[str],
+    dropped: list[str] | None = None,
 ) -> list[tuple[Candidate, str, tuple[int, ...]]]:
     """Run the example, and the example twice over, with every candidate exposed; keep those with
     float ``[B, ...]`` values of the same shape before and after in both runs (this drops
-    activations on weights or on shape computations). A post-activation derived from the
-    pre-activation (``_post_from_pre``) has its shape by construction and is not exposed, so the
-    session that discovers can also be the one that captures."""
+    activations on weights or on shape computations). The names of float activations whose
+    shape changes with the batch but not along their first axis go to ``dropped``. A
+    post-activation derived from the pre-activation (``_post_from_pre``) has its shape by
+    construction and is not exposed, so the session that discovers can also be the one that
+    captures."""
     output_names, slots = _plan(proto, candidates, {spec.name for spec in runner.inputs}, derive=True)
     per_sample: list[set[tuple[int, ...] | None]] = [set() for _ in candidates]
+    raw: list[set[tuple[int, ...]]] = [set() for _ in candidates]
+    floating = [True] * len(candidates)
     for feeds, rows in (
         (runner.feeds(example), size),
         (runner.feeds(doubled(example, runner.inputs)), 2 * size),
@@ -380,11 +584,15 @@ def _discover(
                 post = arrays[post_slot.index or 0]
             fits = np.issubdtype(pre.dtype, np.floating) and pre.ndim >= 1 and pre.shape == post.shape
             per_sample[k].add(tuple(int(d) for d in pre.shape[1:]) if fits and pre.shape[0] == rows else None)
+            raw[k].add(tuple(int(d) for d in pre.shape))
+            floating[k] = floating[k] and bool(np.issubdtype(pre.dtype, np.floating))
     kept = []
-    for candidate, name, seen in zip(candidates, names, per_sample, strict=True):
+    for k, (candidate, name, seen) in enumerate(zip(candidates, names, per_sample, strict=True)):
         shape = seen.pop() if len(seen) == 1 else None
         if shape is not None:
             kept.append((candidate, name, shape))
+        elif dropped is not None and floating[k] and len(raw[k]) > 1:
+            dropped.append(name)
     return kept
 
 
@@ -421,6 +629,36 @@ def _session_bytes(proto: onnx.ModelProto, output_names: list[str]) -> bytes:
     return _with_outputs(proto, [name for name in output_names if name not in declared])
 
 
+def graph_index(proto: onnx.ModelProto) -> GraphIndex[str]:
+    """The module outputs (module paths from the dynamo exporter's metadata) and the value and
+    node names of the top-level graph, for capture points."""
+    nodes = [
+        GraphNode([o for o in node.output if o], list(node.input), scope_modules(node), node.name)
+        for node in proto.graph.node
+    ]
+    initializers = {init.name for init in proto.graph.initializer}
+    named = [v.name for v in proto.graph.input if v.name not in initializers]
+    named += [o for node in proto.graph.node for o in node.output if o]
+    return index_graph(nodes, [out.name for out in proto.graph.output], {name: name for name in named})
+
+
+def _capture_candidates(
+    proto: onnx.ModelProto, points: Sequence[CapturePoint], path: Path
+) -> list[Candidate]:
+    """A candidate per capture point, its value both before and after."""
+    hint = (
+        "; a module the exporter fused into another (a BatchNorm into the Gemm or Conv before it) "
+        "is kept by torch.onnx.export(..., dynamo=True, optimize=False)"
+    )
+    values = resolve_points(points, graph_index(proto), f"ONNX model {path.name}", hint)
+    producers = {o: (k, node) for k, node in enumerate(proto.graph.node) for o in node.output}
+    found = []
+    for point, value in zip(points, values, strict=True):
+        order, anchor = producers.get(value, (-1, onnx.NodeProto()))
+        found.append(Candidate(CAPTURE_OP_TYPE, value, value, anchor, order, tuple(point.breakpoints)))
+    return found
+
+
 def load_onnx(
     path: Path,
     *,
@@ -428,15 +666,18 @@ def load_onnx(
     layer_names: Sequence[str] | None,
     example: Mapping[str, np.ndarray],
     external_data: ExternalData = "reject",
+    capture_points: Sequence[CapturePoint] = (),
     bind_outputs: bool | None = None,
 ) -> OnnxCaptureModel:
-    """Open an ONNX model and discover its activation layers on ``example`` (``[B, ...]`` per input).
+    """Open an ONNX model and discover its activation layers on ``example`` (``[B, ...]`` per input),
+    the ``capture_points`` layers after them.
 
     ``bind_outputs``: return the captured values in the device's memory through IOBinding and
     DLPack instead of as host arrays (``None``: on a CUDA device only; the CPU path is unchanged).
 
     Raises ``AnalysisError`` with ``model_invalid``, ``dataset_shape_mismatch``, ``out_of_memory``,
-    ``model_runtime_error``, ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
+    ``model_runtime_error``, ``no_activation_layers``, ``unknown_layer``, ``unknown_tensor`` or
+    ``device_unavailable``.
     """
     proto = load_proto(path, external_data=external_data)
     inputs = onnx_inputs(proto)
@@ -445,7 +686,7 @@ def load_onnx(
     check_declared_shapes(example, inputs)
     constants = {init.name for init in proto.graph.initializer}
     candidates = [c for c in find_activations(proto.graph) if c.pre not in constants]
-    if not candidates:
+    if not candidates and not capture_points:
         ops = sorted({node.op_type for node in proto.graph.node})
         raise AnalysisError(
             f"expected at least one activation node (Relu, Sigmoid, Gelu, ...) in {path.name}, found none "
@@ -453,23 +694,42 @@ def load_onnx(
             code="no_activation_layers",
         )
     names = _layer_names(proto, candidates)
+    points = _capture_candidates(proto, capture_points, path)
+    point_names = _capture_names(capture_points, names)
+    candidates, names = [*candidates, *points], [*names, *point_names]
     discovery_outputs, _ = _plan(proto, candidates, {spec.name for spec in inputs}, derive=True)
     runner = _OrtRunner(_session_bytes(proto, discovery_outputs), placement, inputs)
-    kept = _discover(proto, candidates, runner, example, size, names)
+    dropped: list[str] = []
+    kept = _discover(proto, candidates, runner, example, size, names, dropped)
+    shapes = {name: shape for _, name, shape in kept}
+    for point, name in zip(capture_points, point_names, strict=True):
+        check_shape(point, shapes.get(name))
     if not kept:
         raise AnalysisError(
             f"expected at least one activation with per-sample float values in {path.name}; "
             f"the {len(candidates)} activation nodes found act on weights or shapes only",
             code="no_activation_layers",
         )
-    kept = [kept[i] for i in selected_positions([name for _, name, _ in kept], layer_names)]
-    selected = [candidate for candidate, _, _ in kept]
-    output_names, slots = _plan(proto, selected, {spec.name for spec in inputs}, derive=True)
+    feed_names = {spec.name for spec in inputs}
+    every = _every_gate(proto, runner)
+    gate_layers = every.layers(proto, placement, inputs, example, size, feed_names)
+    keep = selected_positions(
+        [*(name for _, name, _ in kept), *(layer.name for layer in gate_layers)], layer_names
+    )
+    plain = [i for i in keep if i < len(kept)]
+    gates = every.selected([i - len(kept) for i in keep[len(plain) :]])
+    chosen_gates = [gate_layers[i - len(kept)] for i in keep[len(plain) :]]
+    kept = [kept[i] for i in plain]
+    selected = [*(candidate for candidate, _, _ in kept), *gates.candidates()]
+    output_names, slots = _plan(proto, selected, feed_names, derive=True)
     if output_names != discovery_outputs:
         runner = _OrtRunner(_session_bytes(proto, output_names), placement, inputs)
     layers = [
-        ActivationLayer(name, candidate.op_type, shape, candidate.default_breakpoints)
-        for candidate, name, shape in kept
+        *(
+            ActivationLayer(name, candidate.op_type, shape, candidate.default_breakpoints)
+            for candidate, name, shape in kept
+        ),
+        *chosen_gates,
     ]
     sample_shapes = {spec.name: tuple(int(d) for d in example[spec.name].shape[1:]) for spec in inputs}
     model = OnnxCaptureModel(
@@ -481,11 +741,16 @@ def load_onnx(
         output_names=output_names,
         slots=slots,
         sample_shapes=sample_shapes,
+        gates=gates,
         bind_outputs=placement.device.type == "cuda" if bind_outputs is None else bind_outputs,
     )
+    model.embedding = _embedding(proto, placement, inputs, example, selected)
+    analysed = {id(site.node) for site in every.sites}
     model.warnings = [
         recurrent_warning(ONNX_RECURRENT[node.op_type], scope_path(node) or node.name)
         for node in proto.graph.node
-        if node.op_type in ONNX_RECURRENT
+        if node.op_type in ONNX_RECURRENT and id(node) not in analysed
     ]
+    model.warnings += control_flow_warnings(proto.graph)
+    model.warnings += batch_axis_warnings(dropped)
     return model

@@ -5,12 +5,14 @@ level of ``forward``, through ``neuronscope_capture::record`` for those inside `
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from neuronscope.contracts.config import CAPTURE_OP_TYPE, CapturePoint
+from worker.engine.capture.capture_points import GraphNode, index_graph, resolve_points
 from worker.engine.capture.naming import module_layer_names, resolve_path
 from worker.engine.capture.patterns import GATES, decomposed_activations
 from worker.engine.capture.record import OP_NAME
@@ -54,11 +56,20 @@ class TsCandidate:
     path: str
     default_breakpoints: tuple[float, ...] | None = None
     decomposed_pre: torch._C.Value | None = None
+    #: A capture point's value (its input and output alike); None for an activation.
+    point: torch._C.Value | None = None
 
     @property
     def pre(self) -> torch._C.Value:
         """The value holding the activation's input."""
+        if self.point is not None:
+            return self.point
         return self.decomposed_pre if self.decomposed_pre is not None else self.node.inputsAt(0)
+
+    @property
+    def post(self) -> torch._C.Value:
+        """The value holding the activation's output."""
+        return self.point if self.point is not None else self.node.output()
 
 
 class TsView:
@@ -270,10 +281,10 @@ def expose(
     for k, (candidate, copies) in enumerate(zip(candidates, flags, strict=True)):
         node = candidate.node
         if node.owningBlock() != top:
-            _record_around(g, node, candidate.pre, model_id, 2 * k, copies)
+            _record_around(g, node, candidate, model_id, 2 * k, copies)
             outputs.extend((None, None))
             continue
-        for value, copy, before in ((candidate.pre, copies[0], True), (node.output(), copies[1], False)):
+        for value, copy, before in ((candidate.pre, copies[0], True), (candidate.post, copies[1], False)):
             if copy:
                 value = _clone(g, node, value, before=before)
             outputs.append(len(extra))
@@ -305,7 +316,7 @@ def _clone(g: Any, node: torch._C.Node, value: torch._C.Value, *, before: bool) 
 
 
 def _record_around(
-    g: Any, node: torch._C.Node, pre: torch._C.Value, model_id: int, slot: int, copies: tuple[bool, bool]
+    g: Any, node: torch._C.Node, candidate: TsCandidate, model_id: int, slot: int, copies: tuple[bool, bool]
 ) -> None:
     """``record(pre, model_id, slot, copy)`` before ``node`` and ``record(output, ..., slot + 1,
     copy)`` after it."""
@@ -313,9 +324,9 @@ def _record_around(
         model = g.insertConstant(model_id)
         slots = g.insertConstant(slot), g.insertConstant(slot + 1)
         flags = g.insertConstant(copies[0]), g.insertConstant(copies[1])
-    before = g.create(OP_NAME, [pre, model, slots[0], flags[0]], 0)
+    before = g.create(OP_NAME, [candidate.pre, model, slots[0], flags[0]], 0)
     before.insertBefore(node)
-    after = g.create(OP_NAME, [node.output(), model, slots[1], flags[1]], 0)
+    after = g.create(OP_NAME, [candidate.post, model, slots[1], flags[1]], 0)
     after.insertAfter(node)
 
 
@@ -332,3 +343,62 @@ def recurrent_layers(
                 recurrent_warning(ATEN_RECURRENT[op], resolve_path(module_path(node), modules, containers))
             )
     return found
+
+
+def _tensor_outputs(node: torch._C.Node) -> list[torch._C.Value]:
+    return [v for v in node.outputs() if v.type().isSubtypeOf(torch._C.TensorType.get())]
+
+
+def capture_candidates(
+    graph: torch._C.Graph,
+    points: Sequence[CapturePoint],
+    modules: Collection[str],
+    containers: Collection[str],
+    where: str,
+) -> list[TsCandidate]:
+    """A candidate per capture point, resolved among the top-level nodes of ``graph`` (inlined):
+    a module path names the module's output, any other text a value's debug name
+    (``worker.engine.capture.capture_points``)."""
+    if not points:
+        return []
+    nodes: list[GraphNode[int]] = []
+    named: dict[int, str] = {}
+    values: dict[int, torch._C.Value] = {}
+    for node in graph.block().nodes():
+        if node.kind() == "prim::Constant":
+            continue
+        path = resolve_path(module_path(node), modules, containers)
+        parts = path.split(".") if path else []
+        enclosing = {".".join(parts[: k + 1]) for k in range(len(parts))}
+        reads = [v.unique() for inner in [node, *_walk_blocks(node)] for v in inner.inputs()]
+        outputs = _tensor_outputs(node) if node.outputsSize() == 1 else []
+        for value in outputs:
+            values[value.unique()] = value
+            named[value.unique()] = value.debugName()
+        nodes.append(GraphNode([v.unique() for v in outputs], reads, enclosing))
+    index = index_graph(nodes, [v.unique() for v in graph.outputs()], named)
+    found = resolve_points(points, index, where)
+    return [
+        TsCandidate(
+            values[unique].node(),
+            CAPTURE_OP_TYPE,
+            CAPTURE_OP_TYPE,
+            False,
+            module_path(values[unique].node()),
+            tuple(point.breakpoints),
+            point=values[unique],
+        )
+        for point, unique in zip(points, found, strict=True)
+    ]
+
+
+def _walk_blocks(node: torch._C.Node) -> Iterator[torch._C.Node]:
+    for block in node.blocks():
+        yield from _walk(block)
+
+
+def capture_flags(graph: torch._C.Graph, candidates: Sequence[TsCandidate]) -> list[tuple[bool, bool]]:
+    """Per capture point of ``graph``, whether its value must be copied when recorded (some op may
+    overwrite it in place later), as its input and as its output."""
+    aliases: Any = graph.alias_db()
+    return [(written, written) for written in (bool(aliases.has_writers(c.pre)) for c in candidates)]

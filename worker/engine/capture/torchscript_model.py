@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from neuronscope.contracts.config import CapturePoint
 from worker.engine.capture.base import (
     ActivationLayer,
     CaptureResult,
@@ -20,18 +21,32 @@ from worker.engine.capture.base import (
     selected_positions,
 )
 from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes, doubled
+from worker.engine.capture.capture_points import check_shape
+from worker.engine.capture.capture_points import layer_names as capture_names
 from worker.engine.capture.device import torch_device
 from worker.engine.capture.record import Recorder
+from worker.engine.capture.recurrent_gates import recurrent_gates
 from worker.engine.capture.run_errors import out_of_memory, run_failure
+from worker.engine.capture.torchscript_embedding import (
+    Place,
+    TsCut,
+    cut_graph,
+    find_cut,
+    reached_tensors,
+    value_at,
+)
 from worker.engine.capture.torchscript_graph import (
     Exposure,
+    TsCandidate,
     candidate_names,
+    capture_candidates,
+    capture_flags,
     copy_flags,
     expose,
     find_activations,
     inlined_graph,
-    recurrent_layers,
 )
+from worker.engine.capture.torchscript_recurrent import TsSite, find_sites, unanalysed_warnings
 from worker.engine.capture.torchscript_speedups import split_halving_max_pools
 from worker.engine.errors import AnalysisError
 
@@ -137,16 +152,64 @@ class _Plan:
     exposure: Exposure
 
 
-def _build(module: torch.jit.ScriptModule, indices: Sequence[int], flags: list[tuple[bool, bool]]) -> _Plan:
-    """Compile ``forward`` with records around the candidates at ``indices`` (in graph order);
-    ``flags`` holds every candidate's ``copy_flags``."""
+def _candidates(
+    graph: torch._C.Graph, module: torch.jit.ScriptModule, points: Sequence[CapturePoint]
+) -> list[TsCandidate]:
+    """The activations of ``graph`` (``module``'s inlined forward) in graph order, then one
+    candidate per capture point."""
+    where = "the TorchScript module's forward"
+    return [*find_activations(graph), *capture_candidates(graph, points, *_module_names(module), where)]
+
+
+def _flags(module: torch.jit.ScriptModule, points: Sequence[CapturePoint]) -> list[tuple[bool, bool]]:
+    """``copy_flags`` of every activation, then ``capture_flags`` of every capture point."""
     graph = inlined_graph(module)
+    where = "the TorchScript module's forward"
+    captured = capture_candidates(graph, points, *_module_names(module), where)
+    return [*copy_flags(graph), *capture_flags(graph, captured)]
+
+
+def _build(
+    module: torch.jit.ScriptModule,
+    indices: Sequence[int],
+    flags: list[tuple[bool, bool]],
+    points: Sequence[CapturePoint] = (),
+    frontier: list[Place] | None = None,
+    sites: Sequence[TsSite] = (),
+) -> _Plan:
+    """Compile ``forward`` with records around the candidates at ``indices`` (in graph order, the
+    capture points after the activations), then each recurrent site's values (one slot pair per
+    value: ``TsSite.values``); ``flags`` holds every candidate's copy flags. With a ``frontier``,
+    the graph is cut there: each frontier value becomes an argument after the module's own
+    (``torchscript_embedding``)."""
+    graph = inlined_graph(module)
+    if frontier is not None:
+        cut_graph(graph, frontier)
+    site_values = [value for site in sites for value in site.values(graph)]
     split_halving_max_pools(graph)
-    candidates = find_activations(graph)
-    recorder = Recorder(2 * len(indices))
-    exposure = expose(graph, [candidates[i] for i in indices], recorder.id, [flags[i] for i in indices])
+    candidates = _candidates(graph, module, points)
+    recorded = [TsCandidate(v.node(), "value", "value", False, "", point=v) for v in site_values]
+    return _compile(
+        graph,
+        [*(candidates[i] for i in indices), *recorded],
+        [*(flags[i] for i in indices), *capture_flags(graph, recorded)],
+    )
+
+
+def _compile(graph: torch._C.Graph, candidates: list[TsCandidate], flags: list[tuple[bool, bool]]) -> _Plan:
+    recorder = Recorder(2 * len(candidates))
+    exposure = expose(graph, candidates, recorder.id, flags)
     function = torch._C._create_function_from_graph(f"neuronscope_capture_{recorder.id}", graph)
     return _Plan(function, recorder, exposure)
+
+
+def _probe(module: torch.jit.ScriptModule, places: Sequence[Place]) -> _Plan:
+    """``forward`` handing over the values at ``places`` (each twice: slots 2k and 2k + 1), copied
+    where a later in-place op may overwrite them."""
+    graph = inlined_graph(module)
+    values = [value_at(graph, place) for place in places]
+    candidates = [TsCandidate(v.node(), "value", "value", False, "", point=v) for v in values]
+    return _compile(graph, candidates, capture_flags(graph, candidates))
 
 
 @dataclass(frozen=True)
@@ -161,13 +224,19 @@ class _Runner:
     #: Set for a module that runs only on batches of this size (a trace that baked its example's
     #: batch size into a view): batches then run in chunks of it, the last padded.
     fixed_batch: int | None = None
+    #: Batch keys passed after the defaults: a cut graph's embedded tensors.
+    extra: tuple[str, ...] = ()
 
     def _shapes(self, batch: Batch) -> dict[str, tuple[int, ...]]:
-        return {spec.name: tuple(batch[spec.name].shape) for spec in self.inputs}
+        return {name: tuple(batch[name].shape) for name in self._names()}
+
+    def _names(self) -> list[str]:
+        return [*(spec.name for spec in self.inputs), *self.extra]
 
     def arguments(self, batch: Batch) -> list[Any]:
         tensors = [as_tensor(batch[spec.name], self.device, self.float_dtype) for spec in self.inputs]
-        return [*tensors, *self.defaults]
+        extra = [as_tensor(batch[name], self.device, self.float_dtype) for name in self.extra]
+        return [*tensors, *self.defaults, *extra]
 
     def chunks(self, batch: Batch) -> list[tuple[int, Batch]]:
         """``(rows, piece)`` per run: the whole batch, or chunks of ``fixed_batch`` padded by
@@ -179,7 +248,7 @@ class _Runner:
         pieces: list[tuple[int, Batch]] = []
         for start in range(0, size, chunk):
             stop = min(start + chunk, size)
-            piece = {spec.name: _pad(batch[spec.name][start:stop], chunk) for spec in self.inputs}
+            piece = {name: _pad(batch[name][start:stop], chunk) for name in self._names()}
             pieces.append((stop - start, piece))
         return pieces
 
@@ -246,6 +315,110 @@ class _Runner:
             plan.recorder.clear()
 
 
+@dataclass(frozen=True)
+class TsEmbedding:
+    """The module cut at its embedding: ``head`` hands over the cut values, ``tail`` runs the
+    layers from them, fed by ``runner`` (the cut values passed as its ``extra`` arguments)."""
+
+    cut: TsCut
+    head: _Plan
+    tail: _Plan
+    runner: _Runner
+
+
+def _embedding(
+    runner: _Runner,
+    example: Batch,
+    size: int,
+    plan: tuple[list[int], list[tuple[bool, bool]], Sequence[CapturePoint], Sequence[TsSite]],
+) -> TsEmbedding | None:
+    """The cut below the integer inputs, when they have one; ``plan`` is what ``_build`` takes
+    for the layers."""
+    integer = [
+        k + 1 for k, spec in enumerate(runner.inputs) if not np.issubdtype(np.dtype(spec.dtype), np.floating)
+    ]
+    if not integer:
+        return None
+    module = runner.module
+    graph = inlined_graph(module)
+    places = reached_tensors(graph, integer)
+    if not places:
+        return None
+    probe = _probe(module, places)
+    floats = set(places)
+    for batch, rows in ((example, size), (doubled(example, runner.inputs), 2 * size)):
+        _, values = runner.recorded_chunks(probe, batch, what="the example batch")
+        for k, place in enumerate(places):
+            fired = values[2 * k]
+            if (
+                len(fired) != 1
+                or not fired[0].is_floating_point()
+                or fired[0].dim() == 0
+                or fired[0].shape[0] != rows
+            ):
+                floats.discard(place)
+    cut = find_cut(graph, integer, floats, *_module_names(module))
+    if cut is None:
+        return None
+    indices, flags, points, sites = plan
+    try:
+        tail = _build(module, indices, flags, points, cut.frontier, sites)
+    except (AnalysisError, RuntimeError):
+        return None
+    extra = tuple(f"neuronscope_embedded_{k}" for k in range(len(cut.frontier)))
+    return TsEmbedding(cut, _probe(module, cut.frontier), tail, replace(runner, extra=extra))
+
+
+@dataclass(frozen=True)
+class _Gates:
+    """The analysed recurrent sites, the gate indices kept per site (into ``TsSite.gates``) and
+    each site's weights."""
+
+    sites: list[TsSite]
+    kept: list[list[int]]
+    weights: list[list[torch.Tensor]]
+
+    @property
+    def count(self) -> int:
+        return sum(len(kept) for kept in self.kept)
+
+    def values(self, slots: list[list[torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(pre, post)`` ``[B, T, H]`` of each kept gate, from the sites' slots (2 per value)."""
+        found = []
+        start = 0
+        for site, kept, weights in zip(self.sites, self.kept, self.weights, strict=True):
+            count = 3 + (site.op == "lstm")
+            values = [slots[2 * (start + j)][0] for j in range(count)]
+            gates = recurrent_gates(site.op, values, weights, site.batch_first)
+            found += [gates[g] for g in kept]
+            start += count
+        return found
+
+
+def _site_names(sites: Sequence[TsSite]) -> list[list[str]]:
+    return [
+        [f"{site.path or f'{site.op}#{k}'}:{gate}" for gate, _ in site.gates] for k, site in enumerate(sites)
+    ]
+
+
+def _gate_layers(runner: _Runner, example: Batch, size: int, gates: _Gates) -> list[ActivationLayer]:
+    """A layer per kept gate, its per-sample shape from the example batch."""
+    if not gates.sites:
+        return []
+    plan = _build(runner.module, [], [], sites=gates.sites)
+    _, slots = runner.recorded_chunks(plan, example, what="the example batch")
+    values = iter(gates.values(slots))
+    names = _site_names(gates.sites)
+    layers = []
+    for k, (site, kept) in enumerate(zip(gates.sites, gates.kept, strict=True)):
+        for gate in kept:
+            pre, _ = next(values)
+            layers.append(
+                ActivationLayer(names[k][gate], site.gates[gate][1], tuple(int(d) for d in pre.shape[1:]))
+            )
+    return layers
+
+
 class TorchScriptCaptureModel:
     """A TorchScript module; see ``worker.engine.capture.base.CaptureModel``."""
 
@@ -259,8 +432,10 @@ class TorchScriptCaptureModel:
         layers: list[ActivationLayer],
         fires: list[int],
         sample_shapes: dict[str, tuple[int, ...]],
+        gates: _Gates | None = None,
     ) -> None:
         self.inputs = runner.inputs
+        self._gates = gates or _Gates([], [], [])
         self.layers = layers
         self.device = runner.device
         self.runtime = f"torch.jit {torch.__version__} {runner.device}"
@@ -269,15 +444,45 @@ class TorchScriptCaptureModel:
         self._plan = plan
         self._fires = fires
         self._sample_shapes = sample_shapes
+        self.embedding: TsEmbedding | None = None
 
     def capture(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
         """Run ``batch`` (``[B, ...]`` per input name) and return the first output ``[B, ...]`` and
         ``pre[k]`` / ``post[k]`` ``[B, neurons_k]`` float32 for every layer."""
         size = self._check(batch)
-        raw, values = self._runner.recorded_chunks(self._plan, batch)
+        return self._result(*self._runner.recorded_chunks(self._plan, batch), size)
+
+    @property
+    def embedding_names(self) -> list[str]:
+        """The tensors transition density interpolates for integer inputs (``"<module>:<op>"``),
+        keyed in :meth:`embed`'s result by :attr:`embedding_inputs`; empty when there are none."""
+        return list(self.embedding.cut.names) if self.embedding is not None else []
+
+    @property
+    def embedding_inputs(self) -> list[str]:
+        return list(self.embedding.runner.extra) if self.embedding is not None else []
+
+    def embed(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The embedding tensors ``[B, ...]`` of ``batch``, keyed by :attr:`embedding_inputs`."""
+        if self.embedding is None:
+            raise AnalysisError("expected a model with integer inputs to embed, got none", code="internal")
+        self._check(batch)
+        _, values = self._runner.recorded_chunks(self.embedding.head, batch, "the embedding of a batch")
+        return {name: values[2 * k][0] for k, name in enumerate(self.embedding.runner.extra)}
+
+    def capture_embedded(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> CaptureResult:
+        """:meth:`capture` from the embedding: ``batch`` holds the model's inputs (integer ones
+        are read only for what is not embedded) and every :attr:`embedding_inputs` tensor."""
+        if self.embedding is None:
+            raise AnalysisError("expected a model with integer inputs to embed, got none", code="internal")
+        size = batch_size(batch, self.inputs)
+        return self._result(*self.embedding.runner.recorded_chunks(self.embedding.tail, batch), size)
+
+    def _result(self, raw: object, values: list[list[torch.Tensor]], size: int) -> CaptureResult:
         pre: list[torch.Tensor] = []
         post: list[torch.Tensor] = []
-        for k, layer in enumerate(self.layers):
+        plain = len(self.layers) - self._gates.count
+        for k, layer in enumerate(self.layers[:plain]):
             for slot, into in ((2 * k, pre), (2 * k + 1, post)):
                 if len(values[slot]) != self._fires[k]:
                     raise AnalysisError(
@@ -287,6 +492,9 @@ class TorchScriptCaptureModel:
                         code="model_unsupported",
                     )
                 into.append(_flatten(values[slot], size))
+        for gate_pre, gate_post in self._gates.values(values[2 * plain :]):
+            pre.append(gate_pre.reshape(size, -1).to(torch.float32))
+            post.append(gate_post.reshape(size, -1).to(torch.float32))
         return CaptureResult(outputs=_first_tensor(raw).to(torch.float32), pre=pre, post=post)
 
     def infer(self, batch: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
@@ -347,15 +555,22 @@ def _unoptimized() -> Any:
 
 
 def _discover(
-    runner: _Runner, example: Batch, size: int, flags: list[tuple[bool, bool]]
+    runner: _Runner,
+    example: Batch,
+    size: int,
+    flags: list[tuple[bool, bool]],
+    points: Sequence[CapturePoint] = (),
 ) -> tuple[list[int], list[ActivationLayer], list[int]]:
     """Run the example, and the example twice over, with every candidate recorded; keep the
     activations that ran on float ``[B, ...]`` tensors with the same shape before and after, as
-    many times in both runs. Returns the kept candidates' graph indices, their layers and how many
-    times each ran per call (more than once inside a loop)."""
-    candidates = find_activations(inlined_graph(runner.module))
-    names = candidate_names(candidates, *_module_names(runner.module))
-    plan = _build(runner.module, range(len(candidates)), flags)
+    many times in both runs, and every capture point (an error where its tensor is not such).
+    Returns the kept candidates' graph indices, their layers and how many times each ran per call
+    (more than once inside a loop)."""
+    candidates = _candidates(inlined_graph(runner.module), runner.module, points)
+    activations = candidates[: len(candidates) - len(points)]
+    names = candidate_names(activations, *_module_names(runner.module))
+    names += capture_names(points, names)
+    plan = _build(runner.module, range(len(candidates)), flags, points)
     runs: list[tuple[list[list[torch.Tensor]], int]] = []
     for batch, rows in ((example, size), (doubled(example, runner.inputs), 2 * size)):
         # The discovery plan runs twice and is dropped: the graph executor's profiling and
@@ -370,6 +585,8 @@ def _discover(
         per_run = {_per_sample_shape(values[2 * k], values[2 * k + 1], rows) for values, rows in runs}
         counts = {len(values[2 * k]) for values, _ in runs}
         per_sample = per_run.pop() if len(per_run) == 1 and len(counts) == 1 else None
+        if k >= len(activations):
+            per_sample = check_shape(points[k - len(activations)], per_sample)
         if per_sample is None:
             continue
         count = counts.pop()
@@ -392,12 +609,14 @@ def load_torchscript(
     device: str,
     layer_names: Sequence[str] | None,
     example: Mapping[str, np.ndarray],
+    capture_points: Sequence[CapturePoint] = (),
 ) -> TorchScriptCaptureModel:
     """Open a TorchScript archive and discover its activation layers on ``example`` (``[B, ...]``
-    per input name).
+    per input name), the ``capture_points`` layers after them.
 
     Raises ``AnalysisError`` with ``model_invalid``, ``dataset_shape_mismatch``, ``out_of_memory``,
-    ``model_runtime_error``, ``no_activation_layers``, ``unknown_layer`` or ``device_unavailable``.
+    ``model_runtime_error``, ``no_activation_layers``, ``unknown_layer``, ``unknown_tensor`` or
+    ``device_unavailable``.
     """
     target = torch_device(device)
     module = load_script(path, target)
@@ -417,22 +636,22 @@ def load_torchscript(
         device=target,
         float_dtype=float_dtype,
     )
-    if not find_activations(inlined_graph(module)):
+    if not find_activations(inlined_graph(module)) and not capture_points:
         raise AnalysisError(
             f"expected at least one activation (aten::relu, sigmoid, gelu, ...) in {path.name}'s forward, "
             "found none",
             code="no_activation_layers",
         )
-    flags = copy_flags(inlined_graph(module))
+    flags = _flags(module, capture_points)
     try:
-        indices, layers, fires = _discover(runner, example, size, flags)
+        indices, layers, fires = _discover(runner, example, size, flags, capture_points)
     except AnalysisError as exc:
         if exc.code not in ("dataset_shape_mismatch", "model_runtime_error"):
             raise
         # A trace on one sample may have baked a batch of 1 into its views: run one at a time.
         runner = replace(runner, fixed_batch=1)
         try:
-            indices, layers, fires = _discover(runner, example, size, flags)
+            indices, layers, fires = _discover(runner, example, size, flags, capture_points)
         except AnalysisError:
             raise exc from None
     if not layers:
@@ -441,14 +660,33 @@ def load_torchscript(
             "found did not run on the example batch or act on weights only",
             code="no_activation_layers",
         )
-    keep = selected_positions([layer.name for layer in layers], layer_names)
-    indices, layers, fires = [indices[i] for i in keep], [layers[i] for i in keep], [fires[i] for i in keep]
+    names = _module_names(module)
+    sites = find_sites(inlined_graph(module), module, *names)
+    every = _Gates(
+        sites, [list(range(len(site.gates))) for site in sites], [site.parameters(module) for site in sites]
+    )
+    gate_layers = _gate_layers(runner, example, size, every)
+    keep = selected_positions(
+        [*(layer.name for layer in layers), *(layer.name for layer in gate_layers)], layer_names
+    )
+    plain = [i for i in keep if i < len(layers)]
+    flat = [(k, gate) for k, kept in enumerate(every.kept) for gate in kept]
+    per_site: dict[int, list[int]] = {}
+    for position in keep[len(plain) :]:
+        site, gate = flat[position - len(layers)]
+        per_site.setdefault(site, []).append(gate)
+    order = sorted(per_site)
+    gates = _Gates([sites[k] for k in order], [per_site[k] for k in order], [every.weights[k] for k in order])
+    chosen = [*(layers[i] for i in plain), *(gate_layers[i - len(layers)] for i in keep[len(plain) :])]
+    indices, fires = [indices[i] for i in plain], [fires[i] for i in plain]
     model = TorchScriptCaptureModel(
         runner=runner,
-        plan=_build(module, indices, flags),
-        layers=layers,
+        plan=_build(module, indices, flags, capture_points, sites=gates.sites),
+        layers=chosen,
         fires=fires,
         sample_shapes={spec.name: tuple(int(d) for d in example[spec.name].shape[1:]) for spec in declared},
+        gates=gates,
     )
-    model.warnings = recurrent_layers(inlined_graph(module), *_module_names(module))
+    model.embedding = _embedding(runner, example, size, (indices, flags, capture_points, gates.sites))
+    model.warnings = unanalysed_warnings(inlined_graph(module), every.sites, *names)
     return model

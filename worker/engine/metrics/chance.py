@@ -28,9 +28,10 @@ Everything comes from integer counts, so an accumulator fed block by block and m
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from worker.engine.metrics._checks import check_patterns, describe, require
@@ -38,6 +39,9 @@ from worker.engine.metrics.patterns import PatternStore
 
 #: Samples read from a pattern store at a time by :func:`label_region_counts`.
 _STORE_BLOCK = 4096
+#: Samples per one-hot product in :meth:`LabelRegionCounts.update` (float32 sums of 0/1 values are
+#: exact up to 2^24; this also bounds the float copy of a batch's patterns).
+_MATMUL_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -145,9 +149,51 @@ class LabelRegionCounts:
             torch.tensor(self.labels, dtype=torch.int64, device=self.device),
             labels.to(self.device, torch.int64),
         )
-        for layer, regions in enumerate(patterns):
-            _scatter_counts(self._counts[layer], rows, regions.to(self.device))
+        for start in range(0, batch, _MATMUL_ROWS):
+            stop = min(start + _MATMUL_ROWS, batch)
+            one_hot = torch.nn.functional.one_hot(rows[start:stop], len(self.labels)).T.float()
+            sizes = one_hot.sum(1).round().to(torch.int64)
+            for layer, regions in enumerate(patterns):
+                _add_counts(self._counts[layer], one_hot, sizes, regions[start:stop].to(self.device))
         self.samples += batch
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything accumulated, as arrays: ``labels`` ``[K]``, ``samples``, and per layer
+        ``counts{l}`` ``[K, R_l, M_l]``; :meth:`from_state` rebuilds the accumulator."""
+        arrays = {
+            "labels": np.asarray(self.labels, dtype=np.int64),
+            "samples": np.asarray(self.samples, dtype=np.int64),
+        }
+        arrays.update({f"counts{layer}": c.cpu().numpy() for layer, c in enumerate(self._counts)})
+        return arrays
+
+    @classmethod
+    def from_state(
+        cls,
+        neurons: Sequence[int],
+        regions: Sequence[int],
+        state: Mapping[str, np.ndarray],
+        *,
+        device: torch.device | str = "cpu",
+    ) -> LabelRegionCounts:
+        """The accumulator :meth:`state` described (checked against the layers' shapes)."""
+        counts = cls(neurons, regions, device=device)
+        labels = [int(k) for k in np.asarray(state["labels"]).reshape(-1)]
+        require(
+            labels == sorted(set(labels)),
+            f"state: expected sorted distinct labels, got {labels[:10]}",
+        )
+        for layer, (m, r) in enumerate(zip(counts.neurons, counts.regions, strict=True)):
+            found = np.asarray(state[f"counts{layer}"])
+            require(
+                found.shape == (len(labels), r, m) and found.dtype == np.int64,
+                f"state: expected counts{layer} int64 [{len(labels)}, {r}, {m}], got {found.dtype} "
+                f"{list(found.shape)}",
+            )
+            counts._counts[layer] = torch.from_numpy(found.copy()).to(counts.device)
+        counts.labels = labels
+        counts.samples = int(state["samples"])
+        return counts
 
     def merge(self, other: LabelRegionCounts) -> None:
         """Add another accumulator's counts (same layers and regions) into this one."""
@@ -258,12 +304,19 @@ def label_region_counts(
     return counts
 
 
-def _scatter_counts(counts: torch.Tensor, rows: torch.Tensor, regions: torch.Tensor) -> None:
-    """Add ``[b, M]`` region indices of samples in label rows ``[b]`` into ``[K, R, M]`` counts."""
-    _, n_regions, width = counts.shape
-    flat = (rows.unsqueeze(1) * n_regions + regions.to(torch.int64)) * width
-    flat = (flat + torch.arange(width, device=counts.device)).flatten()
-    counts.view(-1).index_add_(0, flat, torch.ones_like(flat))
+def _add_counts(
+    counts: torch.Tensor, one_hot: torch.Tensor, sizes: torch.Tensor, regions: torch.Tensor
+) -> None:
+    """Add ``[b, M]`` region indices into ``[K, R, M]`` counts, given the samples' ``[K, b]``
+    float32 one-hot labels and ``[K]`` samples per label: one ``[K, b] @ [b, M]`` product per
+    region but the last (exact: sums of 0/1 below 2^24), the last region by difference."""
+    n_regions = counts.shape[1]
+    seen = torch.zeros(counts.shape[0], counts.shape[2], dtype=torch.int64, device=counts.device)
+    for region in range(n_regions - 1):
+        found = (one_hot @ (regions == region).float()).round().to(torch.int64)
+        counts[:, region] += found
+        seen += found
+    counts[:, n_regions - 1] += sizes.unsqueeze(1) - seen
 
 
 def _pairs_of(counts: torch.Tensor) -> torch.Tensor:

@@ -16,9 +16,10 @@ activations :func:`flat_regions` returns an empty list and the layer has no flat
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from worker.engine.metrics._checks import check_patterns, require
@@ -111,9 +112,11 @@ class FlatCounts:
         for layer, regions in enumerate(patterns):
             if not self.flat[layer]:
                 continue
-            flat = torch.tensor(self.flat[layer], dtype=regions.dtype, device=self.device)
-            in_flat = torch.isin(regions.to(self.device), flat)
-            self._active[layer] += (~in_flat).sum(0)
+            here = regions.to(self.device)
+            in_flat = here == self.flat[layer][0]
+            for region in self.flat[layer][1:]:
+                in_flat |= here == region
+            self._active[layer] += here.shape[0] - in_flat.sum(0)
             dead_point |= in_flat.all(1)
         self.dead_data_points += int(dead_point.sum())
         self.samples += batch
@@ -129,6 +132,38 @@ class FlatCounts:
             mine += theirs.to(self.device)
         self.samples += other.samples
         self.dead_data_points += other.dead_data_points
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything accumulated, as arrays (``samples``, ``dead_data_points``, ``active{l}``);
+        :meth:`from_state` rebuilds the accumulator."""
+        arrays = {
+            "samples": np.asarray(self.samples, dtype=np.int64),
+            "dead_data_points": np.asarray(self.dead_data_points, dtype=np.int64),
+        }
+        arrays.update({f"active{layer}": a.cpu().numpy() for layer, a in enumerate(self._active)})
+        return arrays
+
+    @classmethod
+    def from_state(
+        cls,
+        neurons: Sequence[int],
+        flat: Sequence[Sequence[int]],
+        state: Mapping[str, np.ndarray],
+        *,
+        device: torch.device | str = "cpu",
+    ) -> FlatCounts:
+        """The accumulator :meth:`state` described (checked against the layers' widths)."""
+        counts = cls(neurons, flat, device=device)
+        for layer, width in enumerate(counts.neurons):
+            found = np.asarray(state[f"active{layer}"])
+            require(
+                found.shape == (width,) and found.dtype == np.int64,
+                f"state: expected active{layer} int64 [{width}], got {found.dtype} {list(found.shape)}",
+            )
+            counts._active[layer] = torch.from_numpy(found.copy()).to(counts.device)
+        counts.samples = int(state["samples"])
+        counts.dead_data_points = int(state["dead_data_points"])
+        return counts
 
     def active_counts(self, layer: int) -> torch.Tensor:
         """``[M_l]`` int64 samples outside the flat regions, per neuron (all samples when none)."""

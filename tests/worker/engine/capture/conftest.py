@@ -110,9 +110,10 @@ def export_onnx(
     dynamo: bool = False,
     names: Sequence[str] = ("x",),
     dynamic_batch: bool = True,
+    optimize: bool = True,
 ) -> Path:
-    """Export ``model`` with ``torch.onnx.export`` (legacy or dynamo), batch dynamic or fixed to
-    the batch of ``inputs``."""
+    """Export ``model`` with ``torch.onnx.export`` (legacy or dynamo, ``optimize`` passed to the
+    dynamo one), batch dynamic or fixed to the batch of ``inputs``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
@@ -127,6 +128,7 @@ def export_onnx(
                 dynamic_shapes=tuple({0: batch} for _ in inputs) if dynamic_batch else None,
                 external_data=False,
                 verbose=False,
+                optimize=optimize,
             )
         else:
             torch.onnx.export(

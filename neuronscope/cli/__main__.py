@@ -1,0 +1,7 @@
+"""``python -m neuronscope.cli``."""
+
+import sys
+
+from neuronscope.cli import main
+
+sys.exit(main())
