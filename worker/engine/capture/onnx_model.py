@@ -178,6 +178,7 @@ class _OrtRunner:
             code = "model_unsupported" if type(exc).__name__ == "NotImplemented" else "model_invalid"
             raise AnalysisError(f"onnxruntime could not load the model: {exc}", code=code) from exc
         self.inputs = inputs
+        self._bound: list[Any] = []
         self.dtypes = {spec.name: np.dtype(spec.dtype) for spec in inputs}
         leading = [spec.shape[0] if spec.shape else None for spec in inputs]
         fixed = all(isinstance(d, int) and d > 0 for d in leading) and len(set(leading)) == 1
@@ -212,7 +213,11 @@ class _OrtRunner:
             for name in names:
                 binding.bind_output(name, device.type, device.index or 0)
             self.session.run_with_iobinding(binding)
-            return [torch.utils.dlpack.from_dlpack(value) for value in binding.get_outputs()]
+            values = binding.get_outputs()
+            # OrtValue.__dlpack__ asks for the OrtValue to outlive the tensor; the capsule holds its
+            # own reference to the data in onnxruntime 1.32, and this one lasts until the next run.
+            self._bound = values
+            return [torch.utils.dlpack.from_dlpack(value) for value in values]
         except Exception as exc:
             shapes = {name: array.shape for name, array in feeds.items()}
             raise run_failure(exc, what, shapes) from exc

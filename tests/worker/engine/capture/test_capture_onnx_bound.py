@@ -60,3 +60,19 @@ def test_a_fixed_batch_model_falls_back_to_the_chunked_host_path(tmp_path: Path,
     assert all(
         _identical(a, b) for a, b in zip(got.pre + got.post, expected.pre + expected.post, strict=True)
     )
+
+
+def test_bound_values_outlive_later_runs(tmp_path: Path, x: torch.Tensor) -> None:
+    """The tensors share the session's output memory; later runs must not overwrite or free it."""
+    net, _ = activation_net()
+    path = export_onnx(net, [x[:3]], tmp_path / "net.onnx", opset=17)
+    host, bound = _both(path, {"x": x[:2]})
+    first = bound.capture(np_batch(x=x))
+    for scale in (2.0, -3.0, 5.0):
+        bound.capture(np_batch(x=x * scale))
+
+    expected = host.capture(np_batch(x=x))
+
+    assert all(
+        _identical(a, b) for a, b in zip(first.pre + first.post, expected.pre + expected.post, strict=True)
+    )
