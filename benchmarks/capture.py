@@ -1,7 +1,8 @@
 """1. Capture overhead: ``capture`` (pre- and post-activations of every ReLU) against ``infer`` (the
 unmodified model) on the same batches and runtime; and the engine's whole capture pass
-(``capture_dataset``: capture, region indices, pattern store, layer health) against plain inference
-over the same dataset."""
+(``capture_dataset``: capture, region indices, pattern store, layer health, value accumulators)
+against plain inference over the same dataset; and the share of that pass the per-neuron value
+accumulators behind every kind of death (``worker.engine.metrics.death``) take."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from benchmarks.models import FORMATS, INPUT, RUNTIMES, Network
 from benchmarks.report import Row, fmt_seconds
 from benchmarks.timing import compare
 from worker.engine.analysis import capture_dataset, plan_layers
+from worker.engine.metrics.death import ValueAccumulator, units_of
 
 TARGET = 1.25
 SECTION = "1"
@@ -46,6 +48,7 @@ def run(ctx: Context) -> list[Row]:
     for network in ctx.networks:
         for fmt in FORMATS:
             rows.append(_dataset_pass(ctx, network, fmt))
+    rows += [_value_accumulators(ctx, ctx.fcnn, fmt) for fmt in FORMATS]
     return rows
 
 
@@ -66,7 +69,40 @@ def _dataset_pass(ctx: Context, network: Network, fmt: str) -> Row:
     return Row(
         SECTION,
         f"engine capture pass (capture_dataset: capture + region indices + bit-packed pattern store + "
-        f"health) / plain inference — {network.title}, {RUNTIMES[fmt]}, {data.samples} samples",
+        f"health + value accumulators) / plain inference — {network.title}, {RUNTIMES[fmt]}, "
+        f"{data.samples} samples",
         timings.ratio("engine", "infer"),
         f"engine {fmt_seconds(timings.median('engine'))} vs infer {fmt_seconds(timings.median('infer'))}",
+    )
+
+
+def _value_accumulators(ctx: Context, network: Network, fmt: str) -> Row:
+    """The value accumulators fed the captured batches of the engine pass, against that pass."""
+    model = network.open(fmt)
+    config = config_for(network)
+    plans = plan_layers(model, config)
+    data = bound(network.samples(ctx.sizes.dataset_batches * config.batch_size))
+    captured = [model.capture(batch) for _, _, batch in data.batches(config.batch_size)]
+    neurons = [plan.layer.neurons for plan in plans]
+    units = [units_of(plan.layer.shape) for plan in plans]
+
+    def accumulate() -> None:
+        values = ValueAccumulator(neurons, units)
+        for result in captured:
+            values.update(result.pre, result.post)
+
+    timings = compare(
+        {
+            "engine": lambda: capture_dataset(model, data, plans, config, lambda stage, fraction: None),
+            "values": accumulate,
+        },
+        repeats=ctx.sizes.slow_repeats,
+        warmup=ctx.sizes.warmup,
+    )
+    return Row(
+        SECTION,
+        f"value accumulators (every kind of death) / engine capture pass — {network.title}, "
+        f"{RUNTIMES[fmt]}, {data.samples} samples",
+        timings.ratio("values", "engine"),
+        f"values {fmt_seconds(timings.median('values'))} vs engine {fmt_seconds(timings.median('engine'))}",
     )

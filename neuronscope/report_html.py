@@ -35,7 +35,15 @@ from neuronscope.html_charts import (
     polyline,
     svg,
 )
-from neuronscope.summary import breakpoints_label, collapse_verdict, dying_verdict, gap_verdict, num, pct
+from neuronscope.summary import (
+    breakpoints_label,
+    collapse_verdict,
+    death_verdict,
+    dying_verdict,
+    gap_verdict,
+    num,
+    pct,
+)
 
 MAX_SCATTER_POINTS = 800
 MAX_LAYERS_DRAWN = 300
@@ -362,6 +370,43 @@ def _layer_table(report: Report) -> str:
     return f'<div class="scroll"><table class="layers">{head}{"".join(rows)}</table></div>{more}'
 
 
+#: Stuck neurons shown per layer in the HTML death table (the JSON lists every listed one).
+STUCK_SHOWN = 5
+
+
+def _death_table(report: Report) -> str:
+    """Per layer, every kind of death (schema 1.2) and the first stuck neurons; empty for older reports."""
+    if report.neuron_death is None:
+        return ""
+    rows = []
+    for i, layer in enumerate(report.layers[:MAX_TABLE_ROWS]):
+        death = layer.death
+        if death is None:
+            continue
+        stuck = "; ".join(
+            f"#{n.neuron} {'dead' if n.dead else 'dying'} in region {n.region} "
+            f"[{num(n.pre_min, 2)}, {num(n.pre_max, 2)}], {num(n.breakpoint_distance, 2)} from a breakpoint"
+            for n in death.stuck_neurons[:STUCK_SHOWN]
+        ) + (" …" if len(death.stuck_neurons) > STUCK_SHOWN else "")
+        rows.append(
+            f'<tr><td>{i + 1}</td><td class="name">{esc(clip(layer.name))}</td><td>{death.units:,}</td>'
+            + "".join(f"<td>{pct(share.fraction, 1)}</td>" for share in death.dormant)
+            + f"<td>{pct(death.coverage_fraction, 1)}</td><td>{pct(death.rarely_positive_fraction, 1)}</td>"
+            f"<td>{esc(stuck or '–')}</td></tr>"
+        )
+    taus = "".join(f"<th>dormant τ={share.tau:g}</th>" for share in report.neuron_death.dormant)
+    head = (
+        f"<tr><th>#</th><th>layer</th><th>units</th>{taus}<th>coverage t=0.25</th>"
+        "<th>positive on &lt;1%</th><th>stuck neurons: region, pre-activation range, distance</th></tr>"
+    )
+    note = (
+        '<p class="note">ReDo dormancy (Sokar et al. 2023): mean |output| over the layer mean ≤ τ; '
+        "neuron coverage (Pei et al. 2017): min-max scaled output above t for some input; a "
+        "convolutional feature map is one unit for both.</p>"
+    )
+    return f'<div class="scroll"><table class="layers">{head}{"".join(rows)}</table></div>{note}'
+
+
 # ---------------------------------------------------------------------------------------------
 # The page
 
@@ -390,6 +435,9 @@ def render_html(report: Report) -> str:
         ),
         _chip(f"PS_E random pairs ({breakpoints_label(report)})", num(ps.random.mean)),
     ]
+    if report.neuron_death is not None:
+        chips.append(_chip("ReDo-dormant units (τ = 0.025)", pct(report.neuron_death.dormant_fraction, 1)))
+        chips.append(_chip("neuron coverage (t = 0.25)", pct(report.neuron_death.coverage_fraction, 1)))
     if d.accuracy is not None:
         chips.append(_chip("accuracy", pct(d.accuracy, 1)))
     td = report.transition_density
@@ -585,12 +633,14 @@ def render_html(report: Report) -> str:
         f"{d.samples:,} samples · {esc(clip(p.created_at, 40))}</p></header>",
         f'<section class="verdict{" ok" if ok else ""}">',
         f"{f'<p><strong>{esc(collapse)}</strong></p>' if collapse else ''}"
-        f"<p>{esc(dying.text)}</p><p>{esc(gap.text)}</p></section>",
+        f"<p>{esc(dying.text)}</p><p>{esc(gap.text)}</p>"
+        f"{f'<p>{esc(death)}</p>' if (death := death_verdict(report)) else ''}</section>",
         f'<div class="chips">{"".join(chips)}</div>',
         "<h2>Do activation patterns tell classes apart?</h2>",
         f'<div class="grid">{ps_fig}{ps_layer_fig}</div>',
         "<h2>Dead and dying neurons</h2>",
         f'<div class="grid">{dead_fig}{fig1}</div>{_omitted_note(report)}',
+        _death_table(report),
         "<h2>Pairs: pattern similarity, transition density and prediction distance</h2>",
         f'<div class="grid3">{"".join(scatters)}</div>{sample_note}',
         "<h2>Layers</h2>",

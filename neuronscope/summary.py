@@ -275,10 +275,55 @@ def raw_gap_verdict(report: Report) -> GapVerdict:
     return GapVerdict(text + f" {judgement[0].upper()}{judgement[1:]}.", same, diff, gap, level=level)
 
 
+def death_verdict(report: Report) -> str | None:
+    """Neuron death by the other authors' definitions (schema 1.2), e.g. "By other definitions: 9%
+    of units are ReDo-dormant (τ = 0.025), ..."; ``None`` for reports without them. At
+    near-chance accuracy it never reads as healthy: saturated smooth units are neither dormant nor
+    uncovered, so it says so."""
+    death = report.neuron_death
+    if death is None:
+        return None
+    parts = [
+        f"{pct(death.dormant_fraction)} of units are ReDo-dormant (mean |output| at most 2.5% of the "
+        "layer's)",
+        f"{pct(death.rarely_positive_fraction)} of neurons are positive on fewer than 1% of inputs",
+        f"neuron coverage (t = 0.25) is {pct(death.coverage_fraction)}",
+    ]
+    d = report.dataset
+    if d.dead_data_points:
+        parts.append(
+            f"{d.dead_data_points:,} of {d.samples:,} inputs are dead data points (living share "
+            f"{pct(d.living_fraction, 1)})"
+        )
+    text = "By other definitions: " + "; ".join(parts) + "."
+    stuck = [
+        n.breakpoint_distance
+        for layer in report.layers
+        if layer.death is not None
+        for n in layer.death.stuck_neurons
+        if n.dead and n.breakpoint_distance is not None
+    ]
+    if stuck:
+        ordered = sorted(stuck)
+        text += (
+            f" Listed dead neurons sit a median {num(ordered[len(ordered) // 2], 2)} from their nearest "
+            "breakpoint."
+        )
+    if near_chance_accuracy(report):
+        text += " Accuracy is near chance all the same: these measures do not see saturated units."
+    return text
+
+
 def headline(report: Report) -> list[str]:
     """The verdict sentences, most important first."""
     collapse = collapse_verdict(report)
-    return [*([collapse] if collapse else []), dying_verdict(report).text, gap_verdict(report).text]
+    death = death_verdict(report)
+    return [
+        *([collapse] if collapse else []),
+        dying_verdict(report).text,
+        gap_verdict(report).text,
+        *([death] if death else []),
+    ]
 
 
 def summarize(report: Report, *, worst_layers: int = 3) -> str:
@@ -296,6 +341,7 @@ def summarize(report: Report, *, worst_layers: int = 3) -> str:
         *(["Verdict: " + collapse] if (collapse := collapse_verdict(report)) else []),
         ("Neurons: " if collapse else "Verdict: ") + dying_verdict(report).text,
         "Classes: " + gap_verdict(report).text,
+        *(["Death: " + death] if (death := death_verdict(report)) else []),
         f"Raw pattern similarity PS_E ({breakpoints_label(report)}): "
         + " · ".join(
             f"{kind} {num(s.mean)} ± {num(s.std)} ({s.pairs:,} pairs)"

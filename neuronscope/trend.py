@@ -1,6 +1,6 @@
-"""Reports of successive training checkpoints joined into one :class:`Trend`: dead, dying and
-label-dying shares and class separation beyond chance, per layer and for the network, against the
-checkpoint.
+"""Reports of successive training checkpoints joined into one :class:`Trend`: dead, dying,
+label-dying and ReDo-dormant shares, neuron coverage and class separation beyond chance, per layer
+and for the network, against the checkpoint.
 
 >>> trend = build_trend([report_epoch1, report_epoch5], ["epoch1", "epoch5"])  # doctest: +SKIP
 >>> trend.change.dead_fraction  # doctest: +SKIP
@@ -59,6 +59,8 @@ NETWORK_FIGURES: dict[str, Figure] = {
     "dying_fraction": lambda r: _share(r.layers, lambda layer: layer.dying_count),
     "never_active_fraction": _never_active,
     "label_dying_fraction": lambda r: _share(r.layers, _label_dying),
+    "dormant_fraction": lambda r: r.neuron_death.dormant_fraction if r.neuron_death else None,
+    "coverage_fraction": lambda r: r.neuron_death.coverage_fraction if r.neuron_death else None,
     "separation": _separation,
     "chance": _chance,
     "living_fraction": lambda r: r.dataset.living_fraction,
@@ -80,6 +82,9 @@ def _layer_series(name: str, reports: Sequence[Report]) -> LayerSeries:
         label_dying_fraction=[
             layer.label_agreement.label_dying_fraction if layer and layer.label_agreement else None
             for layer in health
+        ],
+        dormant_fraction=[
+            layer.death.dormant_fraction if layer and layer.death else None for layer in health
         ],
         separation=[
             layer.chance_corrected.separation if layer and layer.chance_corrected else None
@@ -162,6 +167,8 @@ _ROWS: list[tuple[str, str, bool]] = [
     ("dying_fraction", "dying neurons", True),
     ("never_active_fraction", "never active (flat region)", True),
     ("label_dying_fraction", "label-dying neurons", True),
+    ("dormant_fraction", "ReDo-dormant units (τ=0.025)", True),
+    ("coverage_fraction", "neuron coverage (t=0.25)", True),
     ("separation", "separation beyond chance", False),
     ("chance", "chance PS", False),
     ("living_fraction", "living inputs", True),

@@ -36,6 +36,8 @@ NETWORK_LINES: list[tuple[str, str, str]] = [
     ("dying_fraction", "dying neurons", "#f4a259"),
     ("label_dying_fraction", "label-dying neurons", "#6a4c93"),
     ("never_active_fraction", "never active", "#7a7a7a"),
+    ("dormant_fraction", "ReDo-dormant units", "#b5838d"),
+    ("coverage_fraction", "neuron coverage", "#3a86ff"),
     ("separation", "separation beyond chance", "#1f6fb4"),
     ("accuracy", "accuracy", "#2a9d8f"),
     ("living_fraction", "living inputs", "#8ac926"),

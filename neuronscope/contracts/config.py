@@ -10,6 +10,7 @@ Every key is optional; unknown keys are an error. Example::
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -297,14 +298,18 @@ class AnalysisConfig(BaseModel):
         return self
 
     def breakpoints_for(
-        self, layer_name: str, op_type: str, fallback: list[float] | None = None
+        self,
+        layer_name: str,
+        op_type: str,
+        fallback: list[float] | None = None,
+        params: Mapping[str, float] | None = None,
     ) -> list[float]:
         """Γ for one layer: by layer name, else by op type, else the default (``fallback``, the
         layer's own pre-space default, else :data:`DEFAULT_BREAKPOINTS`), mapped into post space
-        when ``space`` is ``"post"``."""
+        when ``space`` is ``"post"`` through the activation with the layer's own ``params``."""
         if layer_name in self.breakpoints:
             return list(self.breakpoints[layer_name])
         if op_type in self.breakpoints:
             return list(self.breakpoints[op_type])
         default = list(fallback) if fallback is not None else list(DEFAULT_BREAKPOINTS.get(op_type, [0.0]))
-        return post_breakpoints(op_type, default) if self.space == "post" else default
+        return post_breakpoints(op_type, default, params) if self.space == "post" else default

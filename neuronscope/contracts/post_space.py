@@ -33,7 +33,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -80,11 +80,43 @@ VALUE_RANGES: dict[str, ValueRange] = {
 }
 
 
-def value_range(op_type: str, bounds: Sequence[float] | None = None) -> ValueRange | None:
-    """The range of ``op_type``'s values; a ``clip`` layer's from its ``bounds`` ``(min, max)``;
-    ``None`` where it is not known."""
+#: A layer's own parameters, as the capture front ends read them: ``alpha``/``beta`` of HardSigmoid
+#: (``clamp(alpha·z + beta, 0, 1)``), ``beta``/``threshold`` of Softplus, ``alpha`` of LeakyReLU
+#: (its negative slope), ELU and CELU. Missing keys take the op's usual defaults.
+Params = Mapping[str, float]
+
+#: PyTorch's and the pre-space defaults' HardSigmoid: kinks at -3 and 3.
+_HARD_SIGMOID = {"alpha": 1.0 / 6.0, "beta": 0.5}
+
+
+def hard_sigmoid_kinks(params: Params | None = None) -> list[float]:
+    """HardSigmoid's two kinks ``(0 - beta) / alpha`` and ``(1 - beta) / alpha`` (ONNX's defaults
+    alpha 0.2, beta 0.5 give ±2.5; PyTorch's ±3).
+
+    >>> hard_sigmoid_kinks({"alpha": 0.2, "beta": 0.5}), hard_sigmoid_kinks()
+    ([-2.5, 2.5], [-3.0, 3.0])
+    """
+    alpha, beta = _hard_sigmoid(params)
+    return [(0.0 - beta) / alpha, (1.0 - beta) / alpha]
+
+
+def _hard_sigmoid(params: Params | None) -> tuple[float, float]:
+    given = params or {}
+    return float(given.get("alpha", _HARD_SIGMOID["alpha"])), float(given.get("beta", _HARD_SIGMOID["beta"]))
+
+
+def value_range(
+    op_type: str, bounds: Sequence[float] | None = None, params: Params | None = None
+) -> ValueRange | None:
+    """The range of ``op_type``'s values; a ``clip`` layer's from its ``bounds`` ``(min, max)``, an
+    ELU's or CELU's from its ``alpha``, a LeakyReLU's from its slope; ``None`` where it is not
+    known."""
     if op_type == "clip":
         return ValueRange(bounds[0], bounds[-1], True) if bounds is not None and len(bounds) == 2 else None
+    if params and op_type in ("elu", "celu") and "alpha" in params and params["alpha"] > 0:
+        return ValueRange(-float(params["alpha"]), _INF, False)
+    if params and op_type == "leaky_relu" and "alpha" in params:
+        return VALUE_RANGES["relu"] if params["alpha"] == 0 else ValueRange(-_INF, _INF, False)
     return VALUE_RANGES.get(op_type)
 
 
@@ -113,9 +145,24 @@ _IMAGES: dict[str, tuple[Callable[[float], float], float]] = {
 }
 
 
-def post_breakpoints(op_type: str, pre: Sequence[float]) -> list[float]:
+def _parametrised(op_type: str, params: Params | None) -> tuple[Callable[[float], float], float] | None:
+    """The image and flat-from point of an op whose ``params`` change them, else ``None``."""
+    if not params:
+        return None
+    if op_type == "hard_sigmoid":
+        alpha, beta = _hard_sigmoid(params)
+        return (lambda z: min(max(alpha * z + beta, 0.0), 1.0)), (1.0 - beta) / alpha
+    if op_type == "softplus":
+        beta, threshold = float(params.get("beta", 1.0)), float(params.get("threshold", 20.0))
+        return (lambda z: z if beta * z > threshold else _softplus(beta * z) / beta), _INF
+    return None
+
+
+def post_breakpoints(op_type: str, pre: Sequence[float], params: Params | None = None) -> list[float]:
     """Default pre-space breakpoints ``pre`` of ``op_type`` mapped into post space (see the module
-    docstring); a ``clip`` layer's ``pre`` are its own bounds ``[min, max]``.
+    docstring); a ``clip`` layer's ``pre`` are its own bounds ``[min, max]``; ``params`` are the
+    layer's own (HardSigmoid's alpha and beta, Softplus's beta and threshold), else PyTorch's
+    defaults.
 
     Example:
         >>> post_breakpoints("softplus", [0.0]), post_breakpoints("gelu", [0.0])
@@ -123,8 +170,11 @@ def post_breakpoints(op_type: str, pre: Sequence[float]) -> list[float]:
         >>> post_breakpoints("clip", [-2.0, 3.0]), post_breakpoints("hard_sigmoid", [-3.0, 3.0])
         ([-2.0, 2.9999999999999996], [0.0, 0.9999999999999999])
     """
+    custom = _parametrised(op_type, params)
     if op_type == "clip" and len(pre) == 2:
         image, flat_from = _clamp(pre[0], pre[1]), pre[1]
+    elif custom is not None:
+        image, flat_from = custom
     elif op_type in _IMAGES:
         image, flat_from = _IMAGES[op_type]
     else:
@@ -134,10 +184,13 @@ def post_breakpoints(op_type: str, pre: Sequence[float]) -> list[float]:
 
 
 def out_of_range(
-    op_type: str, breakpoints: Sequence[float], bounds: Sequence[float] | None = None
+    op_type: str,
+    breakpoints: Sequence[float],
+    bounds: Sequence[float] | None = None,
+    params: Params | None = None,
 ) -> str | None:
     """Why ``breakpoints`` cannot split ``op_type``'s post-activation values, or ``None``."""
-    allowed = value_range(op_type, bounds)
+    allowed = value_range(op_type, bounds, params)
     if allowed is None:
         return None
     outside = [b for b in breakpoints if not allowed.admits(b)]

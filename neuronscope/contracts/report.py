@@ -22,7 +22,12 @@ from neuronscope.errors import InvalidInput
 #: ``[]`` when absent from an older report's config), ``transition_density.converged`` (TD as
 #: k -> infinity), ``transition_density.saturated`` and ``.warnings``,
 #: ``transition_density.samples[].td_converged`` / ``.neuron_changes_converged``,
-#: ``timings.transition_density_passes`` and ``prediction_distance.probabilities`` (``null`` before).
+#: ``timings.transition_density_passes``, ``prediction_distance.probabilities``; ``layers[].death``
+#: (ReDo's τ-dormant units,
+#: DeepXplore's neuron coverage, rarely positive neurons and, for every listed dead or dying
+#: neuron, the region it is stuck in, its value range and its distance to the nearest breakpoint),
+#: ``neuron_death`` (the same over the whole network) and ``model.layers[].params``, ``null`` in
+#: older reports.
 REPORT_SCHEMA_VERSION = "1.2"
 
 #: Dead and dying neuron indices one report lists, over every layer and both lists together (the
@@ -30,6 +35,10 @@ REPORT_SCHEMA_VERSION = "1.2"
 #: layer says how many indices its lists left out. This bounds the report's size and the memory
 #: of whatever reads it, whatever the model.
 MAX_LISTED_NEURONS = 100_000
+
+#: Stuck neurons (``layers[].death.stuck_neurons``) one report lists over every layer, a fair
+#: share each: an entry takes about 200 bytes of JSON, 20 times an index.
+MAX_STUCK_NEURONS = 2_000
 
 #: Largest report JSON :func:`load_report` parses. Parsing costs about 8 bytes of memory per byte
 #: of JSON; a report within the caps (lists, per-pair rows, a config the API accepts) is a few
@@ -83,6 +92,11 @@ class LayerInfo(_Model):
     neurons: int = Field(description="Neurons per sample: every element of the activation map.")
     shape: list[int] = Field(description="Per-sample shape of the activation map.")
     breakpoints: list[float] = Field(description="The breakpoints Γ used for this layer.")
+    params: dict[str, float] | None = Field(
+        None,
+        description="The layer's own parameters behind its default Γ and value range (HardSigmoid "
+        "alpha/beta, Softplus beta/threshold, LeakyReLU/ELU/CELU alpha); schema 1.2, null when none.",
+    )
 
 
 class ModelSection(_Model):
@@ -288,6 +302,70 @@ class LayerFlat(_Model):
     never_active_count: int = Field(description="Neurons in a flat region for every input.")
 
 
+class DormantShare(_Model):
+    tau: float = Field(description="ReDo's threshold τ: a unit is dormant when its score is <= τ.")
+    count: int
+    fraction: float
+
+
+class CoverageShare(_Model):
+    threshold: float = Field(description="DeepXplore's t: a unit is covered when its scaled output > t.")
+    covered: int
+    fraction: float
+
+
+class StuckNeuron(_Model):
+    """A listed dead or dying neuron: where it is stuck and how far from coming back."""
+
+    neuron: int = Field(description="Flat neuron index in the layer.")
+    dead: bool = Field(description="True when every input puts it in one region (else dying).")
+    region: int = Field(description="Its dominant region (γ_{r-1}, γ_r] of the layer's breakpoints.")
+    region_share: float = Field(description="Share of inputs in that region (1 for a dead neuron).")
+    pre_min: Stat = Field(description="Smallest pre-activation value over the inputs.")
+    pre_max: Stat = Field(description="Largest pre-activation value over the inputs.")
+    breakpoint_distance: Stat = Field(
+        description="Gap between its values (in the analysis space) and the nearer end of its region: "
+        "how far the inputs are from moving it to another region; 0 when they reach an end."
+    )
+
+
+class LayerDeath(_Model):
+    """Every kind of neuron death, as its authors define it (see docs/paper.md)."""
+
+    units: int = Field(description="Units: neurons, or channels of a convolutional map (one unit each).")
+    dormant_fraction: float = Field(description="Share of units ReDo-dormant at τ = 0.025 (the gate figure).")
+    coverage_fraction: float = Field(description="Neuron coverage at t = 0.25 (the gate figure).")
+    dormant: list[DormantShare] = Field(
+        description="ReDo (Sokar et al. 2023): units whose mean |output| over the layer's mean is <= τ."
+    )
+    coverage: list[CoverageShare] = Field(
+        description="Neuron coverage (Pei et al. 2017): units whose per-input min-max scaled output "
+        "exceeds t for at least one input."
+    )
+    rarely_positive_count: int = Field(description="Neurons with output > 0 on fewer than 1% of inputs.")
+    rarely_positive_fraction: float
+    never_positive_count: int = Field(description="Neurons with output > 0 on no input.")
+    stuck_neurons: list[StuckNeuron] = Field(
+        description="The neurons listed in dead_neurons or dying_neurons, lowest index first, at most "
+        "MAX_STUCK_NEURONS over all layers (a fair share each)."
+    )
+    stuck_neurons_omitted: int = Field(
+        0, description="Listed dead or dying neurons left out of stuck_neurons; 0 when complete."
+    )
+
+
+class NetworkDeath(_Model):
+    """The whole network's death: units and neurons of every layer together."""
+
+    units: int
+    dormant_fraction: float = Field(description="Share of units ReDo-dormant at τ = 0.025.")
+    coverage_fraction: float = Field(description="Neuron coverage at t = 0.25.")
+    dormant: list[DormantShare]
+    coverage: list[CoverageShare]
+    rarely_positive_count: int
+    rarely_positive_fraction: float
+
+
 class LayerHealth(_Model):
     name: str
     op_type: str
@@ -318,6 +396,7 @@ class LayerHealth(_Model):
     pre_activation_var: Stat
     label_agreement: LabelAgreement | None = Field(None, description="Schema 1.1; null in older reports.")
     flat: LayerFlat | None = Field(None, description="Schema 1.1; null in older reports.")
+    death: LayerDeath | None = Field(None, description="Schema 1.2; null in older reports.")
 
 
 class PredictionDistanceKind(_Model):
@@ -395,6 +474,7 @@ class Report(_Model):
         "inputs of a model that cannot be run from its embedding); null otherwise.",
     )
     layers: list[LayerHealth]
+    neuron_death: NetworkDeath | None = Field(None, description="Schema 1.2; null in older reports.")
     prediction_distance: PredictionDistanceSection
     provenance: Provenance
     timings: Timings

@@ -41,6 +41,10 @@ class NetworkSeries(_Model):
         description="Neurons that keep inputs of different labels in one region (the paper's dying), "
         "over all neurons."
     )
+    dormant_fraction: list[Stat] = Field(
+        description="Units ReDo-dormant at τ = 0.025 (neuron_death; null for reports before schema 1.2)."
+    )
+    coverage_fraction: list[Stat] = Field(description="Neuron coverage at t = 0.25 (neuron_death).")
     separation: list[Stat] = Field(
         description="Class separation of the patterns beyond chance (pattern_similarity.chance_corrected)."
     )
@@ -57,6 +61,7 @@ class LayerSeries(_Model):
     dead_fraction: list[Stat]
     dying_fraction: list[Stat]
     label_dying_fraction: list[Stat]
+    dormant_fraction: list[Stat]
     separation: list[Stat]
 
 
@@ -68,6 +73,8 @@ class NetworkChange(_Model):
     dying_fraction: Stat
     never_active_fraction: Stat
     label_dying_fraction: Stat
+    dormant_fraction: Stat
+    coverage_fraction: Stat
     separation: Stat
     chance: Stat
     living_fraction: Stat

@@ -90,6 +90,8 @@ def test_the_trend_holds_each_reports_own_figures(checkpoints: dict[str, Path]) 
         cc = report.pattern_similarity.chance_corrected
         assert cc is not None
         assert trend.network.separation[index] == cc.separation
+        assert report.neuron_death is not None
+        assert trend.network.dormant_fraction[index] == report.neuron_death.dormant_fraction
         for layer, series in zip(report.layers, trend.layers, strict=True):
             assert series.name == layer.name
             assert series.dead_fraction[index] == layer.dead_fraction
@@ -108,6 +110,9 @@ def test_cut_off_neurons_show_as_dying_in_the_trend(checkpoints: dict[str, Path]
     newly_dead = set(range(CUT)) - set(reports[1].layers[0].dead_neurons)
     assert newly_dead
     assert cut - trained >= len(newly_dead) / 32 - 1e-9
+    dormant = first.dormant_fraction
+    assert dormant[1] is not None and dormant[2] is not None
+    assert dormant[2] > dormant[1] and dormant[2] >= CUT / 32  # a cut neuron outputs 0: ReDo-dormant
     accuracy = trend.network.accuracy
     assert accuracy[1] is not None and accuracy[0] is not None and accuracy[1] > accuracy[0] + 0.5
     text = format_trend(trend)

@@ -32,12 +32,14 @@ from neuronscope.validation import check_model_file, load_dataset
 from worker.engine.capture.base import ActivationLayer, CaptureModel, CaptureResult
 from worker.engine.capture.loader import model_inputs, open_model
 from worker.engine.converged import CodedLayer, converged_counts
+from worker.engine.death_sections import with_death
 from worker.engine.errors import AnalysisError
 from worker.engine.inputs import BoundInputs, bind_inputs
 from worker.engine.interpolation import interpolation_space
 from worker.engine.label_sections import with_chance, with_flat
 from worker.engine.metrics.chance import LabelRegionCounts
 from worker.engine.metrics.correlation import spearman
+from worker.engine.metrics.death import ValueAccumulator, units_of
 from worker.engine.metrics.flat import FlatCounts, flat_regions
 from worker.engine.metrics.health import HealthAccumulator, LayerHealthStats
 from worker.engine.metrics.pairs import AllPairs, PairLists, PairSets, select_pairs
@@ -263,7 +265,8 @@ def assemble_report(
     report = with_probabilities(
         report, capture.outputs, pairs_on_device(pairs, capture.outputs.device), correlation, transition
     )
-    return with_flat(with_chance(report, chance), capture.flat.result())
+    report = with_flat(with_chance(report, chance), capture.flat.result())
+    return with_death(report, capture.values, capture.health) if capture.values is not None else report
 
 
 def load_inputs(
@@ -295,10 +298,11 @@ def plan_layers(model: CaptureModel, config: AnalysisConfig) -> list[LayerPlan]:
     plans = []
     for layer in model.layers:
         fallback = list(layer.default_breakpoints) if layer.default_breakpoints is not None else None
-        breakpoints = config.breakpoints_for(layer.name, layer.op_type, fallback)
+        params = dict(layer.params)
+        breakpoints = config.breakpoints_for(layer.name, layer.op_type, fallback, params)
         given = layer.name in config.breakpoints or layer.op_type in config.breakpoints
         checked = given and config.space == "post"
-        problem = out_of_range(layer.op_type, breakpoints, fallback) if checked else None
+        problem = out_of_range(layer.op_type, breakpoints, fallback, params) if checked else None
         if problem is not None:
             raise AnalysisError(
                 f"breakpoints for layer {layer.name!r}: {problem}", code="breakpoints_invalid"
@@ -325,6 +329,7 @@ class DatasetCapture:
     outputs: torch.Tensor
     label_counts: LabelRegionCounts
     flat: FlatCounts
+    values: ValueAccumulator | None = None
 
     @classmethod
     def join(
@@ -337,6 +342,7 @@ class DatasetCapture:
         keeps one part's patterns in memory besides the joined ones)."""
         store: PatternStore | None = None
         states: list[dict[str, np.ndarray]] = []
+        value_states: list[dict[str, np.ndarray] | None] = []
         outputs: list[torch.Tensor] = []
         label_counts: LabelRegionCounts | None = None
         flat: FlatCounts | None = None
@@ -350,6 +356,7 @@ class DatasetCapture:
                 index = torch.arange(start, min(start + step, part.store.n_samples))
                 store.append([part.store.rows(layer, index) for layer in range(store.num_layers)])
             states.append(part.health.state())
+            value_states.append(part.values.state() if part.values is not None else None)
             outputs.append(part.outputs.to(device))
             label_counts.merge(part.label_counts)
             flat.merge(part.flat)
@@ -359,7 +366,9 @@ class DatasetCapture:
                 code="internal_error",
             )
         health = HealthAccumulator.combine(store.neurons, store.regions, states, device=device)
-        return cls(store, health, torch.cat(outputs), label_counts, flat)
+        known = [state for state in value_states if state is not None]
+        values = ValueAccumulator.combine(known, device=device) if len(known) == len(states) else None
+        return cls(store, health, torch.cat(outputs), label_counts, flat, values)
 
 
 def capture_dataset(
@@ -389,11 +398,16 @@ def capture_dataset(
     truth = _dataset_labels(dataset_labels, bound.samples) if config.labels == "dataset" else None
     neurons = [plan.layer.neurons for plan in plans]
     regions = [len(plan.breakpoints) + 1 for plan in plans]
-    flat = [flat_regions(plan.layer.op_type, plan.breakpoints, config.space) for plan in plans]
+    flat = [
+        flat_regions(plan.layer.op_type, plan.breakpoints, config.space, dict(plan.layer.params))
+        for plan in plans
+    ]
     store = PatternStore(stop - start, neurons, regions, device=model.device)
     health = HealthAccumulator(neurons, regions, device=model.device)
     label_counts = LabelRegionCounts(neurons, regions, device=model.device)
     flat_counts = FlatCounts(neurons, flat, device=model.device)
+    units = [units_of(plan.layer.shape) for plan in plans]
+    values = ValueAccumulator(neurons, units, post_space=config.space == "post", device=model.device)
     outputs: list[torch.Tensor] = []
     for first in range(start, stop, config.batch_size):
         last = min(first + config.batch_size, stop)
@@ -404,9 +418,10 @@ def capture_dataset(
         health.update(patterns, result.pre, result.post)
         label_counts.update(patterns, predicted_labels(batch_outputs) if truth is None else truth[first:last])
         flat_counts.update(patterns)
+        values.update(result.pre, result.post)
         outputs.append(batch_outputs)
         progress("capture", (last - start) / (stop - start))
-    return DatasetCapture(store, health, torch.cat(outputs), label_counts, flat_counts)
+    return DatasetCapture(store, health, torch.cat(outputs), label_counts, flat_counts, values)
 
 
 def _dataset_labels(labels: np.ndarray | None, samples: int) -> torch.Tensor | None:

@@ -122,6 +122,7 @@ class ReportFacts(BaseModel):
                         neurons=layer.neurons,
                         shape=list(layer.shape),
                         breakpoints=breakpoints,
+                        params=dict(layer.params) or None,
                     )
                     for layer, breakpoints in plans
                 ],

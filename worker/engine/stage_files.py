@@ -19,6 +19,7 @@ import torch
 from worker.engine.analysis import Captured, DatasetCapture
 from worker.engine.errors import AnalysisError
 from worker.engine.metrics.chance import LabelRegionCounts
+from worker.engine.metrics.death import ValueAccumulator
 from worker.engine.metrics.flat import FlatCounts
 from worker.engine.metrics.health import HealthAccumulator
 from worker.engine.metrics.patterns import PatternStore, unpack_bits
@@ -28,6 +29,7 @@ _LOAD_BYTES = 64 * 2**20
 _HEALTH = "health_"
 _LABELS = "label_counts_"
 _FLAT = "flat_"
+_VALUES = "values_"
 
 
 def internal(message: str) -> AnalysisError:
@@ -52,6 +54,8 @@ def capture_arrays(capture: DatasetCapture) -> dict[str, np.ndarray]:
     arrays.update({_FLAT + key: value for key, value in capture.flat.state().items()})
     for layer, regions in enumerate(capture.flat.flat):
         arrays[f"{_FLAT}regions{layer}"] = np.asarray(regions, dtype=np.int64)
+    if capture.values is not None:
+        arrays.update({_VALUES + key: value for key, value in capture.values.state().items()})
     return arrays
 
 
@@ -83,7 +87,9 @@ def load_capture(path: Path, device: torch.device) -> tuple[DatasetCapture, floa
         regions = [int(r) for r in array(data, "regions", np.int64, 1)]
         outputs = torch.from_numpy(array(data, "outputs", np.float32, 2)).to(device)
         layers = [array(data, f"layer{layer}", np.uint8, 2) for layer in range(len(neurons))]
-        state, labelled, flat = (_prefixed(data, prefix) for prefix in (_HEALTH, _LABELS, _FLAT))
+        state, labelled, flat, value_state = (
+            _prefixed(data, prefix) for prefix in (_HEALTH, _LABELS, _FLAT, _VALUES)
+        )
         seconds = float(data["seconds"]) if "seconds" in data.files else float(data["capture_s"])
     store = PatternStore(outputs.shape[0], neurons, regions, device=device)
     step = max(1, _LOAD_BYTES // max(store.total_neurons, 1))
@@ -102,7 +108,8 @@ def load_capture(path: Path, device: torch.device) -> tuple[DatasetCapture, floa
         flat_counts = FlatCounts.from_state(neurons, flat_regions, flat, device=device)
     except KeyError as missing:
         raise internal(f"{path.name}: expected the label and flat-region counts, missing {missing}") from None
-    return DatasetCapture(store, health, outputs, label_counts, flat_counts), seconds
+    values = ValueAccumulator.combine([value_state], device=device) if value_state else None
+    return DatasetCapture(store, health, outputs, label_counts, flat_counts, values), seconds
 
 
 def _prefixed(data: Any, prefix: str) -> dict[str, np.ndarray]:

@@ -32,7 +32,14 @@ class Split:
 
 
 def store_report(ctx: WorkerContext, job_id: str, report: Path) -> RunOutcome:
-    """Validate the report the child wrote, store it once and mark the job succeeded.
+    """Validate the report the child wrote, store it once and mark the job succeeded."""
+    failed = save_report(ctx, job_id, report)
+    return failed if failed is not None else finish(ctx, job_id, "succeeded")
+
+
+def save_report(ctx: WorkerContext, job_id: str, report: Path) -> RunOutcome | None:
+    """Validate the report the child wrote and store it once: ``None`` when it is stored (the job
+    still running), else the failed job's outcome.
 
     The file comes from the process that ran the model, so what is wrong with it is summarised,
     never quoted."""
@@ -57,7 +64,7 @@ def store_report(ctx: WorkerContext, job_id: str, report: Path) -> RunOutcome:
             message="the report could not be stored: the storage is full; free space and run the job again",
         )
         return finish(ctx, job_id, "failed", error)
-    return finish(ctx, job_id, "succeeded")
+    return None
 
 
 def finish(

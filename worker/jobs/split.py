@@ -42,7 +42,7 @@ from worker.engine.plan import (
 )
 from worker.jobs.context import WorkerContext
 from worker.jobs.inputs import ArtifactTampered, JobInputs, fetch_inputs
-from worker.jobs.outcome import RunOutcome, Split, finish, store_report
+from worker.jobs.outcome import RunOutcome, Split, finish, save_report
 from worker.jobs.scratch import JobScratch, ScratchGone
 from worker.jobs.stage import run_stage
 from worker.stale_dirs import job_workdir
@@ -230,6 +230,7 @@ def finish_split(ctx: WorkerContext, job_id: str, *, python: str = sys.executabl
         if record.status != "running":
             return "skipped"
         if ctx.storage.get_report(job_id) is not None:
+            scratch.remove()
             return finish(ctx, job_id, "succeeded")
         plan = ChunkPlan.model_validate_json(scratch.path(PLAN_FILE).read_text())
         if plan.capture_ranges and not scratch.has(CAPTURED_FILE):
@@ -302,4 +303,8 @@ def _merge(
             return "cancelled"
         if error is not None:
             return finish(ctx, job_id, "failed", error)
-        return store_report(ctx, job_id, report)
+        failed = save_report(ctx, job_id, report)
+    if failed is not None:
+        return failed
+    scratch.remove()  # before the job shows succeeded: no one sees a finished job's files
+    return finish(ctx, job_id, "succeeded")

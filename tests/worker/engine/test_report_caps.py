@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from neuronscope.contracts import AnalysisConfig, Report
-from neuronscope.contracts.report import MAX_LISTED_NEURONS
+from neuronscope.contracts.report import MAX_LISTED_NEURONS, MAX_STUCK_NEURONS
 from worker.engine import analyze
 
 LAYERS = 30
@@ -87,3 +87,19 @@ def test_the_per_layer_cap_alone_also_says_what_it_left_out(tmp_path: Path) -> N
     report = analyze(dead_conv_stack(tmp_path / "m.onnx"), tmp_path / "d.npz", config)
     assert all(x.dead_neurons == list(range(10)) for x in report.layers)
     assert all(x.dead_neurons_omitted == SIDE * SIDE - 10 for x in report.layers)
+
+
+def test_stuck_neurons_are_capped_across_layers(capped_report: Report) -> None:
+    stuck = [layer.death.stuck_neurons for layer in capped_report.layers if layer.death is not None]
+    assert len(stuck) == LAYERS and sum(len(s) for s in stuck) == MAX_STUCK_NEURONS
+    for layer in capped_report.layers:
+        assert layer.death is not None
+        listed = {*layer.dead_neurons, *layer.dying_neurons}
+        shown = [n.neuron for n in layer.death.stuck_neurons]
+        assert shown == sorted(listed)[: len(shown)]
+        assert layer.death.stuck_neurons_omitted == len(listed) - len(shown)
+        # A 1×1 conv with bias -1e4 on N(0, 1) inputs: about 1e4 below ReLU's breakpoint.
+        assert all(
+            n.dead and n.region == 0 and n.breakpoint_distance > 9_000 for n in layer.death.stuck_neurons
+        )
+        assert layer.death.units == 1 and layer.death.dormant[0].count == 1

@@ -14,11 +14,19 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
+from neuronscope.compare import compare_reports, format_comparison
 from neuronscope.contracts import AnalysisConfig
 from neuronscope.contracts.report import Report
 from neuronscope.gates import evaluate_gates, parse_gates, report_data
 from neuronscope.report_html import render_html
-from neuronscope.summary import collapse_verdict, dying_verdict, gap_verdict, headline, summarize
+from neuronscope.summary import (
+    collapse_verdict,
+    death_verdict,
+    dying_verdict,
+    gap_verdict,
+    headline,
+    summarize,
+)
 from worker.engine import analyze
 
 CONFIG = AnalysisConfig.model_validate({"pairs": "all", "transition_density": None})
@@ -183,3 +191,109 @@ def test_flat_region_death_and_dead_data_points(digit_reports: dict[str, Report]
     for layer in sigmoid.layers:
         assert layer.flat is not None and layer.flat.flat_regions == [] and layer.flat.never_active_count == 0
     assert sigmoid.dataset.dead_data_points == 0 and sigmoid.dataset.living_fraction == 1.0
+
+
+def test_planted_dead_neurons_are_dormant_uncovered_and_stuck_below_their_breakpoint(
+    digit_reports: dict[str, Report],
+) -> None:
+    planted, healthy = digit_reports["planted_dead"], digit_reports["relu"]
+    first, healthy_first = planted.layers[0].death, healthy.layers[0].death
+    assert first is not None and healthy_first is not None
+    assert first.units == planted.layers[0].neurons == 32
+    # Zero output for every input: ReDo-dormant at τ = 0, never positive, never covered at any t.
+    dormant_at = {share.tau: share.count for share in first.dormant}
+    assert dormant_at[0.0] >= 16 and dormant_at[0.0] == first.never_positive_count
+    assert dormant_at[0.0] <= dormant_at[0.025] <= dormant_at[0.1]
+    assert first.coverage[0].threshold == 0.0 and first.coverage[0].covered <= 32 - 16
+    assert first.dormant_fraction > healthy_first.dormant_fraction
+    assert first.coverage_fraction < healthy_first.coverage_fraction
+    stuck = {n.neuron: n for n in first.stuck_neurons}
+    assert sorted(stuck) == sorted({*planted.layers[0].dead_neurons, *planted.layers[0].dying_neurons})
+    for index in range(16):
+        # Zero weights, bias -1: the pre-activation is -1 for every input, region 0 = (-inf, 0], 1 below 0.
+        neuron = stuck[index]
+        assert neuron.dead and neuron.region == 0 and neuron.region_share == 1.0
+        assert neuron.pre_min == neuron.pre_max == -1.0 and neuron.breakpoint_distance == 1.0
+    for layer in planted.layers:
+        assert layer.death is not None
+        for neuron in layer.death.stuck_neurons:
+            assert neuron.pre_min is not None and neuron.pre_max is not None
+            assert neuron.pre_min <= neuron.pre_max and neuron.breakpoint_distance is not None
+            if not neuron.dead:
+                assert neuron.region_share >= planted.provenance.config.dying_threshold
+    text = death_verdict(planted)
+    assert text is not None and "ReDo-dormant" in text and "from their nearest breakpoint" in text
+    assert "Death: " + text in summarize(planted) and text in headline(planted)
+
+
+def test_healthy_nets_are_covered_and_barely_dormant(digit_reports: dict[str, Report]) -> None:
+    relu, sigmoid = digit_reports["relu"], digit_reports["sigmoid"]
+    assert relu.neuron_death is not None and sigmoid.neuron_death is not None
+    assert relu.neuron_death.coverage_fraction >= 0.75 and relu.neuron_death.dormant_fraction <= 0.25
+    # A sigmoid's output is positive and never zero: nothing is dormant, rarely positive or uncovered.
+    assert (
+        sigmoid.neuron_death.dormant_fraction == 0.0 and sigmoid.neuron_death.rarely_positive_fraction == 0.0
+    )
+    assert sigmoid.neuron_death.coverage_fraction == 1.0
+    for report in (relu, sigmoid):
+        death = report.neuron_death
+        assert death.units == sum(layer.death.units for layer in report.layers if layer.death)
+        assert [s.tau for s in death.dormant] == [0.0, 0.025, 0.1]
+        text = death_verdict(report)
+        assert text is not None and "near chance" not in text
+
+
+def test_collapsed_net_reads_collapsed_whatever_the_death_measures_say(
+    digit_reports: dict[str, Report],
+) -> None:
+    report = digit_reports["collapsed"]
+    assert report.neuron_death is not None
+    # Saturated sigmoids output about 1: ReDo sees no dormant unit. The verdict must still not
+    # read as healthy.
+    assert report.neuron_death.dormant_fraction == 0.0
+    text = death_verdict(report)
+    assert text is not None and "near chance all the same" in text
+    assert headline(report)[0].startswith("The network has collapsed")
+    for layer in report.layers:
+        assert layer.death is not None
+        for neuron in layer.death.stuck_neurons:
+            # Every neuron sits at about +12 with Γ = {-0.5, 0, 0.5}: the last region, far from 0.5.
+            assert neuron.dead and neuron.region == 3
+            assert neuron.breakpoint_distance is not None and neuron.breakpoint_distance > 5
+
+
+def test_gates_and_html_read_the_death_paths(digit_reports: dict[str, Report]) -> None:
+    gates = parse_gates(
+        [
+            "max(layers.death.dormant_fraction) > 0.3",
+            "neuron_death.coverage_fraction < 0.8",
+            "dataset.living_fraction < 0.99",
+            "max(layers.death.dormant.0.fraction) > 0.3",
+        ]
+    )
+    planted = evaluate_gates(gates, report_data(digit_reports["planted_dead"]))
+    healthy = evaluate_gates(gates, report_data(digit_reports["relu"]))
+    assert planted[0].failed and not healthy[0].failed
+    assert planted[1].failed and not healthy[1].failed
+    assert not healthy[2].failed
+    assert planted[3].failed and not healthy[3].failed
+    page = render_html(digit_reports["planted_dead"])
+    assert "ReDo-dormant units (τ = 0.025)" in page and "dormant τ=0.025" in page
+    assert "#0 dead in region 0 [-1.00, -1.00], 1.00 from a breakpoint" in page
+
+
+def test_compare_lists_the_death_figures_per_layer_and_overall(digit_reports: dict[str, Report]) -> None:
+    healthy, planted = digit_reports["relu"], digit_reports["planted_dead"]
+    comparison = compare_reports(healthy, planted)
+    overall = {delta.name: delta for delta in comparison.overall}
+    assert healthy.neuron_death is not None and planted.neuron_death is not None
+    dormant = overall["neuron_death.dormant_fraction"]
+    assert (dormant.old, dormant.new) == (
+        healthy.neuron_death.dormant_fraction,
+        planted.neuron_death.dormant_fraction,
+    )
+    assert dormant.delta is not None and dormant.delta > 0
+    first = {delta.name: delta for delta in comparison.layers[0].metrics}
+    assert first["dormant"].delta is not None and first["dormant"].delta > 0
+    assert first["coverage"].delta is not None and first["coverage"].delta < 0
+    assert "dormant" in format_comparison(comparison) and "coverage" in format_comparison(comparison)

@@ -33,13 +33,17 @@ class ActivationLayer:
     ``name`` is unique within the model; ``op_type`` is a canonical op type from
     ``neuronscope.contracts.config.OpType``; ``shape`` is the per-sample shape of the activation
     map (batch dimension excluded), so ``neurons == prod(shape)``. ``default_breakpoints`` is set
-    only where the layer's own attributes define Γ (e.g. Clip bounds), else ``None``.
+    only where the layer's own attributes define Γ (e.g. Clip bounds, HardSigmoid's kinks), else
+    ``None``. ``params`` are the layer's own parameters that move its breakpoints' images or its
+    range (``neuronscope.contracts.post_space.Params``: HardSigmoid alpha/beta, Softplus
+    beta/threshold, LeakyReLU/ELU/CELU alpha), as ``(name, value)`` pairs.
     """
 
     name: str
     op_type: str
     shape: tuple[int, ...]
     default_breakpoints: tuple[float, ...] | None = None
+    params: tuple[tuple[str, float], ...] = ()
 
     @property
     def neurons(self) -> int:

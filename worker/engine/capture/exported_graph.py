@@ -14,7 +14,7 @@ import torch
 from torch import fx
 
 from worker.engine.capture.patterns import GATES, decomposed_activations
-from worker.engine.capture.torchscript_graph import ATEN_OPS
+from worker.engine.capture.torchscript_graph import ATEN_OPS, PARAM_ARGS
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class FxCandidate:
     path: str
     pre: fx.Node
     default_breakpoints: tuple[float, ...] | None = None
+    params: tuple[tuple[str, float], ...] = ()
 
 
 class FxView:
@@ -85,6 +86,18 @@ def _hardtanh(node: fx.Node) -> tuple[str, tuple[float, ...] | None]:
     return "clip", (float(low), float(high))
 
 
+def _params(node: fx.Node, op: str) -> tuple[tuple[str, float], ...]:
+    """The number parameters of an aten activation (``PARAM_ARGS``: positional or by keyword,
+    ``negative_slope`` for LeakyReLU's ``alpha``), in name order."""
+    found = []
+    for position, name in enumerate(PARAM_ARGS.get(op, ()), start=1):
+        keyword = "negative_slope" if op == "leaky_relu" else name
+        value = node.args[position] if len(node.args) > position else node.kwargs.get(keyword)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            found.append((name, float(value)))
+    return tuple(sorted(found))
+
+
 def _floating_tensor(value: object) -> bool:
     if not isinstance(value, fx.Node):
         return False
@@ -111,7 +124,7 @@ def find_activations(graph: fx.Graph) -> list[FxCandidate]:
         if not isinstance(pre, fx.Node) or not _floating_tensor(pre):
             continue
         op_type, bounds = _hardtanh(node) if op == "hardtanh" else (ATEN_OPS[op], None)
-        found.append(FxCandidate(node, op, op_type, module_path(node), pre, bounds))
+        found.append(FxCandidate(node, op, op_type, module_path(node), pre, bounds, _params(node, op)))
     return found
 
 

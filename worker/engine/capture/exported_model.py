@@ -415,7 +415,7 @@ def load_exported(
     names += capture_names(capture_points, [*names, *(layer.name for layer in gate_layers)])
     kept += zip(points, point_shapes, strict=True)
     layers = [
-        ActivationLayer(name, c.op_type, shape, c.default_breakpoints)
+        ActivationLayer(name, c.op_type, shape, c.default_breakpoints, c.params)
         for name, (c, shape) in zip(names, kept, strict=True)
     ]
     keep = selected_positions([*names, *(layer.name for layer in gate_layers)], layer_names)

@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from neuronscope.contracts.post_space import hard_sigmoid_kinks
+
 #: Single ONNX nodes that are activations, to canonical op types (``Clip`` is handled apart).
 SINGLE_OPS: dict[str, str] = {
     "Relu": "relu",
@@ -48,6 +50,7 @@ class Candidate:
     anchor: onnx.NodeProto
     order: int
     default_breakpoints: tuple[float, ...] | None = None
+    params: tuple[tuple[str, float], ...] = ()
 
 
 class _Graph:
@@ -256,6 +259,32 @@ def _clip_op(g: _Graph, clip: onnx.NodeProto) -> tuple[str, tuple[float, ...] | 
     return "clip", tuple(v for v in (low, high) if v is not None) or None
 
 
+#: ONNX attributes that are layer parameters (``post_space.Params``), with the operators' defaults.
+_PARAM_ATTRIBUTES: dict[str, dict[str, float]] = {
+    "HardSigmoid": {"alpha": 0.2, "beta": 0.5},
+    "LeakyRelu": {"alpha": 0.01},
+    "Elu": {"alpha": 1.0},
+    "Celu": {"alpha": 1.0},
+}
+
+
+def _params(node: onnx.NodeProto) -> tuple[tuple[str, float], ...]:
+    """The node's parameter attributes (defaults filled in), in name order."""
+    defaults = _PARAM_ATTRIBUTES.get(node.op_type, {})
+    given = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if a.name in defaults}
+    return tuple(sorted((name, float(given.get(name, value))) for name, value in defaults.items()))
+
+
+def _softplus_beta(g: _Graph, node: onnx.NodeProto, x: str) -> tuple[tuple[str, float], ...]:
+    """``(("beta", b),)`` when ``_softplus`` folded a ``Mul`` by ``b`` in, else ``()``."""
+    scale = g.producer_of(node.input[0], "Mul") if x != node.input[0] else None
+    if scale is None:
+        return ()
+    other = scale.input[1] if scale.input[0] == x else scale.input[0]
+    beta = g.scalar(other)
+    return (("beta", beta),) if beta is not None else ()
+
+
 def _softplus(g: _Graph, node: onnx.NodeProto) -> tuple[str, onnx.NodeProto]:
     """Softplus with the exporters' beta scaling (``Softplus(x * b) / b``) and threshold
     (``Where(x * b > t, x, ...)``) folded in: ``(x, node producing post)``."""
@@ -302,9 +331,15 @@ def find_activations(graph: onnx.GraphProto) -> list[Candidate]:
     claimed: set[int] = set()
     found: list[Candidate] = []
 
-    def claim(op_type: str, pre: str, last: onnx.NodeProto, bounds: tuple[float, ...] | None = None) -> None:
+    def claim(
+        op_type: str,
+        pre: str,
+        last: onnx.NodeProto,
+        bounds: tuple[float, ...] | None = None,
+        params: tuple[tuple[str, float], ...] = (),
+    ) -> None:
         claimed.update(id(n) for n in _nodes_between(g, pre, last))
-        found.append(Candidate(op_type, pre, last.output[0], last, g.index[id(last)], bounds))
+        found.append(Candidate(op_type, pre, last.output[0], last, g.index[id(last)], bounds, params))
 
     patterns: list[tuple[str, str, Callable[[onnx.NodeProto], tuple[str, onnx.NodeProto] | None]]] = [
         ("Erf", "gelu", lambda n: _erf_gelu(g, n)),
@@ -319,10 +354,17 @@ def find_activations(graph: onnx.GraphProto) -> list[Candidate]:
             if hit is not None:
                 claim(canonical, *hit)
     for node in _unclaimed(g.nodes, claimed, "Softplus"):
-        claim("softplus", *_softplus(g, node))
+        x, last = _softplus(g, node)
+        claim("softplus", x, last, None, _softplus_beta(g, node, x))
     for node in _unclaimed(g.nodes, claimed, *SINGLE_OPS, "Clip"):
         op_type, bounds = _clip_op(g, node) if node.op_type == "Clip" else (SINGLE_OPS[node.op_type], None)
-        found.append(Candidate(op_type, node.input[0], node.output[0], node, g.index[id(node)], bounds))
+        params = _params(node)
+        kinks = hard_sigmoid_kinks(dict(params)) if node.op_type == "HardSigmoid" else None
+        if kinks is not None and not np.allclose(kinks, hard_sigmoid_kinks(), rtol=1e-6, atol=0.0):
+            bounds = tuple(kinks)  # PyTorch's ±3 stored as float32 stay the op type's default
+        found.append(
+            Candidate(op_type, node.input[0], node.output[0], node, g.index[id(node)], bounds, params)
+        )
     return sorted(found, key=lambda c: c.order)
 
 

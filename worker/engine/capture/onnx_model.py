@@ -731,7 +731,7 @@ def load_onnx(
         runner = _OrtRunner(_session_bytes(proto, output_names), placement, inputs)
     layers = [
         *(
-            ActivationLayer(name, candidate.op_type, shape, candidate.default_breakpoints)
+            ActivationLayer(name, candidate.op_type, shape, candidate.default_breakpoints, candidate.params)
             for candidate, name, shape in kept
         ),
         *chosen_gates,

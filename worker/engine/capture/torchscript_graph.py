@@ -58,6 +58,7 @@ class TsCandidate:
     decomposed_pre: torch._C.Value | None = None
     #: A capture point's value (its input and output alike); None for an activation.
     point: torch._C.Value | None = None
+    params: tuple[tuple[str, float], ...] = ()
 
     @property
     def pre(self) -> torch._C.Value:
@@ -137,6 +138,27 @@ def _op_type(node: torch._C.Node, op: str) -> tuple[str, tuple[float, ...] | Non
     return "clip", (float(low), float(high))
 
 
+#: Positional arguments of aten activations that are layer parameters (``post_space.Params``),
+#: after the input: ``softplus(x, beta, threshold)``, ``leaky_relu(x, negative_slope)``,
+#: ``elu(x, alpha, scale, input_scale)``, ``celu(x, alpha)``.
+PARAM_ARGS: dict[str, tuple[str, ...]] = {
+    "softplus": ("beta", "threshold"),
+    "leaky_relu": ("alpha",),
+    "elu": ("alpha",),
+    "celu": ("alpha",),
+}
+
+
+def _params(node: torch._C.Node, op: str) -> tuple[tuple[str, float], ...]:
+    """The constant parameter arguments of an aten activation, in name order."""
+    found = []
+    for position, name in enumerate(PARAM_ARGS.get(op, ()), start=1):
+        value = constant_value(node.inputsAt(position)) if node.inputsSize() > position else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            found.append((name, float(value)))
+    return tuple(sorted(found))
+
+
 def module_path(node: torch._C.Node) -> str:
     """``"net.4.act"`` from the inlined call stack ``net(Sequential).4(Block).act(ReLU)``; the
     instances of inlined free functions (``UNKNOWN_INSTANCE``) and the ``SELF`` a scripted module's
@@ -176,7 +198,11 @@ def find_activations(graph: torch._C.Graph) -> list[TsCandidate]:
         if op not in ATEN_OPS or not _on_tensor(node) or node.output().unique() in claimed:
             continue
         op_type, bounds = _op_type(node, op)
-        found.append(TsCandidate(node, op, op_type, name.endswith("_"), module_path(node), bounds))
+        found.append(
+            TsCandidate(
+                node, op, op_type, name.endswith("_"), module_path(node), bounds, params=_params(node, op)
+            )
+        )
     return found
 
 

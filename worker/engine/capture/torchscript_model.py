@@ -597,6 +597,7 @@ def _discover(
                 candidate.op_type,
                 per_sample if count == 1 else (count, *per_sample),
                 candidate.default_breakpoints,
+                candidate.params,
             )
         )
         fires.append(count)

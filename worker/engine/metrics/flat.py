@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from neuronscope.contracts.post_space import hard_sigmoid_kinks
 from worker.engine.metrics._checks import check_patterns, require
 from worker.engine.metrics.patterns import PatternStore
 
@@ -39,8 +40,29 @@ RARELY_ACTIVE = 0.01
 _STORE_BLOCK = 4096
 
 
-def flat_regions(op_type: str, breakpoints: Sequence[float], space: str = "pre") -> list[int]:
-    """Indices of the regions ``(γ_{i-1}, γ_i]`` of ``breakpoints`` on which ``op_type`` is constant.
+def flat_intervals(
+    op_type: str, params: Mapping[str, float] | None = None
+) -> tuple[tuple[float, float], ...]:
+    """The intervals on which ``op_type`` is constant; a HardSigmoid's from its own alpha and beta.
+
+    Example:
+        >>> flat_intervals("hard_sigmoid", {"alpha": 0.2, "beta": 0.5})
+        ((-inf, -2.5), (2.5, inf))
+    """
+    if op_type == "hard_sigmoid" and params:
+        low, high = hard_sigmoid_kinks(params)
+        return ((-math.inf, low), (high, math.inf))
+    return FLAT_INTERVALS.get(op_type, ())
+
+
+def flat_regions(
+    op_type: str,
+    breakpoints: Sequence[float],
+    space: str = "pre",
+    params: Mapping[str, float] | None = None,
+) -> list[int]:
+    """Indices of the regions ``(γ_{i-1}, γ_i]`` of ``breakpoints`` on which ``op_type`` (with its
+    own ``params``) is constant.
 
     Example:
         >>> flat_regions("relu", [0.0]), flat_regions("relu6", [0.0, 6.0]), flat_regions("sigmoid", [0.0])
@@ -56,7 +78,7 @@ def flat_regions(op_type: str, breakpoints: Sequence[float], space: str = "pre")
         for region in range(len(breakpoints) + 1)
         if any(
             low <= bounds[region] and bounds[region + 1] <= high
-            for low, high in FLAT_INTERVALS.get(op_type, ())
+            for low, high in flat_intervals(op_type, params)
         )
     ]
 

@@ -162,6 +162,19 @@ class HealthAccumulator:
         needed = math.ceil(Fraction(repr(float(dying_threshold))) * self.samples)
         return [self._layer_result(layer, needed, max_indices) for layer in range(len(self.neurons))]
 
+    def dominant_regions(self, layer: int, neurons: Sequence[int]) -> list[tuple[int, float]]:
+        """Per neuron of ``layer`` (flat indices): its dominant region (lowest on a tie) and the
+        share of samples in it."""
+        require(self.samples > 0, "health: expected at least one sample, got none")
+        index = torch.as_tensor(list(neurons), dtype=torch.int64, device=self.device)
+        counts = self._counts[layer][:, index].to(torch.int64)
+        counts[0] = self.samples - counts[1:].sum(0)
+        top = counts.max(0)
+        return [
+            (int(region), int(count) / self.samples)
+            for region, count in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+        ]
+
     def _layer_result(self, layer: int, needed: int, max_indices: int) -> LayerHealthStats:
         counts = self._counts[layer].to(torch.int64)
         counts[0] = self.samples - counts[1:].sum(0)
