@@ -235,7 +235,11 @@ def run(ctx: Context) -> list[Row]:
             rows.append(Row(SECTION, f"{built.title}: not installed ({built.missing})", None, "—"))
             continue
         for fmt in FORMATS:
-            rows.extend(_rows(built, fmt, directory, sizes))
+            try:
+                rows.extend(_rows(built, fmt, directory, sizes))
+            except Exception as exc:  # a model the engine fails on is a finding, not a crash
+                where = f"{built.title}, {RUNTIMES[fmt]}"
+                rows.append(Row(SECTION, f"{where}: FAILED", None, f"{type(exc).__name__}: {str(exc)[:160]}"))
     return rows
 
 
