@@ -33,8 +33,13 @@ CMD ["python", "-m", "service.server", "--host", "0.0.0.0", "--port", "8000"]
 FROM base AS worker
 ARG TORCH_SPEC=torch==2.13.0
 ARG TORCH_INDEX_URL=
+# A GPU worker image: --build-arg GPU=1 --build-arg TORCH_INDEX_URL=<PyTorch's cu130 index>, i.e.
+# onnxruntime-gpu >= 1.27 (the engine-gpu extra) and torch both built for CUDA 13 (a CUDA-12
+# onnxruntime-gpu next to CUDA-13 torch cannot load libcublasLt.so.12). Run it with
+# NEURONSCOPE_DEVICE=cuda and --pool solo.
+ARG GPU=
 RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install --index-url "$TORCH_INDEX_URL" "$TORCH_SPEC"; \
     else pip install "$TORCH_SPEC"; fi \
-    && pip install ".[engine]"
+    && if [ -n "$GPU" ]; then pip install ".[engine-gpu]"; else pip install ".[engine]"; fi
 USER neuronscope
 CMD ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO", "--concurrency", "1"]

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import capture, confinement, launcher, memory, similarity, tools, transition
+from benchmarks import architectures, capture, confinement, launcher, memory, similarity, tools, transition
 from benchmarks.context import Context
 from benchmarks.report import Row, device_lines, load_average, render
 from benchmarks.sizes import PRESETS
@@ -28,6 +28,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Context], list[Row]]]] = {
     "5": ("memory growth", memory.run),
     "7": ("confinement start-up", confinement.run),
     "8": ("warm launcher: zygote vs forkserver", launcher.run),
+    "9": ("real architectures (torchvision, transformers)", architectures.run),
 }
 SERVICE_ROW = Row(
     "6",

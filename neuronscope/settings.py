@@ -239,6 +239,15 @@ class Settings(BaseSettings):
         "tasks of about this many samples, whole batches each, when a job has more; 0: never split it.",
     )
 
+    # -- device: what a worker runs analyses on ---------------------------------------------------
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="What this worker is for: `cuda` declares a GPU worker, which refuses to start "
+        "unless both torch and onnxruntime see a CUDA device (worker.device_check) and runs its jobs "
+        "in Celery's solo pool (an initialised CUDA context does not survive a fork); `cpu` and `auto` "
+        "start without a check. Jobs still choose their own device (`device` in the analysis config).",
+    )
+
     # -- logging ---------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -7,6 +7,8 @@ analysis. It is read lazily when Celery first needs it (not at import).
 
 When a worker has started, its main process removes the job directories of killed attempts and
 starts the retention sweep (:mod:`worker.housekeeping`); it stops the sweep when it shuts down.
+A GPU worker (``NEURONSCOPE_DEVICE=cuda``) first checks that torch and onnxruntime see the device
+(:mod:`worker.device_check`) and exits when they do not; it runs Celery's solo pool.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
 from neuronscope.settings import Settings, get_settings
 
@@ -26,7 +28,8 @@ def worker_config(settings: Settings) -> dict[str, Any]:
     """The API's Celery settings with the consumer side added.
 
     Redis redelivers a job nobody acknowledged after the visibility timeout; workers look for such
-    jobs when they start and then every :attr:`Settings.restore_interval_s` seconds.
+    jobs when they start and then every :attr:`Settings.restore_interval_s` seconds. A GPU worker
+    runs the solo pool: its start-up check initialised CUDA, which a forked pool child could not use.
     """
     config = settings.celery_config()
     config["broker_transport_options"] = {
@@ -43,6 +46,8 @@ def worker_config(settings: Settings) -> dict[str, Any]:
             "result_extended": False,
         }
     )
+    if settings.device == "cuda":
+        config["worker_pool"] = "solo"
     return config
 
 
@@ -66,6 +71,12 @@ app = create_celery()
 _sweepers: list[Any] = []
 
 
+def _on_worker_init(**_: Any) -> None:
+    from worker.device_check import refuse_unless_device_ready
+
+    refuse_unless_device_ready(get_settings())
+
+
 def _on_worker_ready(**_: Any) -> None:
     from worker.housekeeping import RetentionSweeper, clean_up_at_start
 
@@ -81,5 +92,6 @@ def _on_worker_shutdown(**_: Any) -> None:
         _sweepers.pop().stop()
 
 
+worker_init.connect(_on_worker_init, weak=False)
 worker_ready.connect(_on_worker_ready, weak=False)
 worker_shutdown.connect(_on_worker_shutdown, weak=False)

@@ -178,6 +178,7 @@ class _OrtRunner:
             code = "model_unsupported" if type(exc).__name__ == "NotImplemented" else "model_invalid"
             raise AnalysisError(f"onnxruntime could not load the model: {exc}", code=code) from exc
         self.inputs = inputs
+        self._bound: list[Any] = []
         self.dtypes = {spec.name: np.dtype(spec.dtype) for spec in inputs}
         leading = [spec.shape[0] if spec.shape else None for spec in inputs]
         fixed = all(isinstance(d, int) and d > 0 for d in leading) and len(set(leading)) == 1
@@ -194,6 +195,29 @@ class _OrtRunner:
         an ``AnalysisError`` naming its cause (``worker.engine.capture.run_errors``)."""
         try:
             return self._run(names, feeds, size)
+        except Exception as exc:
+            shapes = {name: array.shape for name, array in feeds.items()}
+            raise run_failure(exc, what, shapes) from exc
+
+    def run_bound(
+        self, names: list[str], feeds: dict[str, np.ndarray], device: torch.device, what: str = "a batch"
+    ) -> list[torch.Tensor]:
+        """:meth:`run` with the outputs left in ``device``'s memory, where the session computed
+        them (IOBinding), and handed to torch through DLPack: no copy through the host on a GPU.
+        Every returned tensor is ``[size, ...]`` as from :meth:`run`; only for a session without a
+        fixed batch size (or fed exactly that many samples)."""
+        try:
+            binding = self.session.io_binding()
+            for name, array in feeds.items():
+                binding.bind_cpu_input(name, np.ascontiguousarray(array))
+            for name in names:
+                binding.bind_output(name, device.type, device.index or 0)
+            self.session.run_with_iobinding(binding)
+            values = binding.get_outputs()
+            # OrtValue.__dlpack__ asks for the OrtValue to outlive the tensor; the capsule holds its
+            # own reference to the data in onnxruntime 1.32, and this one lasts until the next run.
+            self._bound = values
+            return [torch.utils.dlpack.from_dlpack(value) for value in values]
         except Exception as exc:
             shapes = {name: array.shape for name, array in feeds.items()}
             raise run_failure(exc, what, shapes) from exc
@@ -419,6 +443,7 @@ class OnnxCaptureModel:
         slots: list[tuple[_Slot, _Slot]],
         sample_shapes: dict[str, tuple[int, ...]],
         gates: OnnxGates | None = None,
+        bind_outputs: bool = False,
     ) -> None:
         self.inputs = inputs
         self._gates = gates or OnnxGates([], [])
@@ -431,6 +456,7 @@ class OnnxCaptureModel:
         self._slots = slots
         self._sample_shapes = sample_shapes
         self._plain: _OrtRunner | None = None
+        self._bind_outputs = bind_outputs
         self.runtime = f"onnxruntime {_ort().__version__} {runner.provider}"
         self.warnings: list[str] = []
         self.embedding: OnnxEmbedding | None = None
@@ -450,7 +476,12 @@ class OnnxCaptureModel:
         size: int,
     ) -> CaptureResult:
         feeds = runner.feeds(batch)
-        arrays = runner.run(output_names, feeds, size)
+        arrays: Sequence[np.ndarray | torch.Tensor]
+        if self._bind_outputs and runner.fixed_batch in (None, size):
+            # Outputs stay in the device's memory on their way to the pattern codes.
+            arrays = runner.run_bound(output_names, feeds, self.device)
+        else:
+            arrays = runner.run(output_names, feeds, size)
 
         def value(slot: _Slot) -> torch.Tensor:
             array = feeds[slot.feed] if slot.feed is not None else arrays[slot.index or 0]
@@ -514,8 +545,10 @@ class OnnxCaptureModel:
         check_sample_shapes(batch, self._sample_shapes)
         return size
 
-    def _to_torch(self, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    def _to_torch(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``array`` as a float32 tensor on the model's device (a tensor from the device path is
+        already there)."""
+        tensor = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(array))
         if tensor.dtype != torch.float32:
             tensor = tensor.to(torch.float32)
         return tensor.to(self.device) if self.device.type != "cpu" else tensor
@@ -533,8 +566,11 @@ def _discover(
     """Run the example, and the example twice over, with every candidate exposed; keep those with
     float ``[B, ...]`` values of the same shape before and after in both runs (this drops
     activations on weights or on shape computations). The names of float activations whose
-    shape changes with the batch but not along their first axis go to ``dropped``."""
-    output_names, slots = _plan(proto, candidates, {spec.name for spec in runner.inputs})
+    shape changes with the batch but not along their first axis go to ``dropped``. A
+    post-activation derived from the pre-activation (``_post_from_pre``) has its shape by
+    construction and is not exposed, so the session that discovers can also be the one that
+    captures."""
+    output_names, slots = _plan(proto, candidates, {spec.name for spec in runner.inputs}, derive=True)
     per_sample: list[set[tuple[int, ...] | None]] = [set() for _ in candidates]
     raw: list[set[tuple[int, ...]]] = [set() for _ in candidates]
     floating = [True] * len(candidates)
@@ -545,7 +581,12 @@ def _discover(
         arrays = runner.run(output_names, feeds, rows, what="the example batch")
         for k, (pre_slot, post_slot) in enumerate(slots):
             pre = feeds[pre_slot.feed] if pre_slot.feed is not None else arrays[pre_slot.index or 0]
-            post = feeds[post_slot.feed] if post_slot.feed is not None else arrays[post_slot.index or 0]
+            if post_slot.derive is not None:
+                post = pre
+            elif post_slot.feed is not None:
+                post = feeds[post_slot.feed]
+            else:
+                post = arrays[post_slot.index or 0]
             fits = np.issubdtype(pre.dtype, np.floating) and pre.ndim >= 1 and pre.shape == post.shape
             per_sample[k].add(tuple(int(d) for d in pre.shape[1:]) if fits and pre.shape[0] == rows else None)
             raw[k].add(tuple(int(d) for d in pre.shape))
@@ -631,9 +672,13 @@ def load_onnx(
     example: Mapping[str, np.ndarray],
     external_data: ExternalData = "reject",
     capture_points: Sequence[CapturePoint] = (),
+    bind_outputs: bool | None = None,
 ) -> OnnxCaptureModel:
     """Open an ONNX model and discover its activation layers on ``example`` (``[B, ...]`` per input),
     the ``capture_points`` layers after them.
+
+    ``bind_outputs``: return the captured values in the device's memory through IOBinding and
+    DLPack instead of as host arrays (``None``: on a CUDA device only; the CPU path is unchanged).
 
     Raises ``AnalysisError`` with ``model_invalid``, ``dataset_shape_mismatch``, ``out_of_memory``,
     ``model_runtime_error``, ``no_activation_layers``, ``unknown_layer``, ``unknown_tensor`` or
@@ -657,7 +702,7 @@ def load_onnx(
     points = _capture_candidates(proto, capture_points, path)
     point_names = _capture_names(capture_points, names)
     candidates, names = [*candidates, *points], [*names, *point_names]
-    discovery_outputs, _ = _plan(proto, candidates, {spec.name for spec in inputs})
+    discovery_outputs, _ = _plan(proto, candidates, {spec.name for spec in inputs}, derive=True)
     runner = _OrtRunner(_session_bytes(proto, discovery_outputs), placement, inputs)
     dropped: list[str] = []
     kept = _discover(proto, candidates, runner, example, size, names, dropped)
@@ -702,6 +747,7 @@ def load_onnx(
         slots=slots,
         sample_shapes=sample_shapes,
         gates=gates,
+        bind_outputs=placement.device.type == "cuda" if bind_outputs is None else bind_outputs,
     )
     model.embedding = _embedding(proto, placement, inputs, example, selected)
     analysed = {id(site.node) for site in every.sites}

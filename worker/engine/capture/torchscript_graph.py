@@ -17,6 +17,7 @@ from worker.engine.capture.naming import module_layer_names, resolve_path
 from worker.engine.capture.patterns import GATES, decomposed_activations
 from worker.engine.capture.record import OP_NAME
 from worker.engine.capture.recurrent import ATEN_RECURRENT, recurrent_warning
+from worker.engine.errors import AnalysisError
 
 #: aten ops (without the in-place ``_``) that are activations, to canonical op types. ``hardtanh``
 #: is refined by its bounds in ``_op_type``.
@@ -229,13 +230,15 @@ def copy_flags(graph: torch._C.Graph) -> list[tuple[bool, bool]]:
     """
     aliases: Any = graph.alias_db()
     flags = []
-    for index, candidate in enumerate(find_activations(graph)):
+    candidates = find_activations(graph)
+    positions = _kind_positions(graph, [c.node for c in candidates if c.inplace])
+    for candidate in candidates:
         if not candidate.inplace:
             node = candidate.node
             flags.append((bool(aliases.has_writers(candidate.pre)), bool(aliases.has_writers(node.output()))))
             continue
         trial = graph.copy()
-        node = find_activations(trial)[index].node
+        node = _node_at(trial, candidate.node.kind(), positions[candidate.node.output().unique()])
         functional = trial.create(node.kind().removesuffix("_"), list(node.inputs()), 1)
         functional.insertBefore(node)
         functional.output().setType(node.output().type())
@@ -247,6 +250,30 @@ def copy_flags(graph: torch._C.Graph) -> list[tuple[bool, bool]]:
         )
         flags.append((True, bool(written)))
     return flags
+
+
+def _kind_positions(graph: torch._C.Graph, nodes: list[torch._C.Node]) -> dict[int, int]:
+    """Each of ``nodes``' position among the nodes of its kind (``findAllNodes``, blocks included, in
+    graph order), keyed by its output's ``unique()``; ``graph.copy()`` keeps that order, so the
+    position finds the node's copy."""
+    find: Any = graph.findAllNodes  # type: ignore[attr-defined]
+    positions: dict[int, int] = {}
+    for kind in {node.kind() for node in nodes}:
+        for position, node in enumerate(find(kind, True)):
+            if node.outputsSize() == 1:
+                positions[node.output().unique()] = position
+    return positions
+
+
+def _node_at(graph: torch._C.Graph, kind: str, position: int) -> torch._C.Node:
+    find: Any = graph.findAllNodes  # type: ignore[attr-defined]
+    found: list[torch._C.Node] = find(kind, True)
+    if position >= len(found):
+        raise AnalysisError(
+            f"graph copy: expected at least {position + 1} {kind} nodes, got {len(found)}",
+            code="internal_error",
+        )
+    return found[position]
 
 
 @dataclass(frozen=True)

@@ -547,6 +547,13 @@ def _per_sample_shape(pre: list[torch.Tensor], post: list[torch.Tensor], size: i
     return tuple(int(d) for d in shape[1:])
 
 
+def _unoptimized() -> Any:
+    """``torch.jit.optimized_execution(False)``: graphs run without the executor's profiling and
+    optimisation passes."""
+    optimized_execution: Any = getattr(torch.jit, "optimized_execution")  # noqa: B009 - not re-exported
+    return optimized_execution(False)
+
+
 def _discover(
     runner: _Runner,
     example: Batch,
@@ -566,7 +573,10 @@ def _discover(
     plan = _build(runner.module, range(len(candidates)), flags, points)
     runs: list[tuple[list[list[torch.Tensor]], int]] = []
     for batch, rows in ((example, size), (doubled(example, runner.inputs), 2 * size)):
-        _, values = runner.recorded_chunks(plan, batch, what="the example batch")
+        # The discovery plan runs twice and is dropped: the graph executor's profiling and
+        # optimisation of the whole inlined graph (seconds on a large one) would be wasted on it.
+        with _unoptimized():
+            _, values = runner.recorded_chunks(plan, batch, what="the example batch")
         runs.append((values, rows))
     indices: list[int] = []
     layers: list[ActivationLayer] = []
