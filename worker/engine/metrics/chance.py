@@ -149,12 +149,19 @@ class LabelRegionCounts:
             torch.tensor(self.labels, dtype=torch.int64, device=self.device),
             labels.to(self.device, torch.int64),
         )
-        for start in range(0, batch, _MATMUL_ROWS):
-            stop = min(start + _MATMUL_ROWS, batch)
-            one_hot = torch.nn.functional.one_hot(rows[start:stop], len(self.labels)).T.float()
-            sizes = one_hot.sum(1).round().to(torch.int64)
+        if self.device.type == "cpu":
+            order = torch.argsort(rows, stable=True).numpy()
+            present, starts = np.unique(rows.numpy()[order], return_index=True)
             for layer, regions in enumerate(patterns):
-                _add_counts(self._counts[layer], one_hot, sizes, regions[start:stop].to(self.device))
+                ordered = regions.cpu().numpy()[order]
+                _add_sorted_counts(self._counts[layer].numpy(), present, starts, ordered)
+        else:
+            for start in range(0, batch, _MATMUL_ROWS):
+                stop = min(start + _MATMUL_ROWS, batch)
+                one_hot = torch.nn.functional.one_hot(rows[start:stop], len(self.labels)).T.float()
+                sizes = one_hot.sum(1).round().to(torch.int64)
+                for layer, regions in enumerate(patterns):
+                    _add_counts(self._counts[layer], one_hot, sizes, regions[start:stop].to(self.device))
         self.samples += batch
 
     def state(self) -> dict[str, np.ndarray]:
@@ -304,12 +311,26 @@ def label_region_counts(
     return counts
 
 
+def _add_sorted_counts(
+    counts: np.ndarray, present: np.ndarray, starts: np.ndarray, regions: np.ndarray
+) -> None:
+    """Add ``[b, M]`` region indices, rows grouped by label, into ``[K, R, M]`` int64 counts:
+    label row ``present[i]``'s samples are rows ``starts[i]`` up to the next start (numpy's
+    single-threaded segment sums; the CPU path)."""
+    stops = [*starts[1:].tolist(), regions.shape[0]]
+    for label, start, stop in zip(present.tolist(), starts.tolist(), stops, strict=True):
+        block = regions[start:stop]
+        for region in range(counts.shape[1]):
+            counts[label, region] += np.add.reduce(block == region, axis=0, dtype=np.int32)
+
+
 def _add_counts(
     counts: torch.Tensor, one_hot: torch.Tensor, sizes: torch.Tensor, regions: torch.Tensor
 ) -> None:
     """Add ``[b, M]`` region indices into ``[K, R, M]`` counts, given the samples' ``[K, b]``
     float32 one-hot labels and ``[K]`` samples per label: one ``[K, b] @ [b, M]`` product per
-    region but the last (exact: sums of 0/1 below 2^24), the last region by difference."""
+    region but the last (exact: sums of 0/1 below 2^24), the last region by difference (the
+    accelerator path)."""
     n_regions = counts.shape[1]
     seen = torch.zeros(counts.shape[0], counts.shape[2], dtype=torch.int64, device=counts.device)
     for region in range(n_regions - 1):

@@ -135,6 +135,15 @@ class FlatCounts:
             if not self.flat[layer]:
                 continue
             here = regions.to(self.device)
+            if here.device.type == "cpu":
+                values = here.contiguous().numpy()
+                flat = values == self.flat[layer][0]
+                for region in self.flat[layer][1:]:
+                    flat |= values == region
+                outside = values.shape[0] - np.add.reduce(flat, axis=0, dtype=np.int64)
+                self._active[layer].numpy()[:] += outside
+                dead_point |= torch.from_numpy(flat.all(1))
+                continue
             in_flat = here == self.flat[layer][0]
             for region in self.flat[layer][1:]:
                 in_flat |= here == region

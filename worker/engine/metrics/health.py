@@ -200,12 +200,19 @@ class HealthAccumulator:
 def _count_regions(counts: torch.Tensor, regions: torch.Tensor) -> None:
     """Add ``[b, M]`` region indices into ``[R, M]`` counts; row 0 is left to be derived."""
     n_regions, width = counts.shape
-    if n_regions == 2:
-        if regions.device.type == "cpu":
-            ones = np.add.reduce(regions.contiguous().numpy(), axis=0, dtype=np.int32)
-            counts[1] += torch.from_numpy(ones)
+    if regions.device.type == "cpu" and n_regions <= _LOOP_REGIONS:
+        # numpy's single-threaded reductions: torch's threaded ones contend with the runtime's
+        # spinning threads (60 ms against 1 ms for a [16, 200704] ReLU6 layer of mobilenet_v2).
+        array = regions.contiguous().numpy()
+        target = counts.numpy()
+        if n_regions == 2:
+            target[1] += np.add.reduce(array, axis=0, dtype=np.int32)
         else:
-            counts[1] += regions.sum(0, dtype=torch.int32)
+            for region in range(1, n_regions):
+                target[region] += np.add.reduce(array == region, axis=0, dtype=np.int32)
+        return
+    if n_regions == 2:
+        counts[1] += regions.sum(0, dtype=torch.int32)
         return
     if n_regions <= _LOOP_REGIONS:
         for region in range(1, n_regions):
