@@ -16,7 +16,7 @@ stages of a split analysis (:mod:`worker.engine.stages`, planned by :mod:`worker
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,8 +29,8 @@ from neuronscope.contracts.post_space import out_of_range
 from neuronscope.contracts.report import Report
 from neuronscope.errors import InvalidInput
 from neuronscope.validation import check_model_file, load_dataset
-from worker.engine.capture.base import ActivationLayer, CaptureModel, CaptureResult
-from worker.engine.capture.loader import model_inputs, open_model
+from worker.engine.capture.base import ActivationLayer, CaptureModel, CaptureResult, InputSpec
+from worker.engine.capture.loader import open_model
 from worker.engine.converged import CodedLayer, converged_counts
 from worker.engine.death_sections import with_death
 from worker.engine.errors import AnalysisError
@@ -172,15 +172,16 @@ def open_analysis(
     report_progress: ProgressCallback = progress or no_progress
     clock = StageClock()
     report_progress("load", 0.0)
-    bound, dataset_labels = load_inputs(model_path, dataset_path, check_model=not trusted_model)
+    binding = load_inputs(model_path, dataset_path, check_model=not trusted_model)
     model = open_model(
         model_path,
         device=config.device,
         layer_names=config.layers,
-        example=bound.batch(0, min(2, bound.samples)),
+        example=binding.example,
         trusted=trusted_model,
         capture_points=config.capture_points,
     )
+    bound, dataset_labels = binding.bound(), binding.labels
     plans = plan_layers(model, config)
     facts = ReportFacts.of(model, [(p.layer, p.breakpoints) for p in plans], model_path, dataset_path)
     report_progress("load", 1.0)
@@ -269,18 +270,36 @@ def assemble_report(
     return with_death(report, capture.values, capture.health) if capture.values is not None else report
 
 
-def load_inputs(
-    model_path: Path, dataset_path: Path, *, check_model: bool
-) -> tuple[BoundInputs, np.ndarray | None]:
-    """Check the files as untrusted uploads (external data, custom ops, zip bombs), then load."""
+class DatasetBinding:
+    """A checked dataset, bound to the inputs the model declares when the model is opened (its
+    :meth:`example` is the example the front end discovers layers on), so the model is loaded once."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], labels: np.ndarray | None) -> None:
+        self.arrays = arrays
+        self.labels = labels
+        self._bound: BoundInputs | None = None
+
+    def example(self, declared: list[InputSpec]) -> Mapping[str, np.ndarray]:
+        """Bind the dataset to ``declared`` and return its first samples (at most 2)."""
+        self._bound = bind_inputs(self.arrays, declared)
+        return self._bound.batch(0, min(2, self._bound.samples))
+
+    def bound(self) -> BoundInputs:
+        if self._bound is None:
+            raise AnalysisError("the dataset was not bound to the model's inputs", code="internal_error")
+        return self._bound
+
+
+def load_inputs(model_path: Path, dataset_path: Path, *, check_model: bool) -> DatasetBinding:
+    """Check the files as untrusted uploads (external data, custom ops, zip bombs), then load the
+    dataset (bound to the model's inputs when the model is opened)."""
     try:
         if check_model:
             check_model_file(model_path)
         data = load_dataset(dataset_path)
     except InvalidInput as error:
         raise AnalysisError(error.message, code=error.code) from None
-    bound = bind_inputs(data.inputs, model_inputs(model_path))
-    return bound, data.labels
+    return DatasetBinding(data.inputs, data.labels)
 
 
 def plan_layers(model: CaptureModel, config: AnalysisConfig) -> list[LayerPlan]:

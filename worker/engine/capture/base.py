@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -24,6 +24,16 @@ class InputSpec:
     name: str
     shape: tuple[int | str | None, ...]
     dtype: str
+
+
+#: The example batch a front end discovers layers on: the arrays themselves, or a function of the
+#: inputs the model declares (so the dataset is bound to a model loaded only once).
+Example = Mapping[str, np.ndarray] | Callable[[list[InputSpec]], Mapping[str, np.ndarray]]
+
+
+def example_for(example: Example, declared: list[InputSpec]) -> Mapping[str, np.ndarray]:
+    """The example batch for a model that declares ``declared`` inputs."""
+    return example(declared) if callable(example) else example
 
 
 @dataclass(frozen=True)

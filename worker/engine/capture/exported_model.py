@@ -21,8 +21,10 @@ from neuronscope.contracts.config import CAPTURE_OP_TYPE, CapturePoint
 from worker.engine.capture.base import (
     ActivationLayer,
     CaptureResult,
+    Example,
     InputSpec,
     ModelFormat,
+    example_for,
     selected_positions,
 )
 from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes, doubled
@@ -373,7 +375,7 @@ def load_exported(
     *,
     device: str,
     layer_names: Sequence[str] | None,
-    example: Mapping[str, np.ndarray],
+    example: Example,
     capture_points: Sequence[CapturePoint] = (),
 ) -> ExportedCaptureModel:
     """Open a ``.pt2`` archive and discover its activation layers on ``example`` (``[B, ...]`` per
@@ -386,6 +388,7 @@ def load_exported(
     target = torch_device(device)
     program = load_program(path, target)
     runner = _Runner(program, target)
+    example = example_for(example, runner.inputs)
     size = batch_size(example, runner.inputs)
     module = program.graph_module
     candidates = find_activations(module.graph)

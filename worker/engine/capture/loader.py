@@ -10,14 +10,12 @@ Example (a ReLU MLP exported to ONNX at ``path``, inputs named ``"x"``)::
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from neuronscope.contracts.config import CapturePoint
 from neuronscope.validation.exported_program import is_exported_program
-from worker.engine.capture.base import CaptureModel, InputSpec, ModelFormat
+from worker.engine.capture.base import CaptureModel, Example, InputSpec, ModelFormat
 from worker.engine.errors import AnalysisError
 
 __all__ = ["ModelFormat", "archive_format", "detect_format", "model_inputs", "open_model"]
@@ -114,7 +112,7 @@ def open_model(
     *,
     device: str = "auto",
     layer_names: Sequence[str] | None = None,
-    example: Mapping[str, np.ndarray],
+    example: Example,
     trusted: bool = False,
     capture_points: Sequence[CapturePoint] = (),
 ) -> CaptureModel:

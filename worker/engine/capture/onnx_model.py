@@ -17,8 +17,10 @@ from neuronscope.contracts.config import CAPTURE_OP_TYPE, CapturePoint
 from worker.engine.capture.base import (
     ActivationLayer,
     CaptureResult,
+    Example,
     InputSpec,
     ModelFormat,
+    example_for,
     selected_positions,
 )
 from worker.engine.capture.batch import (
@@ -669,7 +671,7 @@ def load_onnx(
     *,
     device: str,
     layer_names: Sequence[str] | None,
-    example: Mapping[str, np.ndarray],
+    example: Example,
     external_data: ExternalData = "reject",
     capture_points: Sequence[CapturePoint] = (),
     bind_outputs: bool | None = None,
@@ -687,6 +689,7 @@ def load_onnx(
     proto = load_proto(path, external_data=external_data)
     inputs = onnx_inputs(proto)
     placement = ort_placement(device, list(_ort().get_available_providers()))
+    example = example_for(example, inputs)
     size = batch_size(example, inputs)
     check_declared_shapes(example, inputs)
     constants = {init.name for init in proto.graph.initializer}

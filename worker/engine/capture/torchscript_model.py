@@ -16,8 +16,10 @@ from neuronscope.contracts.config import CapturePoint
 from worker.engine.capture.base import (
     ActivationLayer,
     CaptureResult,
+    Example,
     InputSpec,
     ModelFormat,
+    example_for,
     selected_positions,
 )
 from worker.engine.capture.batch import Batch, as_tensor, batch_size, check_sample_shapes, doubled
@@ -609,7 +611,7 @@ def load_torchscript(
     *,
     device: str,
     layer_names: Sequence[str] | None,
-    example: Mapping[str, np.ndarray],
+    example: Example,
     capture_points: Sequence[CapturePoint] = (),
 ) -> TorchScriptCaptureModel:
     """Open a TorchScript archive and discover its activation layers on ``example`` (``[B, ...]``
@@ -622,6 +624,7 @@ def load_torchscript(
     target = torch_device(device)
     module = load_script(path, target)
     declared = script_inputs(module)
+    example = example_for(example, declared)
     size = batch_size(example, declared)
     floating = [p for p in module.parameters() if p.is_floating_point()]
     float_dtype = floating[0].dtype if floating else torch.float32
