@@ -30,3 +30,7 @@ if [ "$gpu" = 1 ]; then
 fi
 "$venv/bin/python" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 "$venv/bin/python" -m pip install -q -e ".[engine,api,dev]"
+# torchvision's model code for the real-architecture tests, kept out of the environment: PyPI's
+# 0.28.0 is a CUDA build whose C extension does not load with the CPU torch, and an installed
+# torchvision breaks transformers' imports. Tests import it in a subprocess from this folder.
+"$venv/bin/python" -m pip install -q --no-deps --upgrade --target "$venv/torchvision-models" torchvision==0.28.0 pillow
