@@ -373,7 +373,9 @@ class DatasetCapture:
             step = max(1, _JOIN_BYTES // max(store.total_neurons, 1))
             for start in range(0, part.store.n_samples, step):
                 index = torch.arange(start, min(start + step, part.store.n_samples))
-                store.append([part.store.rows(layer, index) for layer in range(store.num_layers)])
+                store.append_stored(
+                    [part.store.stored_rows(layer, index) for layer in range(store.num_layers)]
+                )
             states.append(part.health.state())
             value_states.append(part.values.state() if part.values is not None else None)
             outputs.append(part.outputs.to(device))

@@ -22,7 +22,7 @@ from worker.engine.metrics.chance import LabelRegionCounts
 from worker.engine.metrics.death import ValueAccumulator
 from worker.engine.metrics.flat import FlatCounts
 from worker.engine.metrics.health import HealthAccumulator
-from worker.engine.metrics.patterns import PatternStore, unpack_bits
+from worker.engine.metrics.patterns import PatternStore
 
 #: Bytes of unpacked patterns rebuilt at a time when a stage loads stored patterns.
 _LOAD_BYTES = 64 * 2**20
@@ -47,7 +47,7 @@ def capture_arrays(capture: DatasetCapture) -> dict[str, np.ndarray]:
         "outputs": capture.outputs.detach().to(device="cpu", dtype=torch.float32).numpy(),
     }
     for layer in range(store.num_layers):
-        data = store.packed_rows(layer, index) if store.is_packed(layer) else store.rows(layer, index)
+        data = store.stored_rows(layer, index)
         arrays[f"layer{layer}"] = data.cpu().numpy()
     arrays.update({_HEALTH + key: value for key, value in capture.health.state().items()})
     arrays.update({_LABELS + key: value for key, value in capture.label_counts.state().items()})
@@ -94,11 +94,7 @@ def load_capture(path: Path, device: torch.device) -> tuple[DatasetCapture, floa
     store = PatternStore(outputs.shape[0], neurons, regions, device=device)
     step = max(1, _LOAD_BYTES // max(store.total_neurons, 1))
     for start in range(0, store.n_samples, step):
-        batch = []
-        for layer, stored in enumerate(layers):
-            rows = torch.from_numpy(stored[start : start + step])
-            batch.append(unpack_bits(rows, neurons[layer]) if store.is_packed(layer) else rows)
-        store.append(batch)
+        store.append_stored([torch.from_numpy(stored[start : start + step]) for stored in layers])
     if not store.complete:
         raise internal(f"{path.name}: expected {store.n_samples} stored patterns, got {store.filled}")
     health = HealthAccumulator.combine(neurons, regions, [state], device=device)

@@ -246,10 +246,57 @@ class PatternStore:
                 self._data[layer][self.filled : stop] = values
         self.filled = stop
 
+    def append_stored(self, stored: Sequence[torch.Tensor]) -> None:
+        """Store the next ``b`` samples given as this store keeps them: per layer
+        :meth:`packed_rows` of a bit-packed layer, region indices of the others (no unpacking and
+        packing again when stores are joined or read back). Checked like :meth:`append`: region
+        indices below ``regions[l]``, a packed row's padding bits zero."""
+        require(
+            len(stored) == self.num_layers and len({int(s.shape[0]) for s in stored}) == 1,
+            f"append_stored: expected {self.num_layers} layers of one batch size, got shapes "
+            f"{[list(s.shape) for s in stored]}",
+        )
+        batch = int(stored[0].shape[0])
+        require(
+            self.filled + batch <= self.n_samples,
+            f"append_stored: expected at most {self.n_samples - self.filled} more samples, got {batch}",
+        )
+        stop = self.filled + batch
+        for layer, rows in enumerate(stored):
+            width = self._data[layer].shape[1]
+            require(
+                rows.dtype == torch.uint8 and rows.ndim == 2 and rows.shape[1] == width,
+                f"stored[{layer}]: expected [{batch}, {width}] uint8, got {describe(rows)}",
+            )
+            if batch:
+                self._check_stored(layer, rows)
+            self._data[layer][self.filled : stop] = rows.to(self.device)
+        self.filled = stop
+
+    def _check_stored(self, layer: int, rows: torch.Tensor) -> None:
+        if not self._packed[layer]:
+            top = _max_index(rows)
+            require(
+                top < self.regions[layer],
+                f"stored[{layer}]: expected region indices below {self.regions[layer]}, got {top}",
+            )
+            return
+        width, used = self.neurons[layer], -(-self.neurons[layer] // 8)
+        padding = rows[:, used:]
+        last = rows[:, used - 1] >> (width - 8 * (used - 1)) if width % 8 else None
+        require(
+            (padding.numel() == 0 or _max_index(padding) == 0) and (last is None or _max_index(last) == 0),
+            f"stored[{layer}]: expected zero padding bits beyond neuron {width - 1} of packed rows",
+        )
+
     def rows(self, layer: int, index: torch.Tensor) -> torch.Tensor:
         """``[P, neurons[layer]]`` uint8 region indices of the samples in ``index`` (``[P]`` int64)."""
         data = self._data[self._layer(layer)].index_select(0, self._rows_index(index))
         return unpack_bits(data, self.neurons[layer]) if self._packed[layer] else data
+
+    def stored_rows(self, layer: int, index: torch.Tensor) -> torch.Tensor:
+        """The samples ``index`` of ``layer`` as this store keeps them (:meth:`append_stored`)."""
+        return self._data[self._layer(layer)].index_select(0, self._rows_index(index))
 
     def packed_rows(self, layer: int, index: torch.Tensor) -> torch.Tensor:
         """``[P, 8 * ceil(neurons[layer] / 64)]`` packed bits (:func:`pack_bits`, then zero bytes up

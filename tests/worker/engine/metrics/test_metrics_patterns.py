@@ -138,3 +138,29 @@ def test_store_rejects_misuse() -> None:
         store.rows(1, torch.tensor([0]))
     with pytest.raises(AnalysisError, match="regions"):
         PatternStore(3, [4], [1])
+
+
+def test_stored_rows_append_as_they_are_and_are_checked() -> None:
+    """Joining stores moves their rows as kept (bit-packed stays packed), checked like append:
+    region indices in range, a packed row's padding bits zero."""
+    generator = torch.Generator().manual_seed(0)
+    first = PatternStore(5, neurons=[11, 3], regions=[2, 4])
+    first.append(
+        [
+            torch.randint(0, 2, (5, 11), dtype=torch.uint8, generator=generator),
+            torch.randint(0, 4, (5, 3), dtype=torch.uint8, generator=generator),
+        ]
+    )
+    index = torch.arange(5)
+    joined = PatternStore(5, neurons=[11, 3], regions=[2, 4])
+    joined.append_stored([first.stored_rows(0, index[:2]), first.stored_rows(1, index[:2])])
+    joined.append_stored([first.stored_rows(0, index[2:]), first.stored_rows(1, index[2:])])
+    for layer in (0, 1):
+        assert torch.equal(joined.rows(layer, index), first.rows(layer, index))
+    packed = first.stored_rows(0, index[:1]).clone()
+    packed[0, 1] |= 1 << 3  # neuron 11 of an 11-neuron layer: a padding bit
+    fresh = PatternStore(1, neurons=[11, 3], regions=[2, 4])
+    with pytest.raises(AnalysisError, match="zero padding bits"):
+        fresh.append_stored([packed, first.stored_rows(1, index[:1])])
+    with pytest.raises(AnalysisError, match="region indices below 4"):
+        fresh.append_stored([first.stored_rows(0, index[:1]), torch.full((1, 3), 4, dtype=torch.uint8)])
