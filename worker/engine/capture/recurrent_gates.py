@@ -57,16 +57,19 @@ _OPS: dict[object, str] = {
 }
 
 
-def gate_names(op: str, layers: int, directions: int) -> list[tuple[str, str]]:
+def gate_names(
+    op: str, layers: int, directions: int, numbered: bool | None = None
+) -> list[tuple[str, str]]:
     """Name and op type of every gate of an ``op`` with ``layers`` layers and ``directions``
-    directions, layer by layer, forward before reverse (the order of ``stacked_gates``).
+    directions, layer by layer, forward before reverse (the order of ``stacked_gates``); the names
+    carry the layer (and direction) when ``numbered``, by default when there is more than one.
 
     >>> [name for name, _ in gate_names("gru", 2, 1)][2:4]
     ['l0:new_gate', 'l1:reset_gate']
     >>> [name for name, _ in gate_names("rnn_tanh", 1, 2)]
     ['l0:hidden', 'l0.reverse:hidden']
     """
-    if layers == 1 and directions == 1:
+    if not (numbered if numbered is not None else layers > 1 or directions > 1):
         return list(RECURRENT_GATES[op])
     return [
         (f"l{layer}{'.reverse' if direction else ''}:{gate}", op_type)
