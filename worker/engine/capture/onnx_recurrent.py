@@ -7,10 +7,10 @@ A stacked PyTorch layer is exported as one node per layer and a bidirectional on
 with ``direction="bidirectional"``: nodes that share a module path are numbered in graph order,
 so their gates carry the same names as in a ``.pt2`` (``rnn:l1.reverse:input_gate``).
 
-Supported: ``forward`` and ``bidirectional`` directions, default activations (an RNN's ``Tanh`` or ``Relu``), no
-``clip``, peepholes, ``input_forget`` or ``sequence_lens``, a GRU with ``linear_before_reset``
-(PyTorch's form), weights stored as initializers and the output sequence ``Y`` produced. Every
-other recurrent node stays a warning (``worker.engine.capture.recurrent``).
+Supported: ``forward`` and ``bidirectional`` directions, default activations (an RNN's ``Tanh``
+or ``Relu``), no ``clip``, peepholes, ``input_forget`` or ``sequence_lens``, a GRU with
+``linear_before_reset`` (PyTorch's form), weights stored as initializers and the output sequence
+``Y`` produced. Every other recurrent node stays a warning (``worker.engine.capture.recurrent``).
 """
 
 from __future__ import annotations

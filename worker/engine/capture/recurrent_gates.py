@@ -57,9 +57,7 @@ _OPS: dict[object, str] = {
 }
 
 
-def gate_names(
-    op: str, layers: int, directions: int, numbered: bool | None = None
-) -> list[tuple[str, str]]:
+def gate_names(op: str, layers: int, directions: int, numbered: bool | None = None) -> list[tuple[str, str]]:
     """Name and op type of every gate of an ``op`` with ``layers`` layers and ``directions``
     directions, layer by layer, forward before reverse (the order of ``stacked_gates``); the names
     carry the layer (and direction) when ``numbered``, by default when there is more than one.
@@ -111,7 +109,10 @@ def find_recurrent(graph: fx.Graph) -> list[RecurrentSite]:
         if not isinstance(layers, int) or layers < 1 or len(states) != (2 if op == "lstm" else 1):
             continue
         directions = 2 if bidirectional else 1
-        if not isinstance(params, list | tuple) or len(params) != (4 if has_biases else 2) * layers * directions:
+        if (
+            not isinstance(params, list | tuple)
+            or len(params) != (4 if has_biases else 2) * layers * directions
+        ):
             continue
         if not all(isinstance(p, fx.Node) and p.op == "placeholder" for p in params):
             continue
@@ -218,9 +219,7 @@ def stacked_gates(
         return found
 
 
-def _run(
-    op: str, x: torch.Tensor, states: list[torch.Tensor], weights: list[torch.Tensor]
-) -> torch.Tensor:
+def _run(op: str, x: torch.Tensor, states: list[torch.Tensor], weights: list[torch.Tensor]) -> torch.Tensor:
     """The output sequence ``[B, T, H]`` of one layer and direction stepped over ``x`` ``[B, T,
     I]`` from ``states`` (``[1, B, H]`` each) with the cell recurrence of ``op``."""
     from_x = x @ weights[0].T

@@ -31,12 +31,16 @@ class _Encoder(nn.Module):
         self.head = nn.Sequential(nn.Linear(8 * (1 + rnn.bidirectional), 8), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.rnn.batch_first:
-            return self.head(self.rnn(x)[0][:, -1])
-        return self.head(self.rnn(x.transpose(0, 1))[0][-1])
+        last: torch.Tensor = (
+            self.rnn(x)[0][:, -1] if self.rnn.batch_first else self.rnn(x.transpose(0, 1))[0][-1]
+        )
+        out: torch.Tensor = self.head(last)
+        return out
 
 
-def _step_pre(mode: str, cell: nn.RNNCellBase, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+def _step_pre(
+    mode: str, cell: nn.RNNCellBase, x: torch.Tensor, state: tuple[torch.Tensor, ...]
+) -> list[torch.Tensor]:
     """The gate pre-activations ``[B, H]`` of one step (an LSTM's cell state left to the caller)."""
     bias = cell.bias_ih is not None
     from_x = x @ cell.weight_ih.T + (cell.bias_ih if bias else 0)
@@ -73,7 +77,7 @@ def _unrolled(rnn: nn.RNNBase, x: torch.Tensor) -> list[torch.Tensor]:
                     pre = _step_pre(rnn.mode, cell, inputs[:, t], state)
                     new = cell(inputs[:, t], state if rnn.mode == "LSTM" else state[0])
                     state = new if isinstance(new, tuple) else (new,)
-                    steps.append(pre + ([state[1]] if rnn.mode == "LSTM" else []))
+                    steps.append(pre + list(state[1:]))
                     hidden.append(state[0])
                 if direction:
                     steps, hidden = steps[::-1], hidden[::-1]
