@@ -1,6 +1,7 @@
-"""A model with a stacked GRU gets a visible warning in the report and its summary: the gates are
-not analysed, and the figures cover the other layers only (the gates of a one-layer, one-direction
-LSTM, GRU or RNN in a .pt2 are analysed, and named in the report)."""
+"""A model with a projected LSTM gets a visible warning in the report and its summary: the gates
+are not analysed, and the figures cover the other layers only (the gates of an LSTM without
+projection, a GRU or an RNN in a .pt2, stacked and bidirectional ones included, are analysed and
+named in the report)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from worker.engine import analyze
 class _Encoder(nn.Module):
     def __init__(self, rnn: nn.RNNBase | None = None) -> None:
         super().__init__()
-        self.rnn = rnn or nn.GRU(4, 8, num_layers=2, batch_first=True)
-        self.head = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+        self.rnn = rnn or nn.LSTM(4, 8, num_layers=2, proj_size=3, batch_first=True)
+        width = (self.rnn.proj_size or self.rnn.hidden_size) * (1 + self.rnn.bidirectional)
+        self.head = nn.Sequential(nn.Linear(width, 8), nn.ReLU(), nn.Linear(8, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.rnn.batch_first:
@@ -28,7 +30,7 @@ class _Encoder(nn.Module):
         return self.head(self.rnn(x.transpose(0, 1))[0][-1])
 
 
-def test_a_gru_model_is_reported_with_a_warning(tmp_path: Path) -> None:
+def test_a_projected_lstm_model_is_reported_with_a_warning(tmp_path: Path) -> None:
     torch.manual_seed(0)
     x = torch.randn(24, 5, 4)
     model = tmp_path / "model.pt2"
@@ -46,19 +48,26 @@ def test_a_gru_model_is_reported_with_a_warning(tmp_path: Path) -> None:
 
     assert report.model.format == "pt2" and [layer.name for layer in report.model.layers] == ["head.1:relu"]
     (warning,) = report.model.warnings
-    assert warning.startswith("GRU 'rnn'") and "not analysed" in warning
+    assert warning.startswith("LSTM 'rnn'") and "not analysed" in warning
     assert f"Warning: {warning}" in summarize(report).splitlines()
     assert Report.model_validate_json(report.to_json()).model.warnings == [warning]
 
 
-def test_one_layer_gru_and_rnn_gates_are_reported_as_layers(tmp_path: Path) -> None:
+def test_gru_and_rnn_gates_are_reported_as_layers(tmp_path: Path) -> None:
     torch.manual_seed(0)
     x = torch.randn(12, 5, 4)
     dataset = tmp_path / "data.npz"
     np.savez(dataset, x=x.numpy(), y=np.arange(12) % 3)
+    stacked = [
+        f"l{k}{d}:{gate}"
+        for k in range(2)
+        for d in ("", ".reverse")
+        for gate in ("reset_gate", "update_gate", "new_gate")
+    ]
     for rnn, gates in (
         (nn.GRU(4, 8, batch_first=True), ["reset_gate", "update_gate", "new_gate"]),
         (nn.RNN(4, 8, nonlinearity="relu"), ["hidden"]),
+        (nn.GRU(4, 8, num_layers=2, bidirectional=True), stacked),
     ):
         model = tmp_path / "model.pt2"
         torch.export.save(

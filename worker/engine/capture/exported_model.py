@@ -47,7 +47,7 @@ from worker.engine.capture.exported_graph import (
 )
 from worker.engine.capture.naming import module_layer_names
 from worker.engine.capture.recurrent import ATEN_RECURRENT, recurrent_warning
-from worker.engine.capture.recurrent_gates import RecurrentSite, find_recurrent, recurrent_gates
+from worker.engine.capture.recurrent_gates import RecurrentSite, find_recurrent, stacked_gates
 from worker.engine.capture.run_errors import out_of_memory, run_failure
 from worker.engine.errors import AnalysisError
 
@@ -472,7 +472,9 @@ class _Gates:
         for site, kept in zip(self.sites, self.kept, strict=True):
             params = [p for p in (weights[name] for name in site.params) if isinstance(p, torch.Tensor)]
             stop = start + len(site.exposed)
-            gates = recurrent_gates(site.op, exposed[start:stop], params, site.batch_first)
+            gates = stacked_gates(
+                site.op, exposed[start:stop], params, site.batch_first, site.layers, site.directions
+            )
             found += [gates[g] for g in kept]
             start = stop
         return found

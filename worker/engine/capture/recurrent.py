@@ -1,9 +1,10 @@
 """Recurrent layers whose gates are not analysed: fused LSTM / GRU / RNN ops compute their gate
 activations (sigmoid, tanh) inside one kernel, so no front end sees those pre-activations. Each
 front end lists such layers, and the report carries a warning for each (``model.warnings``), so a
-summary never describes "the network" from the other layers alone without saying so. Except: a
-``.pt2``'s one-layer, one-direction LSTM, GRU and RNN, whose gates are recomputed exactly
-(``worker.engine.capture.recurrent_gates``) and analysed as layers."""
+summary never describes "the network" from the other layers alone without saying so. Except:
+LSTMs without projection, GRUs and RNNs (any layers and directions) in ``.pt2``, TorchScript and
+ONNX, whose gates are recomputed exactly (``worker.engine.capture.recurrent_gates``) and analysed
+as layers."""
 
 from __future__ import annotations
 

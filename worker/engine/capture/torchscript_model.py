@@ -27,7 +27,7 @@ from worker.engine.capture.capture_points import check_shape
 from worker.engine.capture.capture_points import layer_names as capture_names
 from worker.engine.capture.device import torch_device
 from worker.engine.capture.record import Recorder
-from worker.engine.capture.recurrent_gates import recurrent_gates
+from worker.engine.capture.recurrent_gates import stacked_gates
 from worker.engine.capture.run_errors import out_of_memory, run_failure
 from worker.engine.capture.torchscript_embedding import (
     Place,
@@ -391,7 +391,7 @@ class _Gates:
         for site, kept, weights in zip(self.sites, self.kept, self.weights, strict=True):
             count = 3 + (site.op == "lstm")
             values = [slots[2 * (start + j)][0] for j in range(count)]
-            gates = recurrent_gates(site.op, values, weights, site.batch_first)
+            gates = stacked_gates(site.op, values, weights, site.batch_first, site.layers, site.directions)
             found += [gates[g] for g in kept]
             start += count
         return found

@@ -35,34 +35,32 @@ class _Recurrent(nn.Module):
         return self.rnn(x.transpose(0, 1))[0].transpose(0, 1)
 
 
-@pytest.mark.parametrize("kind", ["scripted", "traced", "onnx-legacy", "onnx-dynamo"])
+@pytest.mark.parametrize("kind", ["pt2", "scripted", "traced"])
 @pytest.mark.parametrize(
-    ("label", "make"),
+    "make",
     [
-        ("LSTM", lambda: nn.LSTM(4, 8, num_layers=2, batch_first=True)),
-        ("GRU", lambda: nn.GRU(4, 8, bidirectional=True, batch_first=True)),
+        lambda: nn.LSTM(4, 8, proj_size=3, batch_first=True),
+        lambda: nn.LSTM(4, 8, num_layers=2, proj_size=3, bidirectional=True, batch_first=True),
     ],
-    ids=["lstm-2-layers", "gru-bidirectional"],
+    ids=["lstm-projected", "lstm-projected-2-layers-bidirectional"],
 )
-def test_stacked_or_bidirectional_recurrent_gates_are_reported_as_not_analysed(
-    label: str, make: Callable[[], nn.RNNBase], kind: str, tmp_path: Path
+def test_projected_lstm_gates_are_reported_as_not_analysed(
+    make: Callable[[], nn.RNNBase], kind: str, tmp_path: Path
 ) -> None:
-    if kind.startswith("onnx") and label == "LSTM":
-        pytest.skip(
-            "ONNX exports a stacked LSTM as one node per layer: test_onnx_stacked_lstm_layers_are_analysed"
-        )
+    """An LSTM with ``proj_size`` (which neither ONNX exporter writes) keeps its warning; stacked
+    and bidirectional layers without projection are analysed (``test_recurrent_stacked``)."""
     torch.manual_seed(0)
-    net = _Recurrent("", make()).eval()
+    net = _Recurrent("", make())
+    net.head[0] = nn.Linear(3 * (1 + net.rnn.bidirectional), 8)
+    net = net.eval()
     x = torch.randn(6, 5, 4)
     model = open_model(_save(kind, net, x, tmp_path / "model"), device="cpu", example=np_batch(x=x[:2]))
 
     result = model.capture(np_batch(x=x))
 
     assert [layer.op_type for layer in model.layers] == ["relu"]
-    assert len(model.warnings) == 1 and model.warnings[0].startswith(label), model.warnings
+    assert len(model.warnings) == 1 and model.warnings[0].startswith("LSTM 'rnn'"), model.warnings
     assert "gates" in model.warnings[0] and "not analysed" in model.warnings[0]
-    if kind != "onnx-legacy":
-        assert "'rnn'" in model.warnings[0], model.warnings
     with torch.no_grad():
         hidden = net.head[0](net.sequence(x)[:, -1])
     assert close(result.pre[0], hidden, atol=1e-4)
@@ -216,31 +214,6 @@ def test_rnn_of_a_pt2_is_a_layer(nonlinearity: str, bias: bool, batch_first: boo
         assert close(activation(expected), net.sequence(x), atol=1e-5)
     assert close(result.pre[1], expected.reshape(6, -1), atol=1e-5)
     assert close(result.post[1], activation(expected).reshape(6, -1), atol=1e-5)
-
-
-@pytest.mark.parametrize(
-    "rnn",
-    [
-        nn.GRU(4, 8, num_layers=2, batch_first=True),
-        nn.GRU(4, 8, bidirectional=True, batch_first=True),
-        nn.RNN(4, 8, num_layers=2, batch_first=True),
-        nn.RNN(4, 8, nonlinearity="relu", bidirectional=True, batch_first=True),
-    ],
-    ids=["gru-2-layers", "gru-bidirectional", "rnn-2-layers", "rnn-relu-bidirectional"],
-)
-def test_stacked_or_bidirectional_recurrent_pt2_still_warns(rnn: nn.RNNBase, tmp_path: Path) -> None:
-    torch.manual_seed(3)
-    net = _Recurrent("", rnn).eval()
-    x = torch.randn(6, 5, 4)
-
-    model, result = _exported(net, x, tmp_path / "stacked.pt2")
-
-    assert [layer.op_type for layer in model.layers] == ["relu"]
-    assert len(model.warnings) == 1 and "not analysed" in model.warnings[0], model.warnings
-    assert model.warnings[0].startswith(("GRU 'rnn'", "RNN 'rnn'")), model.warnings
-    with torch.no_grad():
-        hidden = net.head[0](net.sequence(x)[:, -1])
-    assert close(result.pre[0], hidden, atol=1e-4)
 
 
 def _save(kind: str, net: nn.Module, x: torch.Tensor, path: Path) -> Path:
