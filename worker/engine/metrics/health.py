@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from worker.engine.metrics._checks import check_patterns, describe, require
+from worker.engine.metrics._cpu import zeros
 
 #: Above this many regions, per-region counts go through one scatter instead of a pass per region.
 _LOOP_REGIONS = 16
@@ -75,7 +76,7 @@ class HealthAccumulator:
         self.device = torch.device(device)
         self.samples = 0
         self._counts = [
-            torch.zeros(r, m, dtype=torch.int32, device=self.device)
+            zeros((r, m), torch.int32, self.device)
             for m, r in zip(self.neurons, self.regions, strict=True)
         ]
         self._pre = [_Moments(self.device) for _ in self.neurons]
