@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from worker.engine.metrics._cpu import max_index, zeros
 from worker.engine.metrics._checks import check_patterns, describe, require
+from worker.engine.metrics._cpu import max_index, zeros
 from worker.engine.metrics.patterns import PatternStore
 
 #: Samples read from a pattern store at a time by :func:`label_region_counts`.

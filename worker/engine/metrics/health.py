@@ -76,8 +76,7 @@ class HealthAccumulator:
         self.device = torch.device(device)
         self.samples = 0
         self._counts = [
-            zeros((r, m), torch.int32, self.device)
-            for m, r in zip(self.neurons, self.regions, strict=True)
+            zeros((r, m), torch.int32, self.device) for m, r in zip(self.neurons, self.regions, strict=True)
         ]
         self._pre = [_Moments(self.device) for _ in self.neurons]
         self._post = [_Moments(self.device) for _ in self.neurons]
