@@ -255,9 +255,9 @@ class _Moments:
             return
         flat = values.detach().reshape(-1)
         if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
-            exact = widen(flat.numpy())
-            total_sum = float(exact.sum())
-            total_squares = float(np.einsum("i,i->", exact, exact))
+            widened = widen(flat.numpy())
+            total_sum = float(widened.sum())
+            total_squares = float(np.einsum("i,i->", widened, widened))
         else:
             exact = flat.to(torch.float64)
             total_sum, total_squares = float(exact.sum()), float(torch.dot(exact, exact))
