@@ -27,3 +27,20 @@ def full(size: int, value: float, device: torch.device) -> torch.Tensor:
     if device.type != "cpu":
         return torch.full((size,), value, dtype=torch.float32, device=device)
     return torch.from_numpy(np.full(size, value, dtype=np.float32))
+
+
+#: Rows of zeros and ones whose column sums still fit a uint8.
+_UINT8_ROWS = 255
+
+
+def column_counts(flags: np.ndarray) -> np.ndarray:
+    """``[M]`` column sums of ``[b, M]`` zeros and ones (bool or uint8), exact: accumulated in
+    uint8 (no widening pass) over blocks of 255 rows; uint8 for ``b <= 255``, else int64."""
+    ones = flags.view(np.uint8) if flags.dtype == np.bool_ else flags
+    if ones.shape[0] <= _UINT8_ROWS:
+        counted: np.ndarray = np.add.reduce(ones, axis=0, dtype=np.uint8)
+        return counted
+    total = np.zeros(ones.shape[1], dtype=np.int64)
+    for start in range(0, ones.shape[0], _UINT8_ROWS):
+        total += np.add.reduce(ones[start : start + _UINT8_ROWS], axis=0, dtype=np.uint8)
+    return total

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from worker.engine.metrics._checks import check_patterns, describe, require
-from worker.engine.metrics._cpu import max_index, zeros
+from worker.engine.metrics._cpu import column_counts, max_index, zeros
 from worker.engine.metrics.patterns import PatternStore
 
 #: Samples read from a pattern store at a time by :func:`label_region_counts`.
@@ -324,12 +324,12 @@ def _add_sorted_counts(
         block = regions[start:stop]
         # Region 0 by difference: every index is below the region count (checked by the caller).
         if last == 1:
-            found = np.add.reduce(block, axis=0, dtype=np.int32)
+            found = column_counts(block)
             counts[label, 1] += found
         else:
-            found = np.zeros(block.shape[1], dtype=np.int32)
+            found = np.zeros(block.shape[1], dtype=np.int64)
             for region in range(1, last + 1):
-                here = np.add.reduce(block == region, axis=0, dtype=np.int32)
+                here = column_counts(block == region)
                 counts[label, region] += here
                 found += here
         counts[label, 0] += (stop - start) - found

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from worker.engine.metrics._checks import describe, require
-from worker.engine.metrics._cpu import full, zeros
+from worker.engine.metrics._cpu import column_counts, full, zeros
 
 #: ReDo's dormancy thresholds τ reported (Sokar et al. use 0 and 0.025 on Atari, 0.1 on DeepMind Control).
 DORMANT_TAUS = (0.0, 0.025, 0.1)
@@ -191,7 +191,7 @@ class ValueAccumulator:
         if floor > 0:
             positive += outputs.shape[0]
         else:
-            positive += np.greater(outputs, 0).view(np.uint8).sum(0, dtype=np.int32)
+            positive += column_counts(np.greater(outputs, 0))
         coverage = self._coverage[layer].numpy()
         units = self.units[layer]
         open_units = np.flatnonzero(coverage <= COVERAGE_THRESHOLDS[-1])

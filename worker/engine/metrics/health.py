@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from worker.engine.metrics._checks import check_patterns, describe, require
-from worker.engine.metrics._cpu import zeros
+from worker.engine.metrics._cpu import column_counts, zeros
 
 #: Above this many regions, per-region counts go through one scatter instead of a pass per region.
 _LOOP_REGIONS = 16
@@ -218,10 +218,10 @@ def _count_regions(counts: torch.Tensor, regions: torch.Tensor) -> None:
         array = regions.contiguous().numpy()
         target = counts.numpy()
         if n_regions == 2:
-            target[1] += np.add.reduce(array, axis=0, dtype=np.int32)
+            target[1] += column_counts(array)
         else:
             for region in range(1, n_regions):
-                target[region] += np.add.reduce(array == region, axis=0, dtype=np.int32)
+                target[region] += column_counts(array == region)
         return
     if n_regions == 2:
         counts[1] += regions.sum(0, dtype=torch.int32)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from worker.engine.metrics._cpu import full, max_index, zeros
+from worker.engine.metrics._cpu import column_counts, full, max_index, zeros
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.int64, torch.float64])
@@ -32,3 +33,14 @@ def test_max_index_of_strided_and_contiguous_tensors() -> None:
     assert max_index(regions) == int(regions.max())
     view = regions[:, ::3].T
     assert max_index(view) == int(view.max())
+
+
+@pytest.mark.parametrize("rows", [1, 16, 255, 256, 600])
+def test_column_counts_are_exact_column_sums(rows: int) -> None:
+    generator = np.random.default_rng(rows)
+    flags = generator.random((rows, 33)) < 0.9
+    expected = flags.sum(0, dtype=np.int64)
+    for given in (flags, flags.view(np.uint8), flags[:, ::2]):
+        counted = column_counts(given)
+        assert np.array_equal(counted.astype(np.int64), given.view(np.uint8).sum(0, dtype=np.int64))
+    assert np.array_equal(column_counts(flags).astype(np.int64), expected)
