@@ -3,6 +3,7 @@ selected activation's input and output tensors, so one ``run`` captures all laye
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ def _post_from_pre(candidate: Candidate) -> Callable[[torch.Tensor], torch.Tenso
     input already prevents fusing the activation into the convolution."""
     node = candidate.anchor
     if node.op_type == "Relu":
-        return torch.relu
+        return _clamp(0.0, math.inf)
     if node.op_type == "LeakyRelu":
         alpha = next((float(a.f) for a in node.attribute if a.name == "alpha"), 0.01)
         return lambda pre: torch.nn.functional.leaky_relu(pre, alpha)
@@ -155,8 +156,21 @@ def _post_from_pre(candidate: Candidate) -> Callable[[torch.Tensor], torch.Tenso
             bounds = (low, high)
         if bounds is not None:
             low, high = bounds
-            return lambda pre: torch.clamp(pre, low, high)
+            return _clamp(low, high)
     return None
+
+
+def _clamp(low: float, high: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.clamp(pre, low, high)`` bit for bit (``-0.0`` and NaN kept, as ``torch.relu`` does for
+    ``(0, inf)``), computed by numpy's single-threaded ``clip`` for a float CPU tensor: torch's
+    threaded elementwise kernels contend with the runtime's worker threads."""
+
+    def clamp(pre: torch.Tensor) -> torch.Tensor:
+        if pre.device.type == "cpu" and pre.dtype in (torch.float32, torch.float64) and not pre.requires_grad:
+            return torch.from_numpy(np.clip(pre.numpy(), low, high))
+        return torch.clamp(pre, low, high)
+
+    return clamp
 
 
 class _OrtRunner:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from worker.engine.metrics._checks import check_patterns, describe, require
+from worker.engine.metrics._cpu import column_counts, max_index, zeros
 from worker.engine.metrics.patterns import PatternStore
 
 #: Samples read from a pattern store at a time by :func:`label_region_counts`.
@@ -139,7 +140,7 @@ class LabelRegionCounts:
             f"labels: expected a [{batch}] integer tensor, got {describe(labels)}",
         )
         for layer, regions in enumerate(patterns):
-            high = int(regions.max()) if regions.numel() else 0
+            high = max_index(regions) if regions.numel() else 0
             require(
                 high < self.regions[layer],
                 f"patterns[{layer}]: expected region indices < {self.regions[layer]}, got {high}",
@@ -289,7 +290,7 @@ class LabelRegionCounts:
         merged = sorted(self.labels + new)
         rows = torch.tensor([merged.index(label) for label in self.labels], dtype=torch.int64)
         for layer, counts in enumerate(self._counts):
-            grown = torch.zeros(len(merged), *counts.shape[1:], dtype=torch.int64, device=self.device)
+            grown = zeros((len(merged), *counts.shape[1:]), torch.int64, self.device)
             grown[rows.to(self.device)] = counts
             self._counts[layer] = grown
         self.labels = merged
@@ -318,10 +319,20 @@ def _add_sorted_counts(
     label row ``present[i]``'s samples are rows ``starts[i]`` up to the next start (numpy's
     single-threaded segment sums; the CPU path)."""
     stops = [*starts[1:].tolist(), regions.shape[0]]
+    last = counts.shape[1] - 1
     for label, start, stop in zip(present.tolist(), starts.tolist(), stops, strict=True):
         block = regions[start:stop]
-        for region in range(counts.shape[1]):
-            counts[label, region] += np.add.reduce(block == region, axis=0, dtype=np.int32)
+        # Region 0 by difference: every index is below the region count (checked by the caller).
+        if last == 1:
+            found = column_counts(block)
+            counts[label, 1] += found
+        else:
+            found = np.zeros(block.shape[1], dtype=np.int64)
+            for region in range(1, last + 1):
+                here = column_counts(block == region)
+                counts[label, region] += here
+                found += here
+        counts[label, 0] += (stop - start) - found
 
 
 def _add_counts(

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from worker.engine.metrics._checks import describe, require
+from worker.engine.metrics._cpu import column_counts, full, zeros
 
 #: ReDo's dormancy thresholds τ reported (Sokar et al. use 0 and 0.025 on Atari, 0.1 on DeepMind Control).
 DORMANT_TAUS = (0.0, 0.025, 0.1)
@@ -126,14 +127,14 @@ class ValueAccumulator:
         self.post_space = post_space
         self.device = torch.device(device)
         self.samples = 0
-        self._pre_min = [torch.full((m,), math.inf, device=self.device) for m in self.neurons]
-        self._pre_max = [torch.full((m,), -math.inf, device=self.device) for m in self.neurons]
+        self._pre_min = [full(m, math.inf, self.device) for m in self.neurons]
+        self._pre_max = [full(m, -math.inf, self.device) for m in self.neurons]
         spans = [m if post_space else 0 for m in self.neurons]
-        self._post_min = [torch.full((m,), math.inf, device=self.device) for m in spans]
-        self._post_max = [torch.full((m,), -math.inf, device=self.device) for m in spans]
-        self._abs_sum = [torch.zeros(m, dtype=torch.float64, device=self.device) for m in self.neurons]
-        self._positive = [torch.zeros(m, dtype=torch.int32, device=self.device) for m in self.neurons]
-        self._coverage = [torch.full((u,), -math.inf, device=self.device) for u in self.units]
+        self._post_min = [full(m, math.inf, self.device) for m in spans]
+        self._post_max = [full(m, -math.inf, self.device) for m in spans]
+        self._abs_sum = [zeros((m,), torch.float64, self.device) for m in self.neurons]
+        self._positive = [zeros((m,), torch.int32, self.device) for m in self.neurons]
+        self._coverage = [full(u, -math.inf, self.device) for u in self.units]
 
     def update(self, pre: Sequence[torch.Tensor], post: Sequence[torch.Tensor]) -> None:
         """Add one batch: per layer ``[b, M_l]`` float pre- and post-activation values."""
@@ -190,7 +191,7 @@ class ValueAccumulator:
         if floor > 0:
             positive += outputs.shape[0]
         else:
-            positive += np.greater(outputs, 0).view(np.uint8).sum(0, dtype=np.int32)
+            positive += column_counts(np.greater(outputs, 0))
         coverage = self._coverage[layer].numpy()
         units = self.units[layer]
         open_units = np.flatnonzero(coverage <= COVERAGE_THRESHOLDS[-1])

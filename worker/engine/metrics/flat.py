@@ -24,6 +24,7 @@ import torch
 
 from neuronscope.contracts.post_space import hard_sigmoid_kinks
 from worker.engine.metrics._checks import check_patterns, require
+from worker.engine.metrics._cpu import column_counts, zeros
 from worker.engine.metrics.patterns import PatternStore
 
 #: Pre-activation intervals on which each op type is constant (closed ends; inf for unbounded).
@@ -125,7 +126,7 @@ class FlatCounts:
         self.device = torch.device(device)
         self.samples = 0
         self.dead_data_points = 0
-        self._active = [torch.zeros(m, dtype=torch.int64, device=self.device) for m in self.neurons]
+        self._active = [zeros((m,), torch.int64, self.device) for m in self.neurons]
 
     def update(self, patterns: Sequence[torch.Tensor]) -> None:
         """Add one batch: per layer ``[b, M_l]`` uint8 region indices."""
@@ -140,7 +141,7 @@ class FlatCounts:
                 flat = values == self.flat[layer][0]
                 for region in self.flat[layer][1:]:
                     flat |= values == region
-                outside = values.shape[0] - np.add.reduce(flat, axis=0, dtype=np.int64)
+                outside = values.shape[0] - column_counts(flat)
                 self._active[layer].numpy()[:] += outside
                 dead_point |= torch.from_numpy(flat.all(1))
                 continue

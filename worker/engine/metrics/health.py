@@ -8,7 +8,7 @@ A neuron is dead when one region holds every sample, dying when its dominant reg
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from worker.engine.metrics._checks import check_patterns, describe, require
+from worker.engine.metrics._cpu import column_counts, zeros
 
 #: Above this many regions, per-region counts go through one scatter instead of a pass per region.
 _LOOP_REGIONS = 16
@@ -75,11 +76,12 @@ class HealthAccumulator:
         self.device = torch.device(device)
         self.samples = 0
         self._counts = [
-            torch.zeros(r, m, dtype=torch.int32, device=self.device)
-            for m, r in zip(self.neurons, self.regions, strict=True)
+            zeros((r, m), torch.int32, self.device) for m, r in zip(self.neurons, self.regions, strict=True)
         ]
         self._pre = [_Moments(self.device) for _ in self.neurons]
         self._post = [_Moments(self.device) for _ in self.neurons]
+        #: float64 copy of one layer's batch on the CPU, shared by every layer and batch.
+        self._scratch = np.empty(0, dtype=np.float64)
 
     def update(
         self, patterns: Sequence[torch.Tensor], pre: Sequence[torch.Tensor], post: Sequence[torch.Tensor]
@@ -99,9 +101,19 @@ class HealthAccumulator:
             )
         for layer, regions in enumerate(patterns):
             _count_regions(self._counts[layer], regions.to(self.device))
-            self._pre[layer].add(pre[layer])
-            self._post[layer].add(post[layer])
+            self._pre[layer].add(pre[layer], self._widened)
+            self._post[layer].add(post[layer], self._widened)
         self.samples += batch
+
+    def _widened(self, values: np.ndarray) -> np.ndarray:
+        """``[n]`` float32 or float64 values as ``[n]`` float64, in a buffer reused by the next call."""
+        if values.dtype == np.float64:
+            return np.ascontiguousarray(values)
+        if self._scratch.size < values.size:
+            self._scratch = np.empty(values.size, dtype=np.float64)
+        widened = self._scratch[: values.size]
+        np.copyto(widened, values)
+        return widened
 
     def state(self) -> dict[str, np.ndarray]:
         """Everything accumulated, as arrays: per layer ``counts{l}`` ``[R_l, M_l]`` int32 region
@@ -206,10 +218,10 @@ def _count_regions(counts: torch.Tensor, regions: torch.Tensor) -> None:
         array = regions.contiguous().numpy()
         target = counts.numpy()
         if n_regions == 2:
-            target[1] += np.add.reduce(array, axis=0, dtype=np.int32)
+            target[1] += column_counts(array)
         else:
             for region in range(1, n_regions):
-                target[region] += np.add.reduce(array == region, axis=0, dtype=np.int32)
+                target[region] += column_counts(array == region)
         return
     if n_regions == 2:
         counts[1] += regions.sum(0, dtype=torch.int32)
@@ -233,18 +245,19 @@ class _Moments:
         #: ``(count, sum, sum of squares)`` of every batch merged, in order.
         self.pieces: list[tuple[int, float, float]] = []
 
-    def add(self, values: torch.Tensor) -> None:
-        """Merge a batch of values (any shape): its exact float64 sum and sum of squares (a float32
-        square is exact in float64), then Chan et al.'s merge. On the CPU numpy accumulates in
-        float64 chunk by chunk, so no float64 copy of the batch is made."""
+    def add(self, values: torch.Tensor, widen: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Merge a batch of values (any shape): its float64 sum and sum of squares (a float32
+        square is exact in float64), then Chan et al.'s merge. On the CPU ``widen`` turns the
+        ``[n]`` values into float64 once (into a reused buffer) for both sums, each one numpy pass
+        on one thread."""
         piece = values.numel()
         if not piece:
             return
         flat = values.detach().reshape(-1)
         if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
-            array = flat.contiguous().numpy()
-            total_sum = float(array.sum(dtype=np.float64))
-            total_squares = float(np.einsum("i,i->", array, array, dtype=np.float64))
+            widened = widen(flat.numpy())
+            total_sum = float(widened.sum())
+            total_squares = float(np.einsum("i,i->", widened, widened))
         else:
             exact = flat.to(torch.float64)
             total_sum, total_squares = float(exact.sum()), float(torch.dot(exact, exact))

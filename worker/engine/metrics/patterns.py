@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from worker.engine.metrics._checks import check_patterns, describe, require
+from worker.engine.metrics._cpu import max_index, zeros
 
 MAX_BREAKPOINTS = 255
 _COMPARE_LIMIT = 16
@@ -115,12 +116,6 @@ def _count_below(values: torch.Tensor, bounds: list[float]) -> torch.Tensor:
     return regions
 
 
-def _max_index(regions: torch.Tensor) -> int:
-    if regions.device.type == "cpu":
-        return int(regions.contiguous().numpy().max())
-    return int(regions.max())
-
-
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     """Pack ``[B, M]`` uint8 zeros and ones into ``[B, ceil(M / 8)]`` bytes; neuron ``m`` is bit
     ``m % 8`` of byte ``m // 8``, and the padding bits are zero.
@@ -200,7 +195,7 @@ class PatternStore:
         self.device = torch.device(device)
         self._packed = tuple(pack_bits and r == 2 for r in self.regions)
         self._data = [
-            torch.zeros(n_samples, 8 * -(-m // 64) if packed else m, dtype=torch.uint8, device=self.device)
+            zeros((n_samples, 8 * -(-m // 64) if packed else m), torch.uint8, self.device)
             for m, packed in zip(self.neurons, self._packed, strict=True)
         ]
         self.filled = 0
@@ -234,16 +229,19 @@ class PatternStore:
         )
         stop = self.filled + batch
         for layer, tensor in enumerate(patterns):
-            top = _max_index(tensor) if batch else 0
+            top = max_index(tensor) if batch else 0
             require(
                 top < self.regions[layer],
                 f"patterns[{layer}]: expected region indices below {self.regions[layer]}, got {top}",
             )
             values = tensor.to(self.device)
+            target = self._data[layer]
             if self._packed[layer]:
-                self._data[layer][self.filled : stop, : -(-values.shape[1] // 8)] = pack_bits(values)
+                target, values = target[:, : -(-values.shape[1] // 8)], pack_bits(values)
+            if self.device.type == "cpu":
+                target.numpy()[self.filled : stop] = values.numpy()
             else:
-                self._data[layer][self.filled : stop] = values
+                target[self.filled : stop] = values
         self.filled = stop
 
     def append_stored(self, stored: Sequence[torch.Tensor]) -> None:

@@ -148,3 +148,30 @@ def test_misuse_is_refused() -> None:
     health.update([torch.zeros(2, 3, dtype=torch.uint8)], pre=[torch.zeros(2, 3)], post=[torch.zeros(2, 3)])
     with pytest.raises(AnalysisError, match=r"dying_threshold=0\.0"):
         health.result(0.0, 10)
+
+
+def _exact_moments(values: np.ndarray) -> tuple[float, float]:
+    """Population mean and variance of float64 ``values`` with correctly rounded sums (fsum)."""
+    mean = math.fsum(values.tolist()) / values.size
+    return mean, math.fsum(((values - mean) ** 2).tolist()) / values.size
+
+
+def test_moments_of_large_batches_match_exact_sums_and_join_bit_for_bit() -> None:
+    generator = torch.Generator().manual_seed(3)
+    batches = [torch.randn(4, 70_001, generator=generator) * 3 + 1 for _ in range(3)]
+    health = HealthAccumulator([70_001], [2])
+    for values in batches:
+        health.update([(values > 0).to(torch.uint8)], [values], [values.relu()])
+    stats = health.result(0.9, 0)[0]
+    every = torch.cat(batches).double().numpy().reshape(-1)
+    pre_mean, pre_var = _exact_moments(every)
+    post_mean, post_var = _exact_moments(np.maximum(every, 0.0))
+    assert stats.pre_activation_mean == pytest.approx(pre_mean, rel=1e-12)
+    assert stats.pre_activation_var == pytest.approx(pre_var, rel=1e-12)
+    assert stats.post_activation_mean == pytest.approx(post_mean, rel=1e-12)
+    assert stats.post_activation_var == pytest.approx(post_var, rel=1e-12)
+    parts = [HealthAccumulator([70_001], [2]) for _ in batches]
+    for part, values in zip(parts, batches, strict=True):
+        part.update([(values > 0).to(torch.uint8)], [values], [values.relu()])
+    joined = HealthAccumulator.combine([70_001], [2], [p.state() for p in parts]).result(0.9, 0)[0]
+    assert joined == stats
