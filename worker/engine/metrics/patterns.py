@@ -273,7 +273,7 @@ class PatternStore:
 
     def _check_stored(self, layer: int, rows: torch.Tensor) -> None:
         if not self._packed[layer]:
-            top = _max_index(rows)
+            top = max_index(rows)
             require(
                 top < self.regions[layer],
                 f"stored[{layer}]: expected region indices below {self.regions[layer]}, got {top}",
@@ -283,7 +283,7 @@ class PatternStore:
         padding = rows[:, used:]
         last = rows[:, used - 1] >> (width - 8 * (used - 1)) if width % 8 else None
         require(
-            (padding.numel() == 0 or _max_index(padding) == 0) and (last is None or _max_index(last) == 0),
+            (padding.numel() == 0 or max_index(padding) == 0) and (last is None or max_index(last) == 0),
             f"stored[{layer}]: expected zero padding bits beyond neuron {width - 1} of packed rows",
         )
 
