@@ -23,11 +23,10 @@ from neuronscope.errors import InvalidInput
 #: k -> infinity), ``transition_density.saturated`` and ``.warnings``,
 #: ``transition_density.samples[].td_converged`` / ``.neuron_changes_converged``,
 #: ``timings.transition_density_passes``, ``prediction_distance.probabilities``; ``layers[].death``
-#: (ReDo's τ-dormant units,
-#: DeepXplore's neuron coverage, rarely positive neurons and, for every listed dead or dying
-#: neuron, the region it is stuck in, its value range and its distance to the nearest breakpoint),
-#: ``neuron_death`` (the same over the whole network) and ``model.layers[].params``, ``null`` in
-#: older reports.
+#: (ReDo's τ-dormant units, DeepXplore's neuron coverage, rarely positive neurons and, for every
+#: listed dead or dying neuron, the region it is stuck in, its value range and its distance to the
+#: nearest breakpoint), ``neuron_death`` (the same over the whole network) and
+#: ``model.layers[].params``, ``null`` in older reports.
 REPORT_SCHEMA_VERSION = "1.2"
 
 #: Dead and dying neuron indices one report lists, over every layer and both lists together (the
