@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 from pydantic import ValidationError
@@ -258,22 +260,11 @@ def _gather(
 ) -> RunOutcome | None:
     """Join the capture blocks (the ``gather`` stage) and publish the whole capture and the TD
     pairs; an outcome when the job ended instead."""
-    job_id = record.job_id
-    refused = _too_many_attempts(ctx, job_id, "the gather")
-    if refused is not None:
-        return finish(ctx, job_id, "failed", refused)
-    ctx.jobs.set_progress(job_id, "gathering", 0.0)
-    with job_workdir(job_id) as work:
+    with job_workdir(record.job_id) as work:
         names = [PLAN_FILE, DATASET_LABELS_FILE, *(chunk_file(k, i) for k, i in plan.capture_chunks())]
-        for name in names:
-            scratch.get(name, work / name)
-        (work / "config.json").write_text(record.config)
-        args = ["--stage", "gather", "--work", str(work), "--config", str(work / "config.json")]
-        result, error = run_stage(ctx, job_id, work, args, python=python)
-        if result.cancelled:
-            return "cancelled"
-        if error is not None:
-            return finish(ctx, job_id, "failed", error)
+        ended = _callback_stage(ctx, record, scratch, work, "gather", names, python)
+        if ended is not None:
+            return ended
         for name in [CAPTURED_FILE] + ([TD_PAIRS_FILE] if plan.td_pairs else []):
             scratch.put(name, work / name)
     return None
@@ -284,27 +275,45 @@ def _merge(
 ) -> RunOutcome:
     """Merge every block into the report (the ``merge`` stage), store it and finish the job."""
     job_id = record.job_id
-    refused = _too_many_attempts(ctx, job_id, "the merge")
-    if refused is not None:
-        return finish(ctx, job_id, "failed", refused)
-    ctx.jobs.set_progress(job_id, "merging", 0.0)
     with job_workdir(job_id) as work:
         names = [PLAN_FILE, FACTS_FILE, CAPTURED_FILE, *(chunk_file(k, i) for k, i in plan.pair_chunks())]
         names += [TD_PAIRS_FILE] if plan.td_pairs else []
         names += [TD_PREPARED_FILE] if plan.td_pairs and not plan.td_ranges else []
-        for name in names:
-            scratch.get(name, work / name)
-        (work / "config.json").write_text(record.config)
         report = work / "report.json"
-        args = ["--stage", "merge", "--work", str(work), "--config", str(work / "config.json")]
-        args += ["--report", str(report)]
-        result, error = run_stage(ctx, job_id, work, args, python=python)
-        if result.cancelled:
-            return "cancelled"
-        if error is not None:
-            return finish(ctx, job_id, "failed", error)
+        ended = _callback_stage(ctx, record, scratch, work, "merge", names, python, ["--report", str(report)])
+        if ended is not None:
+            return ended
         failed = save_report(ctx, job_id, report)
     if failed is not None:
         return failed
     scratch.remove()  # before the job shows succeeded: no one sees a finished job's files
     return finish(ctx, job_id, "succeeded")
+
+
+def _callback_stage(
+    ctx: WorkerContext,
+    record: JobRecord,
+    scratch: JobScratch,
+    work: Path,
+    stage: Literal["gather", "merge"],
+    names: Sequence[str],
+    python: str,
+    extra: Sequence[str] = (),
+) -> RunOutcome | None:
+    """Run a chord callback's ``stage`` in a confined child on copies of the job's files ``names``
+    in ``work``; the job's outcome when it ended instead (too many attempts, cancelled, failed)."""
+    job_id = record.job_id
+    refused = _too_many_attempts(ctx, job_id, f"the {stage}")
+    if refused is not None:
+        return finish(ctx, job_id, "failed", refused)
+    ctx.jobs.set_progress(job_id, {"gather": "gathering", "merge": "merging"}[stage], 0.0)
+    for name in names:
+        scratch.get(name, work / name)
+    (work / "config.json").write_text(record.config)
+    args = ["--stage", stage, "--work", str(work), "--config", str(work / "config.json"), *extra]
+    result, error = run_stage(ctx, job_id, work, args, python=python)
+    if result.cancelled:
+        return "cancelled"
+    if error is not None:
+        return finish(ctx, job_id, "failed", error)
+    return None

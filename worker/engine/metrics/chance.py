@@ -36,10 +36,7 @@ import torch
 
 from worker.engine.metrics._checks import check_patterns, describe, require
 from worker.engine.metrics._cpu import column_counts, max_index, zeros
-from worker.engine.metrics.patterns import PatternStore
 
-#: Samples read from a pattern store at a time by :func:`label_region_counts`.
-_STORE_BLOCK = 4096
 #: Samples per one-hot product in :meth:`LabelRegionCounts.update` (float32 sums of 0/1 values are
 #: exact up to 2^24; this also bounds the float copy of a batch's patterns).
 _MATMUL_ROWS = 4096
@@ -294,22 +291,6 @@ class LabelRegionCounts:
             grown[rows.to(self.device)] = counts
             self._counts[layer] = grown
         self.labels = merged
-
-
-def label_region_counts(
-    store: PatternStore, labels: torch.Tensor, *, block: int = _STORE_BLOCK
-) -> LabelRegionCounts:
-    """The counts of every sample in a filled ``store`` with ``[N]`` integer ``labels``."""
-    require(
-        labels.shape == (store.filled,),
-        f"labels: expected [{store.filled}] (one per stored sample), got {describe(labels)}",
-    )
-    counts = LabelRegionCounts(store.neurons, store.regions, device=store.device)
-    for start in range(0, store.filled, block):
-        index = torch.arange(start, min(start + block, store.filled), dtype=torch.int64)
-        patterns = [store.rows(layer, index) for layer in range(store.num_layers)]
-        counts.update(patterns, labels[index])
-    return counts
 
 
 def _add_sorted_counts(

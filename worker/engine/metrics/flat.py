@@ -25,7 +25,6 @@ import torch
 from neuronscope.contracts.post_space import hard_sigmoid_kinks
 from worker.engine.metrics._checks import check_patterns, require
 from worker.engine.metrics._cpu import column_counts, zeros
-from worker.engine.metrics.patterns import PatternStore
 
 #: Pre-activation intervals on which each op type is constant (closed ends; inf for unbounded).
 FLAT_INTERVALS: dict[str, tuple[tuple[float, float], ...]] = {
@@ -37,8 +36,6 @@ FLAT_INTERVALS: dict[str, tuple[tuple[float, float], ...]] = {
 }
 #: A neuron outside its flat regions for fewer than this share of inputs is rarely active.
 RARELY_ACTIVE = 0.01
-#: Samples read from a pattern store at a time by :func:`flat_counts`.
-_STORE_BLOCK = 4096
 
 
 def flat_intervals(
@@ -218,19 +215,4 @@ class FlatCounts:
         return FlatSummary(samples=self.samples, dead_data_points=self.dead_data_points, layers=layers)
 
 
-def flat_counts(
-    store: PatternStore, flat: Sequence[Sequence[int]], *, block: int = _STORE_BLOCK
-) -> FlatCounts:
-    """The counts of every sample in a filled ``store``."""
-    require(
-        len(flat) == store.num_layers,
-        f"flat: expected one list per stored layer ({store.num_layers}), got {len(flat)}",
-    )
-    counts = FlatCounts(store.neurons, flat, device=store.device)
-    for start in range(0, store.filled, block):
-        index = torch.arange(start, min(start + block, store.filled), dtype=torch.int64)
-        counts.update([store.rows(layer, index) for layer in range(store.num_layers)])
-    return counts
-
-
-__all__ = ["FLAT_INTERVALS", "FlatCounts", "FlatSummary", "flat_counts", "flat_regions"]
+__all__ = ["FLAT_INTERVALS", "FlatCounts", "FlatSummary", "flat_regions"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.metrics.chance import ChanceSummary, LabelRegionCounts, label_region_counts
+from worker.engine.metrics.chance import ChanceSummary, LabelRegionCounts
 from worker.engine.metrics.patterns import PatternStore
 
 
@@ -148,6 +148,15 @@ def test_permuting_neurons_or_splitting_samples_changes_nothing() -> None:
     for layer in range(2):
         reference = _counts(layers, labels, [3, 2]).layer_counts(layer)
         assert torch.equal(merged.layer_counts(layer), reference)
+
+
+def label_region_counts(store: PatternStore, labels: torch.Tensor, *, block: int) -> LabelRegionCounts:
+    """The counts of a filled store, read back ``block`` samples at a time."""
+    counts = LabelRegionCounts(store.neurons, store.regions)
+    for start in range(0, store.filled, block):
+        index = torch.arange(start, min(start + block, store.filled), dtype=torch.int64)
+        counts.update([store.rows(layer, index) for layer in range(store.num_layers)], labels[index])
+    return counts
 
 
 def test_store_counts_match_direct_counts_on_packed_layers() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.metrics.flat import FlatCounts, flat_counts, flat_regions
+from worker.engine.metrics.flat import FlatCounts, flat_regions
 from worker.engine.metrics.patterns import PatternStore
 
 
@@ -83,3 +83,12 @@ def test_counts_match_a_per_sample_loop_and_merge_exactly() -> None:
 def test_merge_refuses_other_layers() -> None:
     with pytest.raises(Exception, match="merge: expected counts of layers"):
         FlatCounts([3], [[0]]).merge(FlatCounts([3], [[]]))
+
+
+def flat_counts(store: PatternStore, flat: list[list[int]], *, block: int) -> FlatCounts:
+    """The counts of a filled store, read back ``block`` samples at a time."""
+    counts = FlatCounts(store.neurons, flat)
+    for start in range(0, store.filled, block):
+        index = torch.arange(start, min(start + block, store.filled), dtype=torch.int64)
+        counts.update([store.rows(layer, index) for layer in range(store.num_layers)])
+    return counts
